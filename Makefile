@@ -1,0 +1,35 @@
+# make demo : install into .venv, build, run the main job on the built-in synthetic data
+# make test : install into .venv, build, run the test suite
+PY ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+STAMP := $(VENV)/.deps-stamp
+
+.PHONY: all build test demo bench asan clean
+
+all: build
+
+$(STAMP): pyproject.toml
+	test -x $(VPY) || $(PY) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q numpy scipy-openblas32 setuptools wheel pytest tqdm matplotlib nbformat nbclient ipykernel
+	touch $(STAMP)
+
+build: $(STAMP)
+	$(VPY) setup.py -q build_ext --inplace
+
+test: build
+	$(VPY) -m pytest -q -x tests
+
+demo: build
+	$(VPY) -m lviv_c demo
+
+bench: build
+	$(VPY) bench/run_all.py
+
+# C core under AddressSanitizer: rebuilds into a separate copy and runs the reader/ops tests
+asan: $(STAMP)
+	bash scripts/asan-test
+
+clean:
+	rm -rf build lviv_c/*.so

@@ -1,0 +1,215 @@
+/* Reverse-mode autograd: nodes, the backward pass, and graph capture/replay. */
+#include "lv.h"
+#include <stdlib.h>
+#include <string.h>
+
+static _Thread_local int grad_enabled = 1;
+int lv_grad_enabled(void) { return grad_enabled; }
+void lv_set_grad_enabled(int on) { grad_enabled = on; }
+
+static _Thread_local lv_capture *recording = NULL;
+int lv_capture_active(void) { return recording != NULL; }
+
+int lv_needs_grad(int n_in, lv_tensor **in) {
+  if (!grad_enabled) return 0;
+  for (int i = 0; i < n_in; i++)
+    if (in[i] && (in[i]->requires_grad)) return 1;
+  return 0;
+}
+
+lv_node *lv_node_new(const lv_op *op, int n_in, lv_tensor **in) {
+  lv_node *n = calloc(1, sizeof *n);
+  if (!n) { lv_set_error(LV_ENOMEM, "out of memory"); return NULL; }
+  n->refcount = 1;
+  n->op = op;
+  n->n_in = n_in;
+  n->training = 1;
+  n->orig = in;
+  for (int i = 0; i < n_in; i++) {
+    if (!in[i]) continue;
+    n->in[i] = lv_tensor_detach(in[i]);
+    if (!n->in[i]) { lv_node_decref(n); return NULL; }
+  }
+  return n;
+}
+
+static void link_inputs(lv_node *n, lv_tensor **orig) {
+  for (int i = 0; i < n->n_in; i++) {
+    lv_tensor *t = orig[i];
+    if (!t || !t->requires_grad) continue;
+    if (t->grad_fn) { n->next[i] = t->grad_fn; __atomic_add_fetch(&t->grad_fn->refcount, 1, __ATOMIC_RELAXED); }
+    else { n->leaf[i] = t; lv_tensor_incref(t); }
+  }
+}
+
+void lv_node_decref(lv_node *n) {
+  if (!n) return;
+  if (__atomic_sub_fetch(&n->refcount, 1, __ATOMIC_ACQ_REL) != 0) return;
+  if (n->op && n->op->destroy) n->op->destroy(n);
+  for (int i = 0; i < LV_MAXIN; i++) {
+    lv_tensor_decref(n->in[i]);
+    lv_tensor_decref(n->leaf[i]);
+    if (n->next[i]) lv_node_decref(n->next[i]);
+  }
+  for (int i = 0; i < LV_MAXAUX; i++) lv_tensor_decref(n->aux[i]);
+  lv_tensor_decref(n->out);
+  lv_tensor_decref(n->gacc);
+  free(n);
+}
+
+
+lv_tensor *lv_node_finish(lv_node *n, int ndim, const int64_t *shape, int dtype) {
+  int device = LV_CPU;
+  for (int i = 0; i < n->n_in; i++) if (n->in[i]) { device = n->in[i]->st->device; break; }
+  lv_tensor *out = lv_tensor_new(ndim, shape, dtype, device, 0);
+  if (!out) { lv_node_decref(n); return NULL; }
+  n->out = lv_tensor_detach(out);
+  if (!n->out) { lv_tensor_decref(out); lv_node_decref(n); return NULL; }
+  if (n->op->forward(n) < 0) { lv_tensor_decref(out); lv_node_decref(n); return NULL; }
+  lv_tensor **orig = n->orig;
+  n->orig = NULL;
+  int need = 0;
+  if (grad_enabled && orig)
+    for (int i = 0; i < n->n_in; i++) if (orig[i] && orig[i]->requires_grad) need = 1;
+  if (need && dtype == LV_F32) {
+    link_inputs(n, orig);
+    out->requires_grad = 1;
+    out->grad_fn = n;
+    n->refcount++;
+  }
+  if (recording) {
+    if (recording->n == recording->cap) {
+      int cap = recording->cap ? recording->cap * 2 : 64;
+      lv_node **p = realloc(recording->nodes, cap * sizeof *p);
+      if (!p) { lv_tensor_decref(out); lv_node_decref(n); lv_set_error(LV_ENOMEM, "out of memory"); return NULL; }
+      recording->nodes = p; recording->cap = cap;
+    }
+    recording->nodes[recording->n++] = n;
+    n->refcount++;
+  }
+  lv_node_decref(n);
+  return out;
+}
+
+/* ---- backward ---- */
+typedef struct { lv_node **v; int n, cap; } nodevec;
+static int push(nodevec *s, lv_node *x) {
+  if (s->n == s->cap) {
+    int cap = s->cap ? s->cap * 2 : 64;
+    lv_node **p = realloc(s->v, cap * sizeof *p);
+    if (!p) return lv_set_error(LV_ENOMEM, "out of memory in backward");
+    s->v = p; s->cap = cap;
+  }
+  s->v[s->n++] = x;
+  return 0;
+}
+
+static int accumulate(lv_tensor **dst, lv_tensor *g) {
+  if (!*dst) { lv_tensor_incref(g); *dst = g; return 0; }
+  float *d = lv_f32(*dst); const float *s = lv_f32(g);
+  int64_t m = lv_numel(g);
+  for (int64_t i = 0; i < m; i++) d[i] += s[i];
+  return 0;
+}
+
+/* leaf gradients accumulate into a fresh tensor, never into one that a user holds as a result */
+static int accumulate_leaf(lv_tensor *leaf, lv_tensor *g) {
+  if (!leaf->grad) {
+    lv_tensor *c = lv_tensor_new_like(leaf, 0);
+    if (!c) return -1;
+    memcpy(lv_data(c), lv_data(g), lv_numel(g) * sizeof(float));
+    leaf->grad = c;
+    return 0;
+  }
+  float *d = lv_f32(leaf->grad); const float *s = lv_f32(g);
+  int64_t m = lv_numel(g);
+  for (int64_t i = 0; i < m; i++) d[i] += s[i];
+  return 0;
+}
+
+int lv_backward(lv_tensor *root, lv_tensor *grad) {
+  if (!root->requires_grad)
+    return lv_set_error(LV_ERUNTIME, "element 0 of tensors does not require grad and does not have a grad_fn");
+  lv_tensor *g0;
+  if (grad) {
+    if (!lv_same_shape(grad, root)) {
+      char a[96], b[96];
+      return lv_set_error(LV_EVALUE, "backward: gradient has shape %s, the tensor has shape %s",
+                          lv_shape_str(grad, a, sizeof a), lv_shape_str(root, b, sizeof b));
+    }
+    g0 = lv_tensor_new_like(root, 0);
+    if (!g0) return -1;
+    memcpy(lv_data(g0), lv_data(grad), lv_numel(root) * lv_dtype_size(root->dtype));
+  } else {
+    if (lv_numel(root) != 1)
+      return lv_set_error(LV_ERUNTIME, "grad can be implicitly created only for scalar outputs");
+    g0 = lv_tensor_new_like(root, 0);
+    if (!g0) return -1;
+    lv_f32(g0)[0] = 1.f;
+  }
+  if (!root->grad_fn) { int r = accumulate_leaf(root, g0); lv_tensor_decref(g0); return r; }
+
+  /* topological order by iterative DFS (post-order) */
+  nodevec order = {0}, stack = {0};
+  int rc = 0;
+  static _Thread_local int mark_gen = 0;
+  int gen = ++mark_gen;
+  if (push(&stack, root->grad_fn) < 0) { lv_tensor_decref(g0); return -1; }
+  /* two-phase marks: gen*2 = visiting, gen*2+1 = done */
+  while (stack.n) {
+    lv_node *x = stack.v[stack.n - 1];
+    if (x->topo_mark == gen * 2 + 1) { stack.n--; continue; }
+    if (x->topo_mark != gen * 2) {
+      x->topo_mark = gen * 2;
+      for (int i = 0; i < x->n_in; i++)
+        if (x->next[i] && x->next[i]->topo_mark != gen * 2 + 1 && x->next[i]->topo_mark != gen * 2)
+          if (push(&stack, x->next[i]) < 0) { rc = -1; goto done; }
+    } else {
+      x->topo_mark = gen * 2 + 1;
+      stack.n--;
+      if (push(&order, x) < 0) { rc = -1; goto done; }
+    }
+  }
+  root->grad_fn->gacc = g0;
+  g0 = NULL;
+  for (int k = order.n - 1; k >= 0; k--) {
+    lv_node *x = order.v[k];
+    lv_tensor *gout = x->gacc;
+    if (!gout) continue;
+    lv_tensor *gin[LV_MAXIN] = {0};
+    for (int i = 0; i < x->n_in; i++)
+      if (x->next[i] || x->leaf[i]) {
+        gin[i] = lv_tensor_new_like(x->in[i], 1);
+        if (!gin[i]) { rc = -1; break; }
+      }
+    if (rc == 0 && x->op->backward(x, gout, gin) < 0) rc = -1;
+    for (int i = 0; i < x->n_in && rc == 0; i++) {
+      if (!gin[i]) continue;
+      if (x->next[i]) rc = accumulate(&x->next[i]->gacc, gin[i]);
+      else if (x->leaf[i]) rc = accumulate_leaf(x->leaf[i], gin[i]);
+    }
+    for (int i = 0; i < x->n_in; i++) lv_tensor_decref(gin[i]);
+    lv_tensor_decref(x->gacc);
+    x->gacc = NULL;
+    if (rc) break;
+  }
+done:
+  for (int k = 0; k < order.n; k++) { lv_tensor_decref(order.v[k]->gacc); order.v[k]->gacc = NULL; }
+  lv_tensor_decref(g0);
+  free(order.v); free(stack.v);
+  return rc;
+}
+
+/* ---- capture / replay ---- */
+void lv_capture_begin(lv_capture *c) { memset(c, 0, sizeof *c); recording = c; }
+void lv_capture_end(void) { recording = NULL; }
+void lv_capture_free(lv_capture *c) {
+  for (int i = 0; i < c->n; i++) lv_node_decref(c->nodes[i]);
+  free(c->nodes);
+  memset(c, 0, sizeof *c);
+}
+int lv_capture_replay(lv_capture *c) {
+  for (int i = 0; i < c->n; i++)
+    if (c->nodes[i]->op->forward(c->nodes[i]) < 0) return -1;
+  return 0;
+}

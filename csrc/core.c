@@ -1,0 +1,184 @@
+/* errors, storage, tensors, random numbers */
+#include "lv.h"
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <math.h>
+
+static _Thread_local lv_errkind err_kind = LV_OK;
+static _Thread_local char err_msg[1024];
+
+int lv_set_error(lv_errkind kind, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(err_msg, sizeof err_msg, fmt, ap);
+  va_end(ap);
+  err_kind = kind;
+  return -1;
+}
+lv_errkind lv_error_kind(void) { return err_kind; }
+const char *lv_error_msg(void) { return err_msg; }
+void lv_clear_error(void) { err_kind = LV_OK; err_msg[0] = 0; }
+
+/* ---- storage ---- */
+lv_storage *lv_storage_new(size_t nbytes, int device, int zero) {
+  if (device != LV_CPU) {
+    lv_set_error(LV_ERUNTIME, "storage: device %d allocation goes through the CUDA backend", device);
+    return NULL;
+  }
+  lv_storage *s = calloc(1, sizeof *s);
+  if (!s) { lv_set_error(LV_ENOMEM, "out of memory allocating a tensor header"); return NULL; }
+  size_t n = nbytes ? nbytes : 1;
+  /* 64-byte alignment for SIMD; round the size up to a multiple of the alignment */
+  size_t padded = (n + 63) & ~(size_t)63;
+  s->data = aligned_alloc(64, padded);
+  if (!s->data) {
+    free(s);
+    lv_set_error(LV_ENOMEM, "out of memory allocating %zu bytes for a tensor", nbytes);
+    return NULL;
+  }
+  if (zero) memset(s->data, 0, padded);
+  s->nbytes = nbytes;
+  s->device = device;
+  s->refcount = 1;
+  return s;
+}
+
+lv_storage *lv_storage_wrap(void *data, size_t nbytes, int device, void (*release)(void *, void *),
+                            void *ctx) {
+  lv_storage *s = calloc(1, sizeof *s);
+  if (!s) { lv_set_error(LV_ENOMEM, "out of memory"); return NULL; }
+  s->data = data; s->nbytes = nbytes; s->device = device; s->release = release; s->ctx = ctx;
+  s->refcount = 1;
+  return s;
+}
+
+void lv_storage_incref(lv_storage *s) { __atomic_add_fetch(&s->refcount, 1, __ATOMIC_RELAXED); }
+
+/* device free hook, set by the CUDA backend when it is loaded */
+void (*lv_device_free_hook)(void *data) = NULL;
+
+void lv_storage_decref(lv_storage *s) {
+  if (!s) return;
+  if (__atomic_sub_fetch(&s->refcount, 1, __ATOMIC_ACQ_REL) != 0) return;
+  if (s->release) s->release(s->ctx, s->data);
+  else if (s->device == LV_CPU) free(s->data);
+  else if (lv_device_free_hook) lv_device_free_hook(s->data);
+  free(s);
+}
+
+/* ---- tensors ---- */
+size_t lv_dtype_size(int dtype) { return dtype == LV_I64 ? 8 : 4; }
+
+int64_t lv_numel(const lv_tensor *t) {
+  int64_t n = 1;
+  for (int i = 0; i < t->ndim; i++) n *= t->shape[i];
+  return n;
+}
+
+lv_tensor *lv_tensor_new(int ndim, const int64_t *shape, int dtype, int device, int zero) {
+  if (ndim < 0 || ndim > LV_MAXDIM) {
+    lv_set_error(LV_EVALUE, "tensors have at most %d dimensions, asked for %d", LV_MAXDIM, ndim);
+    return NULL;
+  }
+  int64_t n = 1;
+  for (int i = 0; i < ndim; i++) {
+    if (shape[i] < 0) { lv_set_error(LV_EVALUE, "negative dimension %lld", (long long)shape[i]); return NULL; }
+    if (shape[i] && n > INT64_MAX / 16 / shape[i]) { lv_set_error(LV_EVALUE, "tensor too large"); return NULL; }
+    n *= shape[i];
+  }
+  lv_tensor *t = calloc(1, sizeof *t);
+  if (!t) { lv_set_error(LV_ENOMEM, "out of memory"); return NULL; }
+  t->st = lv_storage_new((size_t)n * lv_dtype_size(dtype), device, zero);
+  if (!t->st) { free(t); return NULL; }
+  t->ndim = ndim;
+  for (int i = 0; i < ndim; i++) t->shape[i] = shape[i];
+  t->dtype = dtype;
+  t->refcount = 1;
+  return t;
+}
+
+lv_tensor *lv_tensor_new_like(const lv_tensor *t, int zero) {
+  return lv_tensor_new(t->ndim, t->shape, t->dtype, t->st->device, zero);
+}
+
+lv_tensor *lv_tensor_view(lv_tensor *t, int ndim, const int64_t *shape, size_t offset_bytes) {
+  int64_t n = 1;
+  for (int i = 0; i < ndim; i++) n *= shape[i];
+  if (ndim > LV_MAXDIM || offset_bytes + (size_t)n * lv_dtype_size(t->dtype) > t->st->nbytes + 0) {
+    lv_set_error(LV_EVALUE, "view: out of the bounds of the storage");
+    return NULL;
+  }
+  lv_tensor *v = calloc(1, sizeof *v);
+  if (!v) { lv_set_error(LV_ENOMEM, "out of memory"); return NULL; }
+  v->st = t->st;
+  lv_storage_incref(t->st);
+  v->offset = offset_bytes;
+  v->ndim = ndim;
+  for (int i = 0; i < ndim; i++) v->shape[i] = shape[i];
+  v->dtype = t->dtype;
+  v->refcount = 1;
+  return v;
+}
+
+lv_tensor *lv_tensor_detach(lv_tensor *t) { return lv_tensor_view(t, t->ndim, t->shape, t->offset); }
+
+void lv_tensor_incref(lv_tensor *t) { if (t) __atomic_add_fetch(&t->refcount, 1, __ATOMIC_RELAXED); }
+
+void lv_tensor_decref(lv_tensor *t) {
+  if (!t) return;
+  if (__atomic_sub_fetch(&t->refcount, 1, __ATOMIC_ACQ_REL) != 0) return;
+  lv_storage_decref(t->st);
+  lv_tensor_decref(t->grad);
+  if (t->grad_fn) lv_node_decref(t->grad_fn);
+  free(t);
+}
+
+int lv_same_shape(const lv_tensor *a, const lv_tensor *b) {
+  if (a->ndim != b->ndim) return 0;
+  for (int i = 0; i < a->ndim; i++) if (a->shape[i] != b->shape[i]) return 0;
+  return 1;
+}
+
+const char *lv_shape_str2(int ndim, const int64_t *shape, char *buf, size_t n) {
+  size_t k = 0;
+  k += snprintf(buf + k, n - k, "(");
+  for (int i = 0; i < ndim && k < n; i++)
+    k += snprintf(buf + k, n - k, i ? ", %lld" : "%lld", (long long)shape[i]);
+  if (k < n) k += snprintf(buf + k, n - k, ndim == 1 ? ",)" : ")");
+  return buf;
+}
+const char *lv_shape_str(const lv_tensor *t, char *buf, size_t n) {
+  return lv_shape_str2(t->ndim, t->shape, buf, n);
+}
+
+/* ---- random numbers: xoshiro256** seeded through splitmix64 ---- */
+static uint64_t splitmix(uint64_t *x) {
+  uint64_t z = (*x += 0x9e3779b97f4a7c15ULL);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+void lv_rng_seed(lv_rng *r, uint64_t seed) {
+  for (int i = 0; i < 4; i++) r->s[i] = splitmix(&seed);
+}
+static inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+uint64_t lv_rng_u64(lv_rng *r) {
+  uint64_t *s = r->s;
+  uint64_t res = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
+  s[2] ^= s[0]; s[3] ^= s[1]; s[1] ^= s[2]; s[0] ^= s[3]; s[2] ^= t; s[3] = rotl(s[3], 45);
+  return res;
+}
+double lv_rng_u01(lv_rng *r) { return (lv_rng_u64(r) >> 11) * 0x1.0p-53; }
+double lv_rng_gauss(lv_rng *r) {
+  /* Box-Muller (one value per call; simple and reproducible) */
+  double u1 = lv_rng_u01(r), u2 = lv_rng_u01(r);
+  if (u1 < 1e-300) u1 = 1e-300;
+  return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+}
+static lv_rng global_rng = {{0x853c49e6748fea9bULL, 0xda3e39cb94b95bdbULL, 1, 2}};
+void lv_manual_seed(uint64_t seed) { lv_rng_seed(&global_rng, seed); }
+uint64_t lv_rng_next(void) { return lv_rng_u64(&global_rng); }
+double lv_rng_uniform(void) { return lv_rng_u01(&global_rng); }
+double lv_rng_normal(void) { return lv_rng_gauss(&global_rng); }

@@ -1,0 +1,158 @@
+/* lviv_c C core: tensors, storage, errors, autograd nodes. No Python.h here. */
+#ifndef LV_H
+#define LV_H
+#include <stddef.h>
+#include <stdint.h>
+
+#define LV_MAXDIM 8
+#define LV_MAXIN 4
+#define LV_MAXAUX 4
+
+typedef enum { LV_F32 = 0, LV_I64 = 1 } lv_dtype;
+typedef enum { LV_CPU = 0, LV_CUDA = 1 } lv_device;
+
+/* ---- errors: functions return 0 / non-NULL on success; on failure they set a thread-local
+ * message and an error kind that the binding maps to a Python exception. ---- */
+typedef enum {
+  LV_OK = 0,
+  LV_EVALUE,     /* ValueError: bad shapes/arguments */
+  LV_ETYPE,      /* TypeError: wrong dtype */
+  LV_EINDEX,     /* IndexError */
+  LV_ENOTFOUND,  /* FileNotFoundError */
+  LV_EIO,        /* OSError */
+  LV_ENOMEM,     /* MemoryError */
+  LV_ERUNTIME,   /* RuntimeError (CUDA, internal) */
+  LV_EINTR       /* KeyboardInterrupt (Ctrl-C seen between batches) */
+} lv_errkind;
+
+int lv_set_error(lv_errkind kind, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+lv_errkind lv_error_kind(void);
+const char *lv_error_msg(void);
+void lv_clear_error(void);
+
+/* ---- storage: a refcounted buffer; release() frees foreign memory (e.g. a NumPy array) ---- */
+typedef struct lv_storage {
+  long refcount;
+  void *data;
+  size_t nbytes;
+  int device;
+  void (*release)(void *ctx, void *data); /* NULL: free() / device free */
+  void *ctx;
+} lv_storage;
+
+lv_storage *lv_storage_new(size_t nbytes, int device, int zero);
+lv_storage *lv_storage_wrap(void *data, size_t nbytes, int device,
+                            void (*release)(void *, void *), void *ctx);
+void lv_storage_incref(lv_storage *s);
+void lv_storage_decref(lv_storage *s);
+
+struct lv_node;
+
+/* ---- tensor: contiguous, row-major, shares storage with its views ---- */
+typedef struct lv_tensor {
+  long refcount;
+  lv_storage *st;
+  size_t offset; /* bytes into st->data */
+  int ndim;
+  int64_t shape[LV_MAXDIM];
+  int dtype;
+  int requires_grad;
+  struct lv_tensor *grad;   /* accumulated gradient (leaf tensors) */
+  struct lv_node *grad_fn;  /* node that produced it (non-leaf) */
+  void *pyobj;              /* borrowed back-pointer used by the binding; NULL in C */
+} lv_tensor;
+
+static inline void *lv_data(const lv_tensor *t) { return (char *)t->st->data + t->offset; }
+static inline float *lv_f32(const lv_tensor *t) { return (float *)lv_data(t); }
+static inline int64_t *lv_i64(const lv_tensor *t) { return (int64_t *)lv_data(t); }
+int64_t lv_numel(const lv_tensor *t);
+size_t lv_dtype_size(int dtype);
+
+lv_tensor *lv_tensor_new(int ndim, const int64_t *shape, int dtype, int device, int zero);
+lv_tensor *lv_tensor_new_like(const lv_tensor *t, int zero);
+lv_tensor *lv_tensor_view(lv_tensor *t, int ndim, const int64_t *shape, size_t offset_bytes);
+lv_tensor *lv_tensor_detach(lv_tensor *t); /* shares storage, no grad_fn, no grad */
+void lv_tensor_incref(lv_tensor *t);
+void lv_tensor_decref(lv_tensor *t);
+int lv_same_shape(const lv_tensor *a, const lv_tensor *b);
+/* "(60, 1, 36, 64)" into buf; returns buf */
+const char *lv_shape_str(const lv_tensor *t, char *buf, size_t n);
+const char *lv_shape_str2(int ndim, const int64_t *shape, char *buf, size_t n);
+
+/* ---- autograd ----
+ * Every op is a node: forward() computes node->out from node->in; backward() computes input
+ * gradients from the output gradient. Eager calls run forward once; a captured graph replays
+ * the same nodes in order (training loop, evaluation, MEI), writing into the same buffers. */
+typedef struct lv_node {
+  long refcount;
+  const struct lv_op *op;
+  int n_in;
+  lv_tensor *in[LV_MAXIN];          /* detached views of the inputs (share storage) */
+  struct lv_node *next[LV_MAXIN];   /* grad_fn of input i, or NULL */
+  lv_tensor *leaf[LV_MAXIN];        /* input i if it is a leaf that requires grad, else NULL */
+  lv_tensor *out;                   /* detached view of the output */
+  lv_tensor *aux[LV_MAXAUX];        /* op-owned saved buffers (batch stats, masks, ...) */
+  int64_t ia[12];                   /* integer attributes */
+  double fa[6];                     /* float attributes */
+  void *extra;                      /* op-owned, freed by op->destroy */
+  lv_tensor *gacc;                  /* gradient accumulator during backward */
+  int topo_mark;
+  int training;                     /* for ops that behave differently in training */
+  lv_tensor **orig;                 /* the caller's inputs, valid only until lv_node_finish */
+} lv_node;
+
+typedef struct lv_op {
+  const char *name;
+  int (*forward)(lv_node *n);
+  /* gin[i] is NULL when input i needs no gradient; else a zeroed tensor shaped like in[i]
+   * into which backward writes (adds) the gradient. */
+  int (*backward)(lv_node *n, lv_tensor *gout, lv_tensor **gin);
+  void (*destroy)(lv_node *n); /* may be NULL */
+} lv_op;
+
+int lv_grad_enabled(void);
+void lv_set_grad_enabled(int on);
+
+/* Create a node for op with inputs (their refcounts are not taken: detached views are made),
+ * allocate the output of the given shape, run forward, and attach the node to the output when
+ * gradients are needed (or when a capture is recording). Returns the output (new reference). */
+lv_node *lv_node_new(const lv_op *op, int n_in, lv_tensor **in);
+lv_tensor *lv_node_finish(lv_node *n, int ndim, const int64_t *shape, int dtype);
+void lv_node_decref(lv_node *n);
+int lv_needs_grad(int n_in, lv_tensor **in);
+
+int lv_backward(lv_tensor *root, lv_tensor *grad /* NULL: ones for scalars */);
+
+/* capture: while recording, every node created is appended to the list (new reference) */
+typedef struct lv_capture {
+  lv_node **nodes;
+  int n, cap;
+} lv_capture;
+void lv_capture_begin(lv_capture *c);
+void lv_capture_end(void);
+void lv_capture_free(lv_capture *c);
+int lv_capture_replay(lv_capture *c);
+int lv_capture_active(void);
+
+/* ---- CPU kernels shared by ops ---- */
+/* C(M,N) = alpha * op(A) op(B) + beta * C, row-major; ta/tb: transpose flags */
+void lv_sgemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+              int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+int lv_num_threads(void);
+
+/* ---- random numbers (seeded, reproducible) ---- */
+void lv_manual_seed(uint64_t seed);
+uint64_t lv_rng_next(void);           /* global generator */
+double lv_rng_uniform(void);          /* [0, 1) */
+double lv_rng_normal(void);
+typedef struct { uint64_t s[4]; } lv_rng;
+void lv_rng_seed(lv_rng *r, uint64_t seed);
+uint64_t lv_rng_u64(lv_rng *r);
+double lv_rng_u01(lv_rng *r);
+double lv_rng_gauss(lv_rng *r);
+
+#endif
