@@ -63,6 +63,11 @@ lv_tensor *lv_node_finish(lv_node *n, int ndim, const int64_t *shape, int dtype)
   for (int i = 0; i < n->n_in; i++) if (n->in[i]) { device = n->in[i]->st->device; break; }
   lv_tensor *out = lv_tensor_new(ndim, shape, dtype, device, 0);
   if (!out) { lv_node_decref(n); return NULL; }
+  return lv_node_finish_out(n, out);
+}
+
+lv_tensor *lv_node_finish_out(lv_node *n, lv_tensor *out) {
+  int dtype = out->dtype;
   n->out = lv_tensor_detach(out);
   if (!n->out) { lv_tensor_decref(out); lv_node_decref(n); return NULL; }
   if (n->op->forward(n) < 0) { lv_tensor_decref(out); lv_node_decref(n); return NULL; }

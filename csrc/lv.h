@@ -122,6 +122,8 @@ void lv_set_grad_enabled(int on);
  * gradients are needed (or when a capture is recording). Returns the output (new reference). */
 lv_node *lv_node_new(const lv_op *op, int n_in, lv_tensor **in);
 lv_tensor *lv_node_finish(lv_node *n, int ndim, const int64_t *shape, int dtype);
+/* the same with an output the caller made (e.g. a view sharing the input's storage) */
+lv_tensor *lv_node_finish_out(lv_node *n, lv_tensor *out);
 void lv_node_decref(lv_node *n);
 int lv_needs_grad(int n_in, lv_tensor **in);
 

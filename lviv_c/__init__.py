@@ -16,5 +16,16 @@ except ImportError:  # pragma: no cover - the build requires it
     pass
 
 from . import _C  # noqa: E402
+from . import cuda  # noqa: E402
+from .tensor import (  # noqa: E402,F401
+    Size, Tensor, allclose, amax, amin, arange, argmax, argmin, as_tensor, abs, cat, clamp, clip,
+    concatenate, cos, device, dtype, empty, empty_like, enable_grad, exp, flatten, float32, from_numpy,
+    full, full_like, index_select, inference_mode, int64, is_grad_enabled, is_tensor, linspace, log,
+    log1p, long, manual_seed, matmul, max, maximum, mean, min, minimum, mm, neg, no_grad, norm, numel,
+    ones, ones_like, permute, rand, rand_like, randn, randn_like, relu, reshape, set_grad_enabled,
+    sigmoid, sign, sin, sqrt, square, squeeze, stack, std, sum, t, tanh, tensor, transpose, unsqueeze,
+    var, where, zeros, zeros_like,
+)
+from .tensor import float  # noqa: E402,F401,A004
 
 __version__ = "0.1.0"

@@ -1,0 +1,1072 @@
+"""The torch-like Tensor. Every op is a call into the C core (lviv_c._C), which records it for
+autograd; this file only parses arguments (shapes, indices, dims) and forwards."""
+import builtins
+import contextlib
+import numbers
+
+import numpy as np
+
+from . import _C
+
+# op codes (keep in sync with csrc/ops/ops.h)
+ADD, SUB, MUL, DIV, POW, MAXIMUM, MINIMUM, EQ, NE, LT, LE, GT, GE = range(13)
+(NEG, EXP, LOG, SQRT, ABS, SIGN, ELU, RELU, TANH, SIGMOID, CLAMP, AFFINE, POWS, RDIV, SQUARE,
+ LOG1P, SOFTPLUS, SIN, COS) = range(19)
+RSUM, RMEAN, RVAR, RSTD, RMAX, RMIN, RARGMAX, RARGMIN = range(8)
+
+
+class dtype:
+    """A tensor element type (float32 for values, int64 for indices)."""
+
+    def __init__(self, name, code, np_dtype):
+        self.name, self.code, self.np = name, code, np.dtype(np_dtype)
+
+    def __repr__(self):
+        return f"lviv_c.{self.name}"
+
+    @property
+    def is_floating_point(self):
+        return self.code == 0
+
+
+float32 = dtype("float32", 0, np.float32)
+int64 = dtype("int64", 1, np.int64)
+float = float32  # noqa: A001  torch.float
+long = int64
+_DTYPES = {0: float32, 1: int64}
+
+
+def _as_dtype(d):
+    if d is None or isinstance(d, dtype):
+        return d
+    nd = np.dtype(d)
+    if nd.kind == "f":
+        return float32
+    if nd.kind in "iub":
+        return int64
+    raise TypeError(f"unsupported dtype {d!r}: lviv_c tensors are float32 or int64")
+
+
+class device:
+    def __init__(self, spec="cpu"):
+        if isinstance(spec, device):
+            self.type, self.index = spec.type, spec.index
+            return
+        spec = str(spec)
+        t, _, i = spec.partition(":")
+        if t not in ("cpu", "cuda"):
+            raise ValueError(f"unknown device {spec!r}: expected 'cpu' or 'cuda'")
+        self.type = t
+        self.index = int(i) if i else (0 if t == "cuda" else None)
+
+    def __repr__(self):
+        return f"device(type='{self.type}')" if self.index is None else f"device(type='{self.type}', index={self.index})"
+
+    def __str__(self):
+        return self.type if self.index is None else f"{self.type}:{self.index}"
+
+    def __eq__(self, other):
+        try:
+            o = device(other)
+        except (ValueError, TypeError):
+            return NotImplemented
+        return self.type == o.type
+
+    def __hash__(self):
+        return hash(self.type)
+
+
+def _check_device(dev):
+    """Resolve a device argument; 'cuda' without a GPU raises a clear RuntimeError."""
+    if dev is None:
+        return None
+    d = device(dev)
+    if d.type == "cuda":
+        from . import cuda
+        if not cuda.is_available():
+            raise RuntimeError(
+                "a CUDA tensor was requested but no CUDA GPU is available "
+                "(lviv_c.cuda.is_available() is False); use device='cpu'")
+        raise RuntimeError("CUDA tensors are not implemented in this build of lviv_c yet")
+    return d
+
+
+class Size(tuple):
+    """torch.Size: a tuple of ints."""
+
+    def __repr__(self):
+        return f"lviv_c.Size([{', '.join(str(s) for s in self)}])"
+
+    def numel(self):
+        n = 1
+        for s in self:
+            n *= s
+        return n
+
+
+def _to_tensor(x, ref=None):
+    if isinstance(x, Tensor):
+        return x
+    if isinstance(x, (bool, numbers.Number)) and not isinstance(x, np.ndarray):
+        return _C.from_numpy(np.array(x, dtype=np.float32))
+    return tensor(x)
+
+
+class Tensor(_C.TensorBase):
+    """A float32 (or int64) tensor on the CPU, with reverse-mode autograd in C.
+
+    `Tensor(ndarray)` / `Tensor(list)` copies into float32 like `torch.Tensor`; `Tensor(*sizes)`
+    makes an uninitialised tensor of that shape."""
+
+    __array_priority__ = 1000
+
+    def __new__(cls, *args, **kwargs):
+        obj = _C.TensorBase.__new__(cls)
+        if not args:
+            _C._assign(obj, _C.empty((0,), 0, True), False)
+        elif len(args) == 1 and not isinstance(args[0], numbers.Integral):
+            src = args[0]
+            if isinstance(src, Tensor):
+                _C._assign(obj, src, True)
+            else:
+                arr = np.array(src, dtype=np.float32)
+                _C._assign(obj, _C.from_numpy(arr), False)
+        else:
+            shape = tuple(int(a) for a in (args[0] if len(args) == 1 and isinstance(args[0], (tuple, list)) else args))
+            _C._assign(obj, _C.empty(shape, 0, True), False)
+        return obj
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    # ---- properties ----
+    @property
+    def dtype(self):
+        return _DTYPES[self._dtype_code]
+
+    @property
+    def device(self):
+        return device("cuda" if self._device_code else "cpu")
+
+    @property
+    def is_cuda(self):
+        return self._device_code == 1
+
+    @property
+    def grad_fn(self):
+        return self._grad_fn_name
+
+    @property
+    def data(self):
+        """The same storage without autograd history (assigning copies values in)."""
+        return _wrap_as(self, _C.detach(self))
+
+    @data.setter
+    def data(self, value):
+        value = _to_tensor(value)
+        if tuple(value.shape) != tuple(self.shape):
+            # torch allows a new shape: re-point this tensor to the new storage
+            _C._assign(self, value, True)
+        else:
+            _C.copy_into(self, value)
+
+    @property
+    def T(self):
+        return self.permute(*reversed(range(self.ndim)))
+
+    def size(self, dim=None):
+        s = Size(self.shape)
+        return s if dim is None else s[dim]
+
+    def dim(self):
+        return self.ndim
+
+    def numel(self):
+        return Size(self.shape).numel()
+
+    def nelement(self):
+        return self.numel()
+
+    def __len__(self):
+        if self.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return self.shape[0]
+
+    def element_size(self):
+        return 4 if self._dtype_code == 0 else 8
+
+    def is_floating_point(self):
+        return self._dtype_code == 0
+
+    def is_contiguous(self):
+        return True
+
+    # ---- conversion ----
+    def numpy(self):
+        if self.requires_grad:
+            raise RuntimeError("Can't call numpy() on a tensor that requires grad. Use tensor.detach().numpy() instead.")
+        return np.asarray(memoryview(self))
+
+    def __array__(self, dtype=None, copy=None):
+        a = np.asarray(memoryview(self))
+        return a if dtype is None else a.astype(dtype)
+
+    def tolist(self):
+        return np.asarray(memoryview(self)).tolist()
+
+    def item(self):
+        if self.numel() != 1:
+            raise ValueError(f"only one element tensors can be converted to Python scalars (shape {tuple(self.shape)})")
+        return np.asarray(memoryview(self)).reshape(-1)[0].item()
+
+    def __float__(self):
+        return builtins.float(self.item())
+
+    def __int__(self):
+        return int(self.item())
+
+    def __index__(self):
+        if self._dtype_code != 1 or self.numel() != 1:
+            raise TypeError("only integer tensors of a single element can be converted to an index")
+        return int(self.item())
+
+    def __bool__(self):
+        if self.numel() != 1:
+            raise RuntimeError("Boolean value of Tensor with more than one value is ambiguous")
+        return builtins.bool(self.item())
+
+    def __repr__(self):
+        arr = np.asarray(memoryview(self))
+        body = np.array2string(arr, separator=", ", prefix="tensor(", precision=4)
+        extra = ""
+        if self._dtype_code == 1:
+            extra += ", dtype=lviv_c.int64"
+        if self.grad_fn is not None:
+            extra += f", grad_fn={self.grad_fn}"
+        elif self.requires_grad:
+            extra += ", requires_grad=True"
+        return f"tensor({body}{extra})"
+
+    def __format__(self, spec):
+        if self.numel() == 1 and spec:
+            return format(self.item(), spec)
+        return repr(self)
+
+    def __hash__(self):
+        return id(self)
+
+    def __iter__(self):
+        if self.ndim == 0:
+            raise TypeError("iteration over a 0-d tensor")
+        return (self[i] for i in range(self.shape[0]))
+
+    def __reduce_ex__(self, proto):
+        return (_rebuild, (np.array(memoryview(self)), self.requires_grad))
+
+    def __deepcopy__(self, memo):
+        t = _wrap_as(self, _C.clone(_C.detach(self)))
+        t.requires_grad = self.requires_grad
+        return t
+
+    # ---- device / dtype ----
+    def to(self, *args, **kwargs):
+        dev = kwargs.get("device")
+        dt = kwargs.get("dtype")
+        for a in args:
+            if isinstance(a, dtype) or (isinstance(a, type) and a in (np.float32, np.int64)):
+                dt = a
+            elif isinstance(a, (str, device)):
+                dev = a
+            elif isinstance(a, Tensor):
+                dt = a.dtype
+        _check_device(dev)
+        if dt is not None:
+            dt = _as_dtype(dt)
+            if dt.code != self._dtype_code:
+                return _C.to_dtype(self, dt.code)
+        return self
+
+    def cpu(self):
+        return self
+
+    def cuda(self, device=None):
+        _check_device("cuda")
+
+    def float(self):
+        return self.to(float32)
+
+    def double(self):
+        return self.to(float32)
+
+    def long(self):
+        return self.to(int64)
+
+    def int(self):
+        return self.to(int64)
+
+    def type(self, t=None):
+        if t is None:
+            return "lviv_c.FloatTensor" if self._dtype_code == 0 else "lviv_c.LongTensor"
+        return self.to(_as_dtype(t))
+
+    # ---- autograd ----
+    def backward(self, gradient=None, retain_graph=None, create_graph=False):
+        if gradient is not None:
+            gradient = _to_tensor(gradient)
+        _C.backward(self, gradient)
+
+    def detach(self):
+        return _C.detach(self)
+
+    def detach_(self):
+        _C._assign(self, _C.detach(self), False)
+        return self
+
+    def requires_grad_(self, requires_grad=True):
+        self.requires_grad = requires_grad
+        return self
+
+    def retain_grad(self):
+        pass
+
+    def zero_(self):
+        _C.fill_(self, 2, 0.0)
+        return self
+
+    def fill_(self, v):
+        _C.fill_(self, 2, builtins.float(v))
+        return self
+
+    def normal_(self, mean=0.0, std=1.0):
+        _C.fill_(self, 1, builtins.float(mean), builtins.float(std))
+        return self
+
+    def uniform_(self, a=0.0, b=1.0):
+        _C.fill_(self, 0, builtins.float(a), builtins.float(b))
+        return self
+
+    def copy_(self, src):
+        src = _to_tensor(src)
+        if tuple(src.shape) != tuple(self.shape):
+            src = src.expand(*self.shape)
+        _C.copy_into(self, src.to(self.dtype))
+        return self
+
+    def _inplace(self, other, op):
+        r = op(self.detach(), other.detach() if isinstance(other, Tensor) else other)
+        if tuple(r.shape) != tuple(self.shape):
+            raise RuntimeError(f"output with shape {tuple(self.shape)} doesn't match the broadcast shape {tuple(r.shape)}")
+        if self.requires_grad and _C.is_grad_enabled():
+            raise RuntimeError("a leaf Variable that requires grad is being used in an in-place operation")
+        _C.copy_into(self, r)
+        return self
+
+    def add_(self, other, alpha=1):
+        return self._inplace(other if alpha == 1 else other * alpha, lambda a, b: a + b)
+
+    def sub_(self, other, alpha=1):
+        return self._inplace(other if alpha == 1 else other * alpha, lambda a, b: a - b)
+
+    def mul_(self, other):
+        return self._inplace(other, lambda a, b: a * b)
+
+    def div_(self, other):
+        return self._inplace(other, lambda a, b: a / b)
+
+    def clamp_(self, min=None, max=None):
+        return self._inplace(None, lambda a, b: a.clamp(min, max))
+
+    __iadd__ = add_
+    __isub__ = sub_
+    __imul__ = mul_
+    __itruediv__ = div_
+
+    # ---- arithmetic ----
+    def _bin(self, other, op, reverse=False):
+        if not isinstance(other, Tensor):
+            if isinstance(other, numbers.Number) and not isinstance(other, builtins.bool) or isinstance(other, np.floating):
+                c = builtins.float(other)
+                if op == ADD:
+                    return _C.unary(AFFINE, self, 1.0, c)
+                if op == SUB:
+                    return _C.unary(AFFINE, self, -1.0, c) if reverse else _C.unary(AFFINE, self, 1.0, -c)
+                if op == MUL:
+                    return _C.unary(AFFINE, self, c, 0.0)
+                if op == DIV:
+                    return _C.unary(RDIV, self, c) if reverse else _C.unary(AFFINE, self, 1.0 / c if c != 0 else np.inf, 0.0) if c != 0 else _C.binary(DIV, self, _to_tensor(c))
+                if op == POW and not reverse:
+                    return _C.unary(POWS, self, c)
+            other = _to_tensor(other)
+        a, b = (other, self) if reverse else (self, other)
+        if a._dtype_code != b._dtype_code or a._dtype_code == 1:
+            a, b = a.float(), b.float()
+        return _C.binary(op, a, b)
+
+    def __add__(self, o):
+        return self._bin(o, ADD)
+
+    def __radd__(self, o):
+        return self._bin(o, ADD, True)
+
+    def __sub__(self, o):
+        return self._bin(o, SUB)
+
+    def __rsub__(self, o):
+        return self._bin(o, SUB, True)
+
+    def __mul__(self, o):
+        return self._bin(o, MUL)
+
+    def __rmul__(self, o):
+        return self._bin(o, MUL, True)
+
+    def __truediv__(self, o):
+        return self._bin(o, DIV)
+
+    def __rtruediv__(self, o):
+        return self._bin(o, DIV, True)
+
+    def __pow__(self, o):
+        return self._bin(o, POW)
+
+    def __rpow__(self, o):
+        return self._bin(o, POW, True)
+
+    def __neg__(self):
+        return _C.unary(NEG, self)
+
+    def __pos__(self):
+        return self
+
+    def __abs__(self):
+        return self.abs()
+
+    def __matmul__(self, o):
+        return matmul(self, o)
+
+    def __rmatmul__(self, o):
+        return matmul(_to_tensor(o), self)
+
+    def __eq__(self, o):
+        return self._bin(o, EQ)
+
+    def __ne__(self, o):
+        return self._bin(o, NE)
+
+    def __lt__(self, o):
+        return self._bin(o, LT)
+
+    def __le__(self, o):
+        return self._bin(o, LE)
+
+    def __gt__(self, o):
+        return self._bin(o, GT)
+
+    def __ge__(self, o):
+        return self._bin(o, GE)
+
+    add = __add__
+    sub = __sub__
+    mul = __mul__
+    div = __truediv__
+    pow = __pow__
+    eq, ne, lt, le, gt, ge = __eq__, __ne__, __lt__, __le__, __gt__, __ge__
+
+    def neg(self):
+        return _C.unary(NEG, self)
+
+    def exp(self):
+        return _C.unary(EXP, self)
+
+    def log(self):
+        return _C.unary(LOG, self)
+
+    def log1p(self):
+        return _C.unary(LOG1P, self)
+
+    def sqrt(self):
+        return _C.unary(SQRT, self)
+
+    def abs(self):
+        return _C.unary(ABS, self)
+
+    def sign(self):
+        return _C.unary(SIGN, self)
+
+    def tanh(self):
+        return _C.unary(TANH, self)
+
+    def sigmoid(self):
+        return _C.unary(SIGMOID, self)
+
+    def relu(self):
+        return _C.unary(RELU, self)
+
+    def sin(self):
+        return _C.unary(SIN, self)
+
+    def cos(self):
+        return _C.unary(COS, self)
+
+    def square(self):
+        return _C.unary(SQUARE, self)
+
+    def clamp(self, min=None, max=None):
+        lo = -np.inf if min is None else builtins.float(min)
+        hi = np.inf if max is None else builtins.float(max)
+        return _C.unary(CLAMP, self, lo, hi)
+
+    clip = clamp
+
+    def maximum(self, other):
+        return self._bin(other, MAXIMUM)
+
+    def minimum(self, other):
+        return self._bin(other, MINIMUM)
+
+    # ---- reductions ----
+    def _dims(self, dim):
+        if dim is None:
+            return 0
+        dims = dim if isinstance(dim, (tuple, list)) else (dim,)
+        mask = 0
+        for d in dims:
+            d = int(d)
+            if d < -self.ndim or d >= builtins.max(self.ndim, 1):
+                raise IndexError(f"Dimension out of range (expected to be in range of [{-self.ndim}, {self.ndim - 1}], but got {d})")
+            mask |= 1 << (d % self.ndim if self.ndim else 0)
+        return mask
+
+    def sum(self, dim=None, keepdim=False, dtype=None):
+        if self._dtype_code == 1:
+            return tensor(np.asarray(self).sum(axis=dim, keepdims=keepdim))
+        if self.ndim == 0:
+            return self.clone()
+        return _C.reduce(RSUM, self, self._dims(dim), keepdim)
+
+    def mean(self, dim=None, keepdim=False):
+        if self.ndim == 0:
+            return self.clone()
+        return _C.reduce(RMEAN, self, self._dims(dim), keepdim)
+
+    def var(self, dim=None, unbiased=True, keepdim=False, correction=None):
+        c = (1.0 if unbiased else 0.0) if correction is None else builtins.float(correction)
+        return _C.reduce(RVAR, self, self._dims(dim), keepdim, c)
+
+    def std(self, dim=None, unbiased=True, keepdim=False, correction=None):
+        c = (1.0 if unbiased else 0.0) if correction is None else builtins.float(correction)
+        return _C.reduce(RSTD, self, self._dims(dim), keepdim, c)
+
+    def _minmax(self, dim, keepdim, vop, iop, other):
+        if isinstance(dim, Tensor):
+            return self._bin(dim, MAXIMUM if vop == RMAX else MINIMUM)
+        if dim is None:
+            return _C.reduce(vop, self, 0, False)
+        m = self._dims(dim)
+        return _MinMax(_C.reduce(vop, self, m, keepdim), _C.reduce(iop, self, m, keepdim))
+
+    def max(self, dim=None, keepdim=False):
+        return self._minmax(dim, keepdim, RMAX, RARGMAX, None)
+
+    def min(self, dim=None, keepdim=False):
+        return self._minmax(dim, keepdim, RMIN, RARGMIN, None)
+
+    def amax(self, dim=None, keepdim=False):
+        return _C.reduce(RMAX, self, self._dims(dim), keepdim)
+
+    def amin(self, dim=None, keepdim=False):
+        return _C.reduce(RMIN, self, self._dims(dim), keepdim)
+
+    def argmax(self, dim=None, keepdim=False):
+        return _C.reduce(RARGMAX, self, self._dims(dim), keepdim and dim is not None)
+
+    def argmin(self, dim=None, keepdim=False):
+        return _C.reduce(RARGMIN, self, self._dims(dim), keepdim and dim is not None)
+
+    def norm(self, p=2, dim=None, keepdim=False):
+        if p == 2:
+            return (self * self).sum(dim, keepdim).sqrt()
+        if p == 1:
+            return self.abs().sum(dim, keepdim)
+        return (self.abs() ** p).sum(dim, keepdim) ** (1.0 / p)
+
+    # ---- shape ----
+    def _resolve_shape(self, shape):
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list, Size)):
+            shape = tuple(shape[0])
+        shape = [int(s) for s in shape]
+        if shape.count(-1) > 1:
+            raise RuntimeError("only one dimension can be inferred")
+        if -1 in shape:
+            known = 1
+            for s in shape:
+                if s != -1:
+                    known *= s
+            n = self.numel()
+            if known == 0 or n % known:
+                raise RuntimeError(f"shape '{list(shape)}' is invalid for input of size {n}")
+            shape[shape.index(-1)] = n // known
+        return tuple(shape)
+
+    def view(self, *shape):
+        return _C.reshape(self, self._resolve_shape(shape))
+
+    def reshape(self, *shape):
+        return _C.reshape(self, self._resolve_shape(shape))
+
+    def view_as(self, other):
+        return self.view(*other.shape)
+
+    def reshape_as(self, other):
+        return self.view(*other.shape)
+
+    def flatten(self, start_dim=0, end_dim=-1):
+        if self.ndim == 0:
+            return self.reshape(1)
+        s = start_dim % self.ndim
+        e = end_dim % self.ndim
+        shp = self.shape
+        n = 1
+        for d in shp[s:e + 1]:
+            n *= d
+        return _C.reshape(self, tuple(shp[:s]) + (n,) + tuple(shp[e + 1:]))
+
+    def squeeze(self, dim=None):
+        if dim is None:
+            return _C.reshape(self, tuple(s for s in self.shape if s != 1))
+        d = dim % self.ndim
+        if self.shape[d] != 1:
+            return self
+        return _C.reshape(self, tuple(self.shape[:d]) + tuple(self.shape[d + 1:]))
+
+    def unsqueeze(self, dim):
+        d = dim % (self.ndim + 1)
+        return _C.reshape(self, tuple(self.shape[:d]) + (1,) + tuple(self.shape[d:]))
+
+    def permute(self, *dims):
+        if len(dims) == 1 and isinstance(dims[0], (tuple, list)):
+            dims = dims[0]
+        return _C.permute(self, tuple(int(d) for d in dims))
+
+    def transpose(self, d0, d1):
+        p = list(range(self.ndim))
+        p[d0], p[d1] = p[d1], p[d0]
+        return _C.permute(self, tuple(p))
+
+    def t(self):
+        if self.ndim < 2:
+            return self
+        return self.transpose(0, 1)
+
+    def contiguous(self):
+        return self
+
+    def clone(self):
+        return _C.clone(self)
+
+    def expand(self, *shape):
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        nd = len(shape)
+        full = [int(s) if int(s) != -1 else self.shape[i - (nd - self.ndim)] for i, s in enumerate(shape)]
+        if tuple(full) == tuple(self.shape):
+            return self
+        return _C.expand(self, tuple(full))
+
+    def expand_as(self, other):
+        return self.expand(*other.shape)
+
+    def repeat(self, *sizes):
+        if len(sizes) == 1 and isinstance(sizes[0], (tuple, list)):
+            sizes = tuple(sizes[0])
+        out = self
+        if len(sizes) > self.ndim:
+            out = out.reshape((1,) * (len(sizes) - self.ndim) + tuple(self.shape))
+        for d, r in enumerate(sizes):
+            if r != 1:
+                out = cat([out] * r, d)
+        return out
+
+    def index_select(self, dim, index):
+        return _C.index_select(self, dim, _index_tensor(index))
+
+    def matmul(self, other):
+        return matmul(self, other)
+
+    def mm(self, other):
+        return matmul(self, other)
+
+    # ---- indexing ----
+    def __getitem__(self, key):
+        return _getitem(self, key)
+
+    def __setitem__(self, key, value):
+        arr = np.asarray(memoryview(self))
+        if self.requires_grad and _C.is_grad_enabled():
+            raise RuntimeError("a leaf Variable that requires grad is being used in an in-place operation")
+        if isinstance(key, Tensor):
+            key = np.asarray(key)
+            if key.dtype == np.float32:
+                key = key.astype(bool)
+        elif isinstance(key, tuple):
+            key = tuple(np.asarray(k) if isinstance(k, Tensor) else k for k in key)
+        arr[key] = np.asarray(value) if isinstance(value, Tensor) else value
+
+
+class _MinMax(tuple):
+    """(values, indices) named pair returned by max/min with a dim."""
+
+    def __new__(cls, values, indices):
+        return super().__new__(cls, (values, indices))
+
+    @property
+    def values(self):
+        return self[0]
+
+    @property
+    def indices(self):
+        return self[1]
+
+
+def _rebuild(arr, requires_grad):
+    t = from_numpy(np.ascontiguousarray(arr))
+    t.requires_grad = requires_grad
+    return t
+
+
+def _wrap_as(like, t):
+    return t
+
+
+def _index_tensor(index):
+    if isinstance(index, Tensor):
+        return index if index._dtype_code == 1 else index.long()
+    arr = np.asarray(index)
+    if arr.dtype == bool:
+        arr = np.nonzero(arr)[0]
+    return _C.from_numpy(np.ascontiguousarray(arr, dtype=np.int64))
+
+
+def _getitem(t, key):
+    if not isinstance(key, tuple):
+        key = (key,)
+    # expand Ellipsis
+    n_real = builtins.sum(1 for k in key if k is not None and k is not Ellipsis)
+    if builtins.any(k is Ellipsis for k in key):
+        i = next(i for i, k in enumerate(key) if k is Ellipsis)
+        key = key[:i] + (slice(None),) * (t.ndim - n_real) + key[i + 1:]
+    if n_real > t.ndim:
+        raise IndexError(f"too many indices for tensor of dimension {t.ndim}")
+    start, step, length, out_shape_ops = [], [], [], []
+    adv = []  # (dim, index tensor)
+    shape = t.shape
+    d = 0
+    post = []  # output dims: ('keep', size) / ('drop',) / ('new',)
+    for k in key:
+        if k is None:
+            post.append(("new",))
+            continue
+        size = shape[d]
+        if isinstance(k, (numbers.Integral, np.integer)) or (isinstance(k, Tensor) and k.ndim == 0 and k._dtype_code == 1):
+            i = int(k)
+            if i < -size or i >= size:
+                raise IndexError(f"index {i} is out of bounds for dimension {d} with size {size}")
+            i %= size
+            start.append(i); step.append(1); length.append(1)
+            post.append(("drop",))
+        elif isinstance(k, slice):
+            s0, s1, st = k.indices(size)
+            if st <= 0:
+                raise ValueError("step must be greater than zero")
+            ln = builtins.max(0, (s1 - s0 + st - 1) // st)
+            start.append(s0 if ln else 0); step.append(st); length.append(ln)
+            post.append(("keep",))
+        else:  # integer array / bool mask / list
+            if isinstance(k, Tensor) and k._dtype_code == 0:
+                k = np.asarray(k).astype(bool)
+            idx = _index_tensor(k)
+            if idx.ndim != 1:
+                idx = idx.reshape(-1)
+            adv.append((len(start), idx))
+            start.append(0); step.append(1); length.append(size)
+            post.append(("keep",))
+        d += 1
+    while d < t.ndim:
+        start.append(0); step.append(1); length.append(shape[d]); post.append(("keep",)); d += 1
+    out = t
+    full = builtins.all(s == 0 and st == 1 and ln == sz for s, st, ln, sz in zip(start, step, length, shape))
+    if not full:
+        # a leading integer/contiguous range on dim 0 with the rest full is a view of the storage
+        out = _C.slice(t, tuple(start), tuple(step), tuple(length))
+    for dim, idx in adv:
+        out = _C.index_select(out, dim, idx)
+    new_shape = []
+    cur = list(out.shape)
+    j = 0
+    for p in post:
+        if p[0] == "new":
+            new_shape.append(1)
+        elif p[0] == "drop":
+            j += 1
+        else:
+            new_shape.append(cur[j]); j += 1
+    if tuple(new_shape) != tuple(out.shape):
+        out = _C.reshape(out, tuple(new_shape))
+    return out
+
+
+# ------------------------------------------------------------------ creation
+def from_numpy(arr):
+    """A tensor sharing memory with a float32 / int64 C-contiguous NumPy array (else a copy)."""
+    if not isinstance(arr, np.ndarray):
+        raise TypeError(f"from_numpy: expected a numpy.ndarray, got {type(arr).__name__}")
+    if arr.dtype not in (np.float32, np.int64):
+        arr = arr.astype(np.int64 if arr.dtype.kind in "iub" else np.float32)
+    return _C.from_numpy(arr)
+
+
+def tensor(data, dtype=None, device=None, requires_grad=False):
+    """A new tensor copied from data (nested lists, NumPy arrays, scalars or tensors)."""
+    _check_device(device)
+    dt = _as_dtype(dtype)
+    if isinstance(data, Tensor):
+        arr = np.array(data)
+    else:
+        arr = np.array(data)
+    if arr.dtype == object:
+        raise TypeError("tensor(): could not convert the data to numbers")
+    if dt is None:
+        dt = int64 if arr.dtype.kind in "iub" else float32
+    t = _C.from_numpy(np.ascontiguousarray(arr, dtype=dt.np).copy())
+    if requires_grad:
+        t.requires_grad = True
+    return t
+
+
+as_tensor = tensor
+
+
+def _shape_args(size):
+    if len(size) == 1 and isinstance(size[0], (tuple, list, Size)):
+        size = tuple(size[0])
+    return tuple(int(s) for s in size)
+
+
+def _new(size, dtype, device, requires_grad, zero):
+    _check_device(device)
+    dt = _as_dtype(dtype) or float32
+    t = _C.empty(_shape_args(size), dt.code, zero)
+    if requires_grad:
+        t.requires_grad = True
+    return t
+
+
+def empty(*size, dtype=None, device=None, requires_grad=False):
+    return _new(size, dtype, device, requires_grad, False)
+
+
+def zeros(*size, dtype=None, device=None, requires_grad=False):
+    return _new(size, dtype, device, requires_grad, True)
+
+
+def ones(*size, dtype=None, device=None, requires_grad=False):
+    t = _new(size, dtype, device, False, False)
+    _C.fill_(t, 2, 1.0)
+    t.requires_grad = requires_grad
+    return t
+
+
+def full(size, fill_value, dtype=None, device=None, requires_grad=False):
+    t = _new((size,), dtype, device, False, False)
+    _C.fill_(t, 2, builtins.float(fill_value))
+    t.requires_grad = requires_grad
+    return t
+
+
+def rand(*size, dtype=None, device=None, requires_grad=False):
+    t = _new(size, dtype, device, False, False)
+    _C.fill_(t, 0, 0.0, 1.0)
+    t.requires_grad = requires_grad
+    return t
+
+
+def randn(*size, dtype=None, device=None, requires_grad=False):
+    t = _new(size, dtype, device, False, False)
+    _C.fill_(t, 1, 0.0, 1.0)
+    t.requires_grad = requires_grad
+    return t
+
+
+def arange(start, end=None, step=1, dtype=None, device=None, requires_grad=False):
+    _check_device(device)
+    if end is None:
+        start, end = 0, start
+    arr = np.arange(start, end, step)
+    dt = _as_dtype(dtype) or (int64 if arr.dtype.kind in "iu" else float32)
+    return tensor(arr.astype(dt.np), requires_grad=requires_grad)
+
+
+def linspace(start, end, steps, dtype=None, device=None, requires_grad=False):
+    _check_device(device)
+    return tensor(np.linspace(start, end, steps, dtype=np.float32), requires_grad=requires_grad)
+
+
+def _like(fn, t, dtype=None, **kw):
+    return fn(*t.shape, dtype=dtype or t.dtype, **kw)
+
+
+def zeros_like(t, dtype=None, device=None, requires_grad=False):
+    return _like(zeros, t, dtype, requires_grad=requires_grad)
+
+
+def ones_like(t, dtype=None, device=None, requires_grad=False):
+    return _like(ones, t, dtype, requires_grad=requires_grad)
+
+
+def empty_like(t, dtype=None, device=None, requires_grad=False):
+    return _like(empty, t, dtype, requires_grad=requires_grad)
+
+
+def rand_like(t, dtype=None, device=None, requires_grad=False):
+    return _like(rand, t, dtype, requires_grad=requires_grad)
+
+
+def randn_like(t, dtype=None, device=None, requires_grad=False):
+    return _like(randn, t, dtype, requires_grad=requires_grad)
+
+
+def full_like(t, fill_value, dtype=None, device=None, requires_grad=False):
+    return full(tuple(t.shape), fill_value, dtype=dtype or t.dtype, requires_grad=requires_grad)
+
+
+def manual_seed(seed):
+    """Seed lviv_c's random generator (rand, randn, init, readout noise, dropout)."""
+    _C.manual_seed(int(seed))
+    return None
+
+
+# ------------------------------------------------------------------ functions
+def matmul(a, b):
+    a, b = _to_tensor(a), _to_tensor(b)
+    if a.ndim == 1 and b.ndim == 1:
+        return (a * b).sum()
+    if a.ndim == 1:
+        return matmul(a.unsqueeze(0), b).squeeze(-2)
+    if b.ndim == 1:
+        return matmul(a, b.unsqueeze(1)).squeeze(-1)
+    if a.ndim > 3 and b.ndim == 2:
+        lead = tuple(a.shape[:-1])
+        return _C.matmul(a.reshape(-1, a.shape[-1]), b).reshape(*lead, b.shape[-1])
+    if a.ndim > 3 or b.ndim > 3:
+        raise ValueError(f"matmul: batched products of more than 3 dims are not supported (shapes {tuple(a.shape)} and {tuple(b.shape)})")
+    if a.ndim == 3 and b.ndim == 2:
+        B, n, k = a.shape
+        return _C.matmul(a.reshape(B * n, k), b).reshape(B, n, b.shape[1])
+    return _C.matmul(a, b)
+
+
+mm = matmul
+
+
+def cat(tensors, dim=0):
+    tensors = [_to_tensor(t) for t in tensors]
+    if len(tensors) == 1:
+        return tensors[0]
+    return _C.cat(tensors, dim)
+
+
+concatenate = cat
+
+
+def stack(tensors, dim=0):
+    tensors = [_to_tensor(t) for t in tensors]
+    if not tensors:
+        raise ValueError("stack expects a non-empty list of tensors")
+    shp = tuple(tensors[0].shape)
+    for i, t in enumerate(tensors):
+        if tuple(t.shape) != shp:
+            raise ValueError(f"stack expects each tensor to be equal size, but got {shp} at entry 0 and {tuple(t.shape)} at entry {i}")
+    return cat([t.unsqueeze(dim) for t in tensors], dim)
+
+
+def _fn(name):
+    def f(t, *a, **k):
+        return getattr(_to_tensor(t), name)(*a, **k)
+    f.__name__ = name
+    return f
+
+
+for _n in ("exp log log1p sqrt abs sign tanh sigmoid relu sin cos square clamp clip sum mean var std "
+           "max min amax amin argmax argmin flatten squeeze unsqueeze permute transpose reshape "
+           "index_select norm neg t").split():
+    globals()[_n] = _fn(_n)
+
+
+def maximum(a, b):
+    return _to_tensor(a).maximum(b)
+
+
+def minimum(a, b):
+    return _to_tensor(a).minimum(b)
+
+
+def where(cond, a, b):
+    cond = _to_tensor(cond).float()
+    a, b = _to_tensor(a), _to_tensor(b)
+    return cond * a + (1 - cond) * b
+
+
+def is_tensor(x):
+    return isinstance(x, Tensor)
+
+
+def numel(t):
+    return t.numel()
+
+
+def allclose(a, b, rtol=1e-5, atol=1e-8):
+    return builtins.bool(np.allclose(np.asarray(a), np.asarray(b), rtol=rtol, atol=atol))
+
+
+# ------------------------------------------------------------------ grad mode
+class no_grad(contextlib.ContextDecorator):
+    """Disable gradient recording (context manager and decorator)."""
+
+    def __enter__(self):
+        self.prev = _C.set_grad_enabled(False)
+        return self
+
+    def __exit__(self, *exc):
+        _C.set_grad_enabled(self.prev)
+        return False
+
+
+class enable_grad(contextlib.ContextDecorator):
+    def __enter__(self):
+        self.prev = _C.set_grad_enabled(True)
+        return self
+
+    def __exit__(self, *exc):
+        _C.set_grad_enabled(self.prev)
+        return False
+
+
+class set_grad_enabled(contextlib.ContextDecorator):
+    def __init__(self, mode):
+        self.prev = _C.set_grad_enabled(builtins.bool(mode))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        _C.set_grad_enabled(self.prev)
+        return False
+
+
+def is_grad_enabled():
+    return _C.is_grad_enabled()
+
+
+inference_mode = no_grad
+
+_C._set_tensor_class(Tensor)
