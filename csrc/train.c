@@ -108,7 +108,7 @@ int lv_train_epoch(lv_graph *full, lv_graph *rem, lv_adam *opt, const float *xbl
       since_step = 0;
     }
     double t = now();
-    if (cb && (t - last > 0.1 || b == nbatch - 1)) {
+    if (cb && (t - last > 0.1 || b == 0 || b == nbatch - 1)) {
       last = t;
       if (cb(ctx, b + 1, nbatch, total)) { if (loss_sum) *loss_sum = total; return 1; }
     }
