@@ -263,3 +263,36 @@ def test_reduce_lr_on_plateau_matches_torch_rules():
     assert sch.lr == pytest.approx(0.01)
     with pytest.raises(ValueError):
         ReduceLROnPlateau(1.0, factor=1.0)
+
+
+# ----------------------------------------------------------------------------- progress bar
+
+def test_progress_fallback_and_tqdm():
+    import io
+    import re
+    from lviv_c.progress import SimpleBar, format_bar, progress
+
+    buf = io.StringIO()
+    bar = progress(150, "Epoch 4", file=buf, use_tqdm=False)
+    assert isinstance(bar, SimpleBar)
+    for _ in range(150):
+        bar.update()
+    bar.close()
+    bar.close()  # idempotent
+    assert re.fullmatch(r"Epoch 4: 100%\|#{10}\| 150/150 \[00:00<00:00, [0-9.]+it/s\]\n",
+                        buf.getvalue())
+    assert format_bar(75, 150, 30.0, "Epoch 1") == "Epoch 1:  50%|#####     | 75/150 [00:30<00:30, 2.50it/s]"
+    assert format_bar(3, None, 0.0) == "3 [00:00, ?it/s]"
+    buf = io.StringIO()
+    assert list(progress(desc="x", iterable=range(4), file=buf, use_tqdm=False)) == [0, 1, 2, 3]
+    assert buf.getvalue().startswith("x: 100%|##########| 4/4 [")
+    buf = io.StringIO()
+    with progress(10, "quiet", disable=True, file=buf, use_tqdm=False) as b:
+        b.update(10)
+    assert buf.getvalue() == ""
+    tqdm = pytest.importorskip("tqdm")
+    buf = io.StringIO()
+    with progress(5, "Epoch 2", file=buf) as b:
+        assert isinstance(b, tqdm.tqdm)
+        b.update(5)
+    assert "Epoch 2: 100%" in buf.getvalue() and "5/5" in buf.getvalue()
