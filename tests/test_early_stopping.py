@@ -296,3 +296,39 @@ def test_progress_fallback_and_tqdm():
         assert isinstance(b, tqdm.tqdm)
         b.update(5)
     assert "Epoch 2: 100%" in buf.getvalue() and "5/5" in buf.getvalue()
+
+
+def test_reduce_lr_on_plateau_agrees_with_pytorch():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    for mode, thr_mode, cooldown in [("max", "abs", 0), ("min", "rel", 0), ("max", "rel", 2),
+                                     ("min", "abs", 1)]:
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.005)
+        ref = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            opt, mode=mode, factor=0.3, patience=3, threshold=1e-3, threshold_mode=thr_mode,
+            cooldown=cooldown, min_lr=1e-4)
+        ours = ReduceLROnPlateau(0.005, mode=mode, factor=0.3, patience=3, threshold=1e-3,
+                                 threshold_mode=thr_mode, cooldown=cooldown, min_lr=1e-4)
+        walk = np.cumsum(rng.normal(scale=0.01, size=300)) + 1.0
+        for m in walk:
+            ref.step(float(m))
+            ours.step(float(m))
+            assert ours.lr == opt.param_groups[0]["lr"]
+            assert ours.num_bad_epochs == ref.num_bad_epochs
+
+
+def test_object_tracker_and_no_scheduler():
+    class Tracker:  # neuralpredictors' MultipleObjectiveTracker interface
+        def __init__(self, fn):
+            self.fn, self.log = fn, {"correlation": []}
+
+        def log_objective(self, obj=None):
+            self.log["correlation"].append(self.fn())
+
+    scores = {1: 0.2, 2: 0.1, 3: 0.1}
+    s = Scripted(0.0, scores)
+    tr = Tracker(s.objective)
+    rec = s.run(tracker=tr, scheduler=False, patience=2, lr_decay_steps=1)
+    assert tr.log["correlation"] == [0.0, 0.2, 0.1]
+    assert s.lines[0] == "correlation 0.0" and s.lines[1] == "[001|00/02] ---> 0.2"
+    assert rec.lr == [0.005] * 3 and rec.lr_changes == [] and rec.tracker == {}
