@@ -43,11 +43,17 @@ __all__ = [
 # ----------------------------------------------------------------------------- basic statistics
 
 def _corr_raw(y1, y2, axis=-1, eps=1e-8, **kwargs):
+    # mean(z1 * z2) with z = (y - mean) / (std + eps), written as
+    # mean(d1 * d2) / ((std1 + eps) * (std2 + eps)) to save temporaries (same value).
     y1 = np.asarray(y1, dtype=np.float64)
     y2 = np.asarray(y2, dtype=np.float64)
-    z1 = (y1 - y1.mean(axis=axis, keepdims=True)) / (y1.std(axis=axis, keepdims=True, ddof=0) + eps)
-    z2 = (y2 - y2.mean(axis=axis, keepdims=True)) / (y2.std(axis=axis, keepdims=True, ddof=0) + eps)
-    return (z1 * z2).mean(axis=axis, **kwargs)
+    d1 = y1 - y1.mean(axis=axis, keepdims=True)
+    d2 = y2 - y2.mean(axis=axis, keepdims=True)
+    s1 = np.sqrt(np.mean(np.square(d1), axis=axis, keepdims=True))
+    s2 = np.sqrt(np.mean(np.square(d2), axis=axis, keepdims=True))
+    prod = d1 * d2
+    prod /= (s1 + eps) * (s2 + eps)
+    return prod.mean(axis=axis, **kwargs)
 
 
 def _nan_to_zero(x, warn=False, what=""):
