@@ -1,6 +1,7 @@
 /* Portable SIMD helpers for the CPU kernels: GCC vector extensions (no intrinsics). Hot
- * functions are compiled twice (x86-64 baseline and Haswell-class AVX2+FMA) and the clone is
- * picked at load time from the CPU's features (target_clones / ifunc). */
+ * functions are compiled twice (x86-64 baseline and x86-64-v3: AVX2+FMA) and the clone is
+ * picked at load time from the CPU features (target_clones / ifunc; "arch=x86-64-v3" dispatches on
+ * feature bits, unlike "arch=haswell" which tests the CPU model and misses AMD parts). */
 #ifndef LV_CPU_SIMD_H
 #define LV_CPU_SIMD_H
 #if defined(__GNUC__)
@@ -11,7 +12,7 @@ typedef float lv_v8f __attribute__((vector_size(32)));
 typedef float lv_v8fu __attribute__((vector_size(32), aligned(4))); /* unaligned access */
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(LVIV_NO_CLONES)
-#define LV_HOT __attribute__((target_clones("arch=haswell", "default"), optimize("fp-contract=fast")))
+#define LV_HOT __attribute__((target_clones("arch=x86-64-v3", "default"), optimize("fp-contract=fast")))
 #else
 #define LV_HOT
 #endif
