@@ -99,19 +99,11 @@ static void conv_plan_make(const lv_conv2d_desc *d, conv_plan *p) {
   }
 }
 
-/* --- BLAS threading: inside our parallel regions BLAS must run single-threaded. The OpenBLAS
- * build exports no per-thread setting, so the global thread count is lowered to 1 around each
- * batch-parallel region and restored afterwards (kernels are not meant to be called from two
- * host threads at once). --- */
-static int blas_serial_begin(int cond) {
-  if (!cond) return 0;
-  int prev = scipy_openblas_get_num_threads();
-  if (prev != 1) scipy_openblas_set_num_threads(1);
-  return prev;
-}
-static void blas_serial_end(int cond, int prev) {
-  if (cond && prev != 1 && prev > 0) scipy_openblas_set_num_threads(prev);
-}
+/* --- BLAS threading: OpenBLAS always runs single-threaded (csrc/cpu/gemm.c); lv_sgemm splits
+ * large products over the OpenMP threads itself and stays serial inside parallel regions, so
+ * nothing needs switching here. --- */
+static int blas_serial_begin(int cond) { (void)cond; return 1; }
+static void blas_serial_end(int cond, int prev) { (void)cond; (void)prev; }
 
 static int nthreads_for(int N) {
   int nt = lv_num_threads();

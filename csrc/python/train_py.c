@@ -104,7 +104,7 @@ static PyObject *f_adam_set_lr(PyObject *m, PyObject *args) {
 static PyObject *f_adam_step(PyObject *m, PyObject *cap) {
   lv_adam *a = PyCapsule_GetPointer(cap, "lviv_c.adam");
   if (!a) return NULL;
-  lv_adam_step(a);
+  if (lv_adam_apply(a) < 0) return lvpy_err();
   Py_RETURN_NONE;
 }
 
