@@ -47,7 +47,11 @@ static int parse_str(scanner *s, char *out, size_t n, const char *what) {
   char q = *s->p++;
   size_t k = 0;
   while (s->p < s->end && *s->p != q) {
-    if (*s->p == '\\' || k + 1 >= n)
+    unsigned char c = (unsigned char)*s->p;
+    if (c < 0x20 || c > 0x7e)
+      return lv_set_error(LV_EVALUE, "%s: malformed .npy header: byte 0x%02x in the %s string",
+                          s->name, c, what);
+    if (c == '\\' || k + 1 >= n)
       return lv_set_error(LV_EVALUE, "%s: malformed .npy header: unsupported %s string", s->name, what);
     out[k++] = *s->p++;
   }
@@ -202,14 +206,17 @@ int lv_npy_parse(const void *buf, size_t len, size_t file_size, const char *name
     return lv_set_error(LV_EVALUE, "%s: malformed .npy header: missing '%s'", name,
                         !have_descr ? "descr" : !have_fo ? "fortran_order" : "shape");
   /* element count and byte size, with overflow checks */
-  uint64_t count = 1;
+  /* NumPy needs the product of the non-zero dimensions times max(itemsize, 1) to fit an
+   * intp even for empty arrays; count is the element count. */
+  uint64_t count = 1, nz = info->itemsize > 1 ? (uint64_t)info->itemsize : 1;
   for (int i = 0; i < info->ndim; i++) {
     uint64_t d = (uint64_t)info->shape[i];
-    if (d && count > (uint64_t)INT64_MAX / d) {
+    if (d && nz > (uint64_t)INT64_MAX / d) {
       char sh[256];
       return lv_set_error(LV_EVALUE, "%s: .npy header: shape %s is too large", name,
                           lv_npy_shape_str(info->ndim, info->shape, sh, sizeof sh));
     }
+    if (d) nz *= d;
     count *= d;
   }
   if (info->itemsize && count > (uint64_t)(SIZE_MAX / 2) / (uint64_t)info->itemsize)

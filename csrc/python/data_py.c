@@ -28,6 +28,20 @@ static PyObject *shape_tuple(int ndim, const int64_t *shape) {
   return t;
 }
 
+/* NumPy refuses some shapes a header allows (e.g. huge empty arrays): re-raise naming the file */
+static void name_numpy_error(const char *path, const char *descr) {
+  if (PyErr_ExceptionMatches(PyExc_MemoryError)) return;
+  PyObject *et, *ev, *tb;
+  PyErr_Fetch(&et, &ev, &tb);
+  PyObject *msg = ev ? PyObject_Str(ev) : NULL;
+  PyErr_Format(PyExc_ValueError, "%s: NumPy cannot create a %s array of this shape (%S)", path,
+               descr, msg ? msg : Py_None);
+  Py_XDECREF(msg);
+  Py_XDECREF(et);
+  Py_XDECREF(ev);
+  Py_XDECREF(tb);
+}
+
 /* read + parse with the GIL released; on success the caller frees *buf */
 static int read_npy(const char *path, unsigned char **buf, lv_npy_info *info,
                     const unsigned char **data) {
@@ -70,7 +84,12 @@ static PyObject *py_npy_load(PyObject *self, PyObject *arg) {
   /* NewFromDescr steals the descr reference */
   PyObject *arr = PyArray_NewFromDescr(&PyArray_Type, descr, info.ndim, dims, NULL, NULL,
                                        info.fortran ? NPY_ARRAY_F_CONTIGUOUS : 0, NULL);
-  if (!arr) { free(buf); Py_DECREF(pb); return NULL; }
+  if (!arr) {
+    name_numpy_error(path, info.descr);
+    free(buf);
+    Py_DECREF(pb);
+    return NULL;
+  }
   if ((size_t)PyArray_NBYTES((PyArrayObject *)arr) != info.nbytes) {
     Py_DECREF(arr);
     free(buf);
@@ -174,7 +193,7 @@ static PyObject *py_npy_load_f32(PyObject *self, PyObject *args, PyObject *kw) {
     npy_intp dims[LV_NPY_MAXDIM];
     for (int i = 0; i < info.ndim; i++) dims[i] = (npy_intp)info.shape[i];
     PyObject *arr = PyArray_SimpleNew(info.ndim, dims, NPY_FLOAT32);
-    if (!arr) goto fail;
+    if (!arr) { name_numpy_error(path, "float32"); goto fail; }
     int rc;
     Py_BEGIN_ALLOW_THREADS
     rc = lv_npy_to_f32(&info, data, (float *)PyArray_DATA((PyArrayObject *)arr));
@@ -264,7 +283,7 @@ static PyObject *py_load_npy_dir(PyObject *self, PyObject *args, PyObject *kw) {
   dims[0] = (npy_intp)n;
   for (int i = 0; i < info0.ndim; i++) dims[i + 1] = (npy_intp)info0.shape[i];
   PyObject *arr = PyArray_SimpleNew(info0.ndim + 1, dims, NPY_FLOAT32);
-  if (!arr) { Py_DECREF(pb); return NULL; }
+  if (!arr) { name_numpy_error(dir, "float32"); Py_DECREF(pb); return NULL; }
   Py_BEGIN_ALLOW_THREADS
   rc = lv_npy_load_dir_f32(dir, n, &info0, check_finite, nthreads,
                            (float *)PyArray_DATA((PyArrayObject *)arr));
