@@ -144,8 +144,8 @@ class _Meta:
 
 
 class _Neurons:
-    """``ds.neurons``: meta/neurons arrays subsampled like the responses (Subsample transforms in
-    ``ds.transforms``); arrays of another length are returned unchanged."""
+    """``ds.neurons``: meta/neurons arrays (first axis: neurons, checked against the responses)
+    subsampled like the responses by the Subsample transforms in ``ds.transforms``."""
 
     def __init__(self, ds, meta):
         self._ds = ds
