@@ -569,3 +569,16 @@ def test_user_transform_runs_per_batch(scan):
     val = np.flatnonzero(a["trials"]["tiers"] == "validation")
     _, rsps = collect(ld)
     np.testing.assert_allclose(rsps, a["responses"][val].astype(np.float32) * 2)
+
+
+def test_neuron_field_length_and_nan_policy_per_key(scan_copy):
+    path, a = scan_copy
+    np.save(os.path.join(path, "meta/neurons/area.npy"), a["neurons"]["area"][:-2])
+    b = a["behavior"][3].copy()
+    b[1] = np.nan  # behaviour traces may hold NaNs: only images/responses are checked
+    np.save(os.path.join(path, "data/behavior/3.npy"), b)
+    ds = FileTreeDataset(path, "images", "responses", "behavior")
+    assert np.isnan(ds.block("behavior")[3, 1])
+    with pytest.raises(ValueError, match=rf"area\.npy: {N_NEURONS - 2} entries, expected "
+                                         rf"{N_NEURONS} \(one per neuron\)"):
+        ds.neurons.area
