@@ -331,9 +331,10 @@ def _rates_and_noise(rng, drive, ceiling, shape_range=(0.3, 1.0)):
 
 
 def _trial_noise(seed_seq, mean_rates, theta, pool):
-    """Single-trial responses: theta * Gamma(shape=rate/theta) plus a jitter of ~2-3e-3 theta on
-    ~5% of the entries (tiny negatives occur). Fixed blocks of _BLOCK trials, each from its own child seed, on a
-    thread pool (the result depends only on the seed). float64 (n_trials, n)."""
+    """Single-trial responses, float64 (n_trials, n): theta * Gamma(shape=rate/theta), plus a
+    jitter of ~2-3e-3 theta on ~5% of the entries (tiny negatives occur). Drawn in fixed blocks
+    of _BLOCK trials, each from its own child seed, on a thread pool, so the result depends
+    only on the seed."""
     n = len(mean_rates)
     starts = list(range(0, n, _BLOCK))
     seeds = seed_seq.spawn(len(starts))
@@ -625,7 +626,8 @@ def make_scan(out_dir, n_trials=5993, n_neurons=5335, image_shape=(36, 64), n_te
             ceiling_concentration=ceiling_concentration, patch_um=patch_um,
             pixel_standardisation=dict(mean=_PIX_MEAN, std=_PIX_STD), retinotopy=retino,
             gabor_param_columns=list(GABOR_PARAM_COLUMNS),
-            n_simple=int((cell_type == "simple").sum()), n_complex=int((cell_type == "complex").sum()),
+            n_simple=int((cell_type == "simple").sum()),
+            n_complex=int((cell_type == "complex").sum()),
             n_normalized=int(normalized.sum()),
             noise=("responses = theta * Gamma(shape=rate/theta) + 1e-3 theta * z * (|z| > 2), "
                    "z ~ N(0, 1); rate = gain * (baseline + drive)"),
