@@ -41,7 +41,7 @@ int lv_sgd_update(int nslots, lv_optim_slot *s, double lr, double momentum, doub
     float *p = q->p, *b = q->m;
     const float *g = q->g;
     int64_t n = q->n;
-    int first = q->step <= 1;
+    int first = q->step == 1;
 #pragma omp parallel for schedule(static) if (n > 32768)
     for (int64_t i = 0; i < n; i++) {
       float d = maximize ? -g[i] : g[i];
