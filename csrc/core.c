@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <math.h>
+#include <sys/mman.h>
 
 static _Thread_local lv_errkind err_kind = LV_OK;
 static _Thread_local char err_msg[1024];
@@ -32,12 +33,16 @@ lv_storage *lv_storage_new(size_t nbytes, int device, int zero) {
   size_t n = nbytes ? nbytes : 1;
   /* 64-byte alignment for SIMD; round the size up to a multiple of the alignment */
   size_t padded = (n + 63) & ~(size_t)63;
-  s->data = aligned_alloc(64, padded);
+  s->data = aligned_alloc(padded >= ((size_t)4 << 20) ? 2097152 : 64, padded >= ((size_t)4 << 20) ? (padded + 2097151) & ~(size_t)2097151 : padded);
+  if (padded >= ((size_t)4 << 20)) padded = (padded + 2097151) & ~(size_t)2097151;
   if (!s->data) {
     free(s);
     lv_set_error(LV_ENOMEM, "out of memory allocating %zu bytes for a tensor", nbytes);
     return NULL;
   }
+#ifdef MADV_HUGEPAGE
+  if (padded >= ((size_t)4 << 20)) madvise(s->data, padded, MADV_HUGEPAGE);
+#endif
   if (zero) memset(s->data, 0, padded);
   s->nbytes = nbytes;
   s->device = device;

@@ -203,11 +203,13 @@ class Tensor(_C.TensorBase):
 
     # ---- conversion ----
     def numpy(self):
+        _capture_guard("Tensor.numpy()")
         if self.requires_grad:
             raise RuntimeError("Can't call numpy() on a tensor that requires grad. Use tensor.detach().numpy() instead.")
         return np.asarray(memoryview(self))
 
     def __array__(self, dtype=None, copy=None):
+        _capture_guard("np.asarray(tensor)")
         a = np.asarray(memoryview(self))
         return a if dtype is None else a.astype(dtype)
 
@@ -215,6 +217,7 @@ class Tensor(_C.TensorBase):
         return np.asarray(memoryview(self)).tolist()
 
     def item(self):
+        _capture_guard("Tensor.item()")
         if self.numel() != 1:
             raise ValueError(f"only one element tensors can be converted to Python scalars (shape {tuple(self.shape)})")
         return np.asarray(memoryview(self)).reshape(-1)[0].item()
@@ -353,6 +356,7 @@ class Tensor(_C.TensorBase):
         return self
 
     def _inplace(self, other, op):
+        _capture_guard("an in-place operation")
         r = op(self.detach(), other.detach() if isinstance(other, Tensor) else other)
         if tuple(r.shape) != tuple(self.shape):
             raise RuntimeError(f"output with shape {tuple(self.shape)} doesn't match the broadcast shape {tuple(r.shape)}")
@@ -701,6 +705,7 @@ class Tensor(_C.TensorBase):
         return _getitem(self, key)
 
     def __setitem__(self, key, value):
+        _capture_guard("tensor[...] = value")
         arr = np.asarray(memoryview(self))
         if self.requires_grad and _C.is_grad_enabled():
             raise RuntimeError("a leaf Variable that requires grad is being used in an in-place operation")
@@ -726,6 +731,12 @@ class _MinMax(tuple):
     @property
     def indices(self):
         return self[1]
+
+
+def _capture_guard(what):
+    if _C.capture_active():
+        from .capture import _guard
+        _guard(what)
 
 
 def _rebuild(arr, requires_grad):

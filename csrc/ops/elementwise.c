@@ -99,6 +99,21 @@ static int binary_fwd(lv_node *n) {
   int64_t sa[LV_MAXDIM], sb[LV_MAXDIM];
   bstrides(a, o->ndim, o->shape, sa);
   bstrides(b, o->ndim, o->shape, sb);
+  int64_t N = lv_numel(o);
+  int sa_same = lv_same_shape(a, o), sb_same = lv_same_shape(b, o), b_scalar = lv_numel(b) == 1;
+  if (sa_same && (sb_same || b_scalar) && N > 65536) {
+    /* contiguous fast path: split the flat range over the threads */
+    const float *A = lv_f32(a), *B = lv_f32(b);
+    float *O = lv_f32(o);
+    int64_t chunk = 16384, nchunks = (N + chunk - 1) / chunk;
+    int op = (int)n->ia[0];
+#pragma omp parallel for schedule(static)
+    for (int64_t c = 0; c < nchunks; c++) {
+      int64_t s0 = c * chunk, len = N - s0 < chunk ? N - s0 : chunk;
+      run_binop(len, A + s0, 1, sb_same ? B + s0 : B, sb_same ? 1 : 0, O + s0, op);
+    }
+    return 0;
+  }
   bc_apply(o->ndim, o->shape, lv_f32(a), sa, lv_f32(b), sb, lv_f32(o), run_binop, (int)n->ia[0]);
   return 0;
 }

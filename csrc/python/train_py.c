@@ -1,0 +1,253 @@
+/* Bindings of graph capture, Adam, and the C training/prediction loops. */
+#define NPY_NO_DEPRECATED_API NPY_1_7_API_VERSION
+#define PY_ARRAY_UNIQUE_SYMBOL LVIV_ARRAY_API
+#define NO_IMPORT_ARRAY
+#include "lvpy.h"
+#include <numpy/arrayobject.h>
+#include "train.h"
+
+static lv_capture *active = NULL;
+
+static void graph_destructor(PyObject *cap) {
+  lv_graph *g = PyCapsule_GetPointer(cap, "lviv_c.graph");
+  lv_graph_free(g);
+}
+static void adam_destructor(PyObject *cap) {
+  lv_adam *a = PyCapsule_GetPointer(cap, "lviv_c.adam");
+  lv_adam_free(a);
+}
+
+static PyObject *f_capture_begin(PyObject *m, PyObject *noarg) {
+  if (active) { PyErr_SetString(PyExc_RuntimeError, "a graph capture is already in progress"); return NULL; }
+  active = calloc(1, sizeof *active);
+  if (!active) return PyErr_NoMemory();
+  lv_capture_begin(active);
+  Py_RETURN_NONE;
+}
+
+static PyObject *f_capture_abort(PyObject *m, PyObject *noarg) {
+  lv_capture_end();
+  if (active) { lv_capture_free(active); free(active); active = NULL; }
+  Py_RETURN_NONE;
+}
+
+static PyObject *f_capture_active(PyObject *m, PyObject *noarg) { return PyBool_FromLong(lv_capture_active()); }
+
+static PyObject *f_capture_end(PyObject *m, PyObject *args) {
+  PyObject *xo, *yo, *oo, *lo;
+  long long batch;
+  if (!PyArg_ParseTuple(args, "OOOOL", &xo, &yo, &oo, &lo, &batch)) return NULL;
+  lv_capture_end();
+  if (!active) { PyErr_SetString(PyExc_RuntimeError, "no graph capture in progress"); return NULL; }
+  lv_graph *g = calloc(1, sizeof *g);
+  if (!g) return PyErr_NoMemory();
+  g->cap = *active;
+  free(active);
+  active = NULL;
+  g->batch = batch;
+  lv_tensor *x = lvpy_get(xo, "capture input");
+  lv_tensor *o = x ? lvpy_get(oo, "capture output") : NULL;
+  if (!o) { lv_graph_free(g); return NULL; }
+  g->x = x; lv_tensor_incref(x);
+  g->out = o; lv_tensor_incref(o);
+  if (yo != Py_None) { lv_tensor *y = lvpy_get(yo, "capture target"); if (!y) { lv_graph_free(g); return NULL; } g->y = y; lv_tensor_incref(y); }
+  if (lo != Py_None) { lv_tensor *l = lvpy_get(lo, "capture loss"); if (!l) { lv_graph_free(g); return NULL; } g->loss = l; lv_tensor_incref(l); }
+  return PyCapsule_New(g, "lviv_c.graph", graph_destructor);
+}
+
+static PyObject *f_graph_info(PyObject *m, PyObject *cap) {
+  lv_graph *g = PyCapsule_GetPointer(cap, "lviv_c.graph");
+  if (!g) return NULL;
+  PyObject *names = PyList_New(g->cap.n);
+  for (int i = 0; i < g->cap.n; i++) PyList_SET_ITEM(names, i, PyUnicode_FromString(g->cap.nodes[i]->op->name));
+  return names;
+}
+
+static PyObject *f_graph_replay(PyObject *m, PyObject *cap) {
+  lv_graph *g = PyCapsule_GetPointer(cap, "lviv_c.graph");
+  if (!g) return NULL;
+  int rc;
+  Py_BEGIN_ALLOW_THREADS
+  rc = lv_capture_replay(&g->cap);
+  Py_END_ALLOW_THREADS
+  if (rc < 0) return lvpy_err();
+  Py_RETURN_NONE;
+}
+
+static PyObject *f_adam_new(PyObject *m, PyObject *args) {
+  PyObject *plist; double lr, b1 = 0.9, b2 = 0.999, eps = 1e-8, wd = 0;
+  if (!PyArg_ParseTuple(args, "Od|dddd", &plist, &lr, &b1, &b2, &eps, &wd)) return NULL;
+  PyObject *f = PySequence_Fast(plist, "adam: expected a list of parameters");
+  if (!f) return NULL;
+  Py_ssize_t n = PySequence_Fast_GET_SIZE(f);
+  lv_tensor **ps = malloc(sizeof(lv_tensor *) * (n ? n : 1));
+  for (Py_ssize_t i = 0; i < n; i++) {
+    ps[i] = lvpy_get(PySequence_Fast_GET_ITEM(f, i), "adam parameter");
+    if (!ps[i]) { free(ps); Py_DECREF(f); return NULL; }
+  }
+  lv_adam *a = lv_adam_new((int)n, ps, lr, b1, b2, eps, wd);
+  free(ps);
+  Py_DECREF(f);
+  if (!a) return lvpy_err();
+  return PyCapsule_New(a, "lviv_c.adam", adam_destructor);
+}
+
+static PyObject *f_adam_set_lr(PyObject *m, PyObject *args) {
+  PyObject *cap; double lr;
+  if (!PyArg_ParseTuple(args, "Od", &cap, &lr)) return NULL;
+  lv_adam *a = PyCapsule_GetPointer(cap, "lviv_c.adam");
+  if (!a) return NULL;
+  a->lr = lr;
+  Py_RETURN_NONE;
+}
+
+static PyObject *f_adam_step(PyObject *m, PyObject *cap) {
+  lv_adam *a = PyCapsule_GetPointer(cap, "lviv_c.adam");
+  if (!a) return NULL;
+  if (lv_adam_apply(a) < 0) return lvpy_err();
+  Py_RETURN_NONE;
+}
+
+typedef struct { PyObject *cb; PyThreadState *ts; int stopped; } cbctx;
+
+/* called from the loop with the GIL released: take it, check Ctrl-C, call the Python callback */
+static int progress_cb(void *vctx, int64_t done, int64_t total, double loss_sum) {
+  cbctx *c = vctx;
+  PyEval_RestoreThread(c->ts);
+  int stop = 0;
+  if (PyErr_CheckSignals() < 0) stop = 1;
+  else if (c->cb && c->cb != Py_None) {
+    PyObject *r = PyObject_CallFunction(c->cb, "LLd", (long long)done, (long long)total, loss_sum);
+    if (!r) stop = 1;
+    Py_XDECREF(r);
+  }
+  c->ts = PyEval_SaveThread();
+  c->stopped = stop;
+  return stop;
+}
+
+static PyArrayObject *as_f32_block(PyObject *o, const char *what) {
+  if (!PyArray_Check(o) || PyArray_TYPE((PyArrayObject *)o) != NPY_FLOAT32 ||
+      !PyArray_IS_C_CONTIGUOUS((PyArrayObject *)o) || PyArray_NDIM((PyArrayObject *)o) < 1) {
+    PyErr_Format(PyExc_TypeError, "%s: expected a C-contiguous float32 array", what);
+    return NULL;
+  }
+  return (PyArrayObject *)o;
+}
+
+static int check_idx(PyObject *o, int64_t nrows, const char *what, PyArrayObject **out) {
+  if (!PyArray_Check(o) || PyArray_TYPE((PyArrayObject *)o) != NPY_INT64 || !PyArray_IS_C_CONTIGUOUS((PyArrayObject *)o)) {
+    PyErr_Format(PyExc_TypeError, "%s: expected a C-contiguous int64 index array", what);
+    return -1;
+  }
+  PyArrayObject *a = (PyArrayObject *)o;
+  const int64_t *d = PyArray_DATA(a);
+  for (npy_intp i = 0; i < PyArray_SIZE(a); i++)
+    if (d[i] < 0 || d[i] >= nrows) { PyErr_Format(PyExc_IndexError, "%s: index %lld out of range for %lld rows", what, (long long)d[i], (long long)nrows); return -1; }
+  *out = a;
+  return 0;
+}
+
+static int64_t row_size(PyArrayObject *a) { return PyArray_NDIM(a) ? (int64_t)(PyArray_SIZE(a) / PyArray_DIM(a, 0)) : 1; }
+
+static int check_graph_shapes(lv_graph *g, int64_t xrow, int64_t yrow, const char *what) {
+  if (lv_numel(g->x) != g->batch * xrow) {
+    PyErr_Format(PyExc_ValueError, "%s: images have %lld values per trial, the graph's input %lld", what,
+                 (long long)xrow, (long long)(lv_numel(g->x) / g->batch));
+    return -1;
+  }
+  if (g->y && yrow >= 0 && lv_numel(g->y) != g->batch * yrow) {
+    PyErr_Format(PyExc_ValueError, "%s: responses have %lld values per trial, the graph's target %lld", what,
+                 (long long)yrow, (long long)(lv_numel(g->y) / g->batch));
+    return -1;
+  }
+  return 0;
+}
+
+static PyObject *f_train_epoch(PyObject *m, PyObject *args) {
+  PyObject *gf, *gr, *ad, *xb, *yb, *ord, *cb = Py_None; int accum = 1;
+  if (!PyArg_ParseTuple(args, "OOOOOO|iO", &gf, &gr, &ad, &xb, &yb, &ord, &accum, &cb)) return NULL;
+  lv_graph *full = PyCapsule_GetPointer(gf, "lviv_c.graph");
+  lv_graph *rem = gr == Py_None ? NULL : PyCapsule_GetPointer(gr, "lviv_c.graph");
+  lv_adam *a = PyCapsule_GetPointer(ad, "lviv_c.adam");
+  if (!full || (gr != Py_None && !rem) || !a) return NULL;
+  if (!full->loss || (rem && !rem->loss)) { PyErr_SetString(PyExc_ValueError, "train_epoch: the graph has no loss"); return NULL; }
+  PyArrayObject *X = as_f32_block(xb, "train_epoch images"), *Y = X ? as_f32_block(yb, "train_epoch responses") : NULL, *O;
+  if (!Y) return NULL;
+  if (check_idx(ord, PyArray_DIM(X, 0) < PyArray_DIM(Y, 0) ? PyArray_DIM(X, 0) : PyArray_DIM(Y, 0), "train_epoch order", &O) < 0) return NULL;
+  int64_t xrow = row_size(X), yrow = row_size(Y);
+  if (check_graph_shapes(full, xrow, yrow, "train_epoch") < 0 || (rem && check_graph_shapes(rem, xrow, yrow, "train_epoch") < 0)) return NULL;
+  int64_t n = PyArray_SIZE(O);
+  if (n % full->batch && (!rem || rem->batch != n % full->batch)) {
+    PyErr_Format(PyExc_ValueError, "train_epoch: %lld trials need a graph for a last batch of %lld", (long long)n, (long long)(n % full->batch));
+    return NULL;
+  }
+  cbctx c = {cb, NULL, 0};
+  double loss = 0;
+  int rc;
+  c.ts = PyEval_SaveThread();
+  rc = lv_train_epoch(full, rem, a, PyArray_DATA(X), xrow, PyArray_DATA(Y), yrow, PyArray_DATA(O), n, accum,
+                      progress_cb, &c, &loss);
+  PyEval_RestoreThread(c.ts);
+  if (rc < 0) return lvpy_err();
+  if (rc == 1 && PyErr_Occurred()) return NULL; /* KeyboardInterrupt or the callback's error */
+  return Py_BuildValue("id", rc, loss);
+}
+
+static PyObject *f_predict(PyObject *m, PyObject *args) {
+  PyObject *gf, *gr, *xb, *ord, *cb = Py_None;
+  if (!PyArg_ParseTuple(args, "OOOO|O", &gf, &gr, &xb, &ord, &cb)) return NULL;
+  lv_graph *full = PyCapsule_GetPointer(gf, "lviv_c.graph");
+  lv_graph *rem = gr == Py_None ? NULL : PyCapsule_GetPointer(gr, "lviv_c.graph");
+  if (!full || (gr != Py_None && !rem)) return NULL;
+  PyArrayObject *X = as_f32_block(xb, "predict images"), *O;
+  if (!X) return NULL;
+  if (check_idx(ord, PyArray_DIM(X, 0), "predict indices", &O) < 0) return NULL;
+  int64_t xrow = row_size(X);
+  if (check_graph_shapes(full, xrow, -1, "predict") < 0 || (rem && check_graph_shapes(rem, xrow, -1, "predict") < 0)) return NULL;
+  int64_t n = PyArray_SIZE(O);
+  if (n % full->batch && (!rem || rem->batch != n % full->batch)) {
+    PyErr_Format(PyExc_ValueError, "predict: %lld trials need a graph for a last batch of %lld", (long long)n, (long long)(n % full->batch));
+    return NULL;
+  }
+  int64_t N = lv_numel(full->out) / full->batch;
+  npy_intp dims[2] = {(npy_intp)n, (npy_intp)N};
+  PyObject *out = PyArray_SimpleNew(2, dims, NPY_FLOAT32);
+  if (!out) return NULL;
+  cbctx c = {cb, NULL, 0};
+  c.ts = PyEval_SaveThread();
+  int rc = lv_predict(full, rem, PyArray_DATA(X), xrow, PyArray_DATA(O), n, PyArray_DATA((PyArrayObject *)out), progress_cb, &c);
+  PyEval_RestoreThread(c.ts);
+  if (rc < 0) { Py_DECREF(out); return lvpy_err(); }
+  if (rc == 1) { Py_DECREF(out); if (!PyErr_Occurred()) PyErr_SetNone(PyExc_KeyboardInterrupt); return NULL; }
+  return out;
+}
+
+static PyObject *f_profile(PyObject *m, PyObject *arg) {
+  if (arg != Py_None) { lv_profile_enable(PyObject_IsTrue(arg)); Py_RETURN_NONE; }
+  PyObject *d = PyDict_New();
+  const char *name; double f, b; int64_t calls;
+  for (int i = 0; lv_profile_get(i, &name, &f, &b, &calls); i++) {
+    PyObject *v = Py_BuildValue("(ddL)", f, b, (long long)calls);
+    PyDict_SetItemString(d, name, v);
+    Py_DECREF(v);
+  }
+  return d;
+}
+
+static PyMethodDef train_methods[] = {
+    {"profile", f_profile, METH_O, "profile(True/False) switches op timing on/off; profile(None) returns {op: (fwd_s, bwd_s, calls)}"},
+    {"capture_begin", f_capture_begin, METH_NOARGS, NULL},
+    {"capture_end", f_capture_end, METH_VARARGS, NULL},
+    {"capture_abort", f_capture_abort, METH_NOARGS, NULL},
+    {"capture_active", f_capture_active, METH_NOARGS, NULL},
+    {"graph_info", f_graph_info, METH_O, NULL},
+    {"graph_replay", f_graph_replay, METH_O, NULL},
+    {"adam_new", f_adam_new, METH_VARARGS, NULL},
+    {"adam_set_lr", f_adam_set_lr, METH_VARARGS, NULL},
+    {"adam_step", f_adam_step, METH_O, NULL},
+    {"train_epoch", f_train_epoch, METH_VARARGS, NULL},
+    {"predict", f_predict, METH_VARARGS, NULL},
+    {NULL}};
+
+int lv_py_init_train(PyObject *m) { return PyModule_AddFunctions(m, train_methods); }

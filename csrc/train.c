@@ -1,0 +1,129 @@
+/* The C training loop over captured graphs. No Python here: the binding releases the GIL. */
+#include "train.h"
+#include "cpu/kernels.h"
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+void lv_graph_free(lv_graph *g) {
+  if (!g) return;
+  lv_capture_free(&g->cap);
+  lv_tensor_decref(g->x);
+  lv_tensor_decref(g->y);
+  lv_tensor_decref(g->out);
+  lv_tensor_decref(g->loss);
+  free(g);
+}
+
+lv_adam *lv_adam_new(int n, lv_tensor **params, double lr, double b1, double b2, double eps, double wd) {
+  lv_adam *a = calloc(1, sizeof *a);
+  if (!a) { lv_set_error(LV_ENOMEM, "out of memory"); return NULL; }
+  a->n = n;
+  a->p = calloc(n ? n : 1, sizeof *a->p);
+  a->m = calloc(n ? n : 1, sizeof *a->m);
+  a->v = calloc(n ? n : 1, sizeof *a->v);
+  if (!a->p || !a->m || !a->v) { lv_adam_free(a); lv_set_error(LV_ENOMEM, "out of memory"); return NULL; }
+  for (int i = 0; i < n; i++) {
+    a->p[i] = params[i];
+    lv_tensor_incref(params[i]);
+    int64_t k = lv_numel(params[i]);
+    a->m[i] = calloc(k ? k : 1, sizeof(float));
+    a->v[i] = calloc(k ? k : 1, sizeof(float));
+    if (!a->m[i] || !a->v[i]) { lv_adam_free(a); lv_set_error(LV_ENOMEM, "out of memory for Adam state"); return NULL; }
+  }
+  a->lr = lr; a->beta1 = b1; a->beta2 = b2; a->eps = eps; a->weight_decay = wd;
+  return a;
+}
+
+void lv_adam_free(lv_adam *a) {
+  if (!a) return;
+  for (int i = 0; i < a->n; i++) {
+    if (a->p) lv_tensor_decref(a->p[i]);
+    if (a->m) free(a->m[i]);
+    if (a->v) free(a->v[i]);
+  }
+  free(a->p); free(a->m); free(a->v);
+  free(a);
+}
+
+int lv_adam_apply(lv_adam *a) {
+  a->step++;
+  for (int i = 0; i < a->n; i++) {
+    lv_tensor *p = a->p[i];
+    if (!p->grad) continue;
+    int64_t k = lv_numel(p);
+    if (lv_adam_step(k, lv_f32(p), lv_f32(p->grad), a->m[i], a->v[i], (float)a->lr, (float)a->beta1,
+                     (float)a->beta2, (float)a->eps, (float)a->weight_decay, a->step) < 0)
+      return -1;
+    memset(lv_data(p->grad), 0, (size_t)k * sizeof(float));
+  }
+  return 0;
+}
+
+int lv_graph_gather(lv_graph *g, const float *xblock, int64_t xrow, const float *yblock, int64_t yrow,
+                    const int64_t *idx, int64_t nb) {
+  if (nb != g->batch) return lv_set_error(LV_EVALUE, "graph captured for batch %lld, got %lld", (long long)g->batch, (long long)nb);
+  float *x = lv_f32(g->x);
+  for (int64_t i = 0; i < nb; i++) memcpy(x + i * xrow, xblock + idx[i] * xrow, (size_t)xrow * sizeof(float));
+  if (g->y && yblock) {
+    float *y = lv_f32(g->y);
+    for (int64_t i = 0; i < nb; i++) memcpy(y + i * yrow, yblock + idx[i] * yrow, (size_t)yrow * sizeof(float));
+  }
+  return 0;
+}
+
+static double now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+int lv_train_epoch(lv_graph *full, lv_graph *rem, lv_adam *opt, const float *xblock, int64_t xrow,
+                   const float *yblock, int64_t yrow, const int64_t *order, int64_t n, int accum,
+                   lv_progress_fn cb, void *ctx, double *loss_sum) {
+  int64_t B = full->batch;
+  int64_t nbatch = (n + B - 1) / B;
+  if (accum < 1) accum = 1;
+  double last = now(), total = 0;
+  int since_step = 0;
+  for (int64_t b = 0; b < nbatch; b++) {
+    int64_t s = b * B, nb = n - s < B ? n - s : B;
+    lv_graph *g = nb == B ? full : rem;
+    if (!g) return lv_set_error(LV_ERUNTIME, "no graph for the last batch of %lld items", (long long)nb);
+    if (lv_graph_gather(g, xblock, xrow, yblock, yrow, order + s, nb) < 0) return -1;
+    if (lv_capture_replay(&g->cap) < 0) return -1;
+    float l = lv_f32(g->loss)[0];
+    total += l;
+    if (lv_backward(g->loss, NULL) < 0) return -1;
+    if (++since_step == accum || b == nbatch - 1) {
+      if (lv_adam_apply(opt) < 0) return -1;
+      since_step = 0;
+    }
+    double t = now();
+    if (cb && (t - last > 0.1 || b == 0 || b == nbatch - 1)) {
+      last = t;
+      if (cb(ctx, b + 1, nbatch, total)) { if (loss_sum) *loss_sum = total; return 1; }
+    }
+  }
+  if (loss_sum) *loss_sum = total;
+  return 0;
+}
+
+int lv_predict(lv_graph *full, lv_graph *rem, const float *xblock, int64_t xrow, const int64_t *idx,
+               int64_t n, float *out, lv_progress_fn cb, void *ctx) {
+  int64_t B = full->batch;
+  int64_t N = lv_numel(full->out) / B;
+  double last = now();
+  for (int64_t s = 0; s < n; s += B) {
+    int64_t nb = n - s < B ? n - s : B;
+    lv_graph *g = nb == B ? full : rem;
+    if (!g) return lv_set_error(LV_ERUNTIME, "no graph for the last batch of %lld items", (long long)nb);
+    if (lv_graph_gather(g, xblock, xrow, NULL, 0, idx + s, nb) < 0) return -1;
+    if (lv_capture_replay(&g->cap) < 0) return -1;
+    memcpy(out + s * N, lv_f32(g->out), (size_t)(nb * N) * sizeof(float));
+    double t = now();
+    if (cb && t - last > 0.1) { last = t; if (cb(ctx, s + nb, n, 0)) return 1; }
+  }
+  return 0;
+}

@@ -1,0 +1,313 @@
+"""train_model: the course's training routine, with the epochs running in C.
+
+The model's forward and loss are captured once into C graphs (lviv_c.capture); each epoch is
+one call into C that gathers batches from the in-memory scan, replays forward, loss and
+backward and steps Adam, with the GIL released. Python only runs the early-stopping /
+learning-rate schedule between epochs (lviv_c.training_loop), evaluates validation
+correlation through a captured eval graph, and draws the progress bar."""
+import math
+import sys
+import time
+
+import numpy as np
+
+from . import _C
+from . import cuda as _cuda
+from .capture import CaptureError, capture_graph
+from .tensor import Tensor, from_numpy, manual_seed, no_grad
+
+_warned_cpu = {"done": False}
+
+
+def resolve_device(device, verbose=True):
+    """'cuda' means the GPU when there is one; without one lviv_c runs on the CPU and says so once."""
+    dev = str(device or "cpu")
+    if dev.startswith("cuda") and not _cuda.is_available():
+        if verbose and not _warned_cpu["done"]:
+            print("lviv_c: no CUDA GPU available, running on the CPU", file=sys.stderr)
+            _warned_cpu["done"] = True
+        return "cpu"
+    return "cuda" if dev.startswith("cuda") else "cpu"
+
+
+def _loaders(dataloader):
+    if isinstance(dataloader, dict):
+        if "train" not in dataloader:
+            raise ValueError(f"train_model: dataloader dict needs a 'train' loader, has {sorted(dataloader)}")
+        return dataloader
+    raise TypeError("train_model: expected a dict of loaders {'train', 'validation', 'test'} "
+                    f"as returned by load_dataset, got {type(dataloader).__name__}")
+
+
+def _blocks(loader, what):
+    try:
+        xb, yb = loader.images_block, loader.responses_block
+    except AttributeError:
+        raise TypeError(f"train_model: the {what} loader is not a lviv_c loader (needs images_block/"
+                        "responses_block); build it with lviv_c.dataset.load_dataset") from None
+    return np.ascontiguousarray(xb, dtype=np.float32), np.ascontiguousarray(yb, dtype=np.float32)
+
+
+def _corr_per_neuron(y, yhat, eps=1e-8):
+    """Single-trial correlation per neuron (population std, eps in the denominators, NaN -> 0)."""
+    y = y.astype(np.float64)
+    yhat = yhat.astype(np.float64)
+    yz = (y - y.mean(0)) / (y.std(0) + eps)
+    pz = (yhat - yhat.mean(0)) / (yhat.std(0) + eps)
+    c = (yz * pz).mean(0)
+    return np.nan_to_num(c)
+
+
+def poisson_loss_fn(avg=False, eps=1e-12):
+    def loss(out, y):
+        l = out - y * (out + eps).log()
+        return l.mean() if avg else l.sum()
+    return loss
+
+
+class Engine:
+    """Captured train/eval graphs of one model over one scan, and the C loops that run them."""
+
+    def __init__(self, model, train_loader, eval_loaders=(), scale_loss=True, avg_loss=False,
+                 lr=0.005, capture=True, call=None):
+        self.model = model
+        self.call = call or model
+        self.train_loader = train_loader
+        self.X, self.Y = _blocks(train_loader, "train")
+        self.B = int(train_loader.batch_size)
+        self.n_dataset = len(train_loader.dataset)
+        self.scale_loss = scale_loss
+        self.avg_loss = avg_loss
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        if not self.params:
+            raise ValueError("train_model: the model has no parameters that require grad")
+        for p in self.params:
+            p.grad = None
+        self.adam = _C.adam_new(self.params, float(lr))
+        self.lr = float(lr)
+        self.capture = capture
+        self._train_graphs = {}
+        self._eval_graphs = {}
+        self._fallback_reason = None
+        self.version = 0
+        self._pred_cache = {}
+
+    # -- graphs
+    def _loss_fn(self, bsz):
+        base = poisson_loss_fn(self.avg_loss)
+        scale = math.sqrt(self.n_dataset / bsz) if self.scale_loss else 1.0
+        reg = getattr(self.model, "regularizer", None)
+
+        def loss(out, y):
+            l = base(out, y)
+            if scale != 1.0:
+                l = l * scale
+            if reg is not None:
+                r = reg()
+                l = l + r
+            return l
+        return loss
+
+    def _train_graph(self, bsz):
+        g = self._train_graphs.get(bsz)
+        if g is None:
+            idx = self.train_loader.indices[:bsz]
+            g = capture_graph(self.model, self.X[idx], self.Y[idx], self._loss_fn(bsz), train=True, call=self.call)
+            self._train_graphs[bsz] = g
+        return g
+
+    def _eval_graph(self, bsz, X):
+        key = (bsz, X.__array_interface__["data"][0])
+        g = self._eval_graphs.get(key)
+        if g is None:
+            g = capture_graph(self.model, X[:bsz], train=False, call=self.call)
+            self._eval_graphs[key] = g
+        return g
+
+    # -- training
+    def set_lr(self, lr):
+        self.lr = float(lr)
+        _C.adam_set_lr(self.adam, self.lr)
+
+    def train_epoch(self, order, accum=1, progress=None):
+        """One epoch over `order` (int64 trial indices). Returns the summed batch loss."""
+        order = np.ascontiguousarray(order, dtype=np.int64)
+        n = len(order)
+        self.version += 1
+        if self.capture and self._fallback_reason is None:
+            try:
+                full = self._train_graph(min(self.B, n))
+                rem = self._train_graph(n % self.B) if n % self.B and n > self.B else None
+            except CaptureError as e:
+                self._fallback_reason = str(e)
+                print(f"lviv_c: training with the Python forward per batch: {e}", file=sys.stderr)
+            else:
+                status, loss = _C.train_epoch(full.handle, rem.handle if rem else None, self.adam,
+                                              self.X, self.Y, order, int(accum or 1), progress)
+                return loss
+        return self._eager_epoch(order, accum, progress)
+
+    def _eager_epoch(self, order, accum, progress):
+        self.model.train()
+        total, since = 0.0, 0
+        nb = -(-len(order) // self.B)
+        for b in range(nb):
+            idx = order[b * self.B:(b + 1) * self.B]
+            x, y = from_numpy(self.X[idx]), from_numpy(self.Y[idx])
+            loss = self._loss_fn(len(idx))(self.call(x), y)
+            total += float(loss.detach().item())
+            loss.backward()
+            since += 1
+            if since == (accum or 1) or b == nb - 1:
+                _C.adam_step(self.adam)
+                since = 0
+            if progress is not None:
+                progress(b + 1, nb, total)
+        return total
+
+    # -- evaluation
+    def predict(self, loader=None, X=None, idx=None, progress=None):
+        """Eval-mode predictions (n, N) for a loader's trials (or rows idx of block X)."""
+        if loader is not None:
+            X, _ = _blocks(loader, "evaluation")
+            idx = loader.indices
+        idx = np.ascontiguousarray(idx, dtype=np.int64)
+        key = (id(loader), self.version) if loader is not None else None
+        if key is not None and key in self._pred_cache:
+            return self._pred_cache[key]
+        n = len(idx)
+        bsz = int(getattr(loader, "batch_size", None) or self.B)
+        bsz = min(bsz, n)
+        if self.capture and self._fallback_reason is None:
+            try:
+                full = self._eval_graph(bsz, X)
+                rem = self._eval_graph(n % bsz, X) if n % bsz and n > bsz else None
+                out = _C.predict(full.handle, rem.handle if rem else None, X, idx, progress)
+            except CaptureError as e:
+                self._fallback_reason = str(e)
+                out = self._eager_predict(X, idx, bsz)
+        else:
+            out = self._eager_predict(X, idx, bsz)
+        if key is not None:
+            self._pred_cache = {key: out}
+        return out
+
+    def _eager_predict(self, X, idx, bsz):
+        was = getattr(self.model, "training", False)
+        self.model.eval()
+        outs = []
+        with no_grad():
+            for s in range(0, len(idx), bsz):
+                outs.append(np.array(self.call(from_numpy(X[idx[s:s + bsz]])), copy=True))
+        self.model.train(was)
+        return np.concatenate(outs, 0)
+
+    def correlation(self, loader, per_neuron=False):
+        _, Y = _blocks(loader, "evaluation")
+        c = _corr_per_neuron(Y[loader.indices], self.predict(loader))
+        return c if per_neuron else float(c.mean())
+
+    def poisson_loss(self, loader, eps=1e-12):
+        _, Y = _blocks(loader, "evaluation")
+        y = Y[loader.indices].astype(np.float64)
+        p = self.predict(loader).astype(np.float64)
+        return float(np.sum(p - y * np.log(p + eps)))
+
+    # -- state
+    def _state_tensors(self):
+        items = []
+        if hasattr(self.model, "state_dict"):
+            for k, v in self.model.state_dict().items():
+                if isinstance(v, Tensor):
+                    items.append((k, v))
+        else:
+            items = [(str(i), p) for i, p in enumerate(self.params)]
+        return items
+
+    def get_state(self):
+        return {k: np.array(memoryview(v), copy=True) for k, v in self._state_tensors()}
+
+    def set_state(self, state):
+        for k, v in self._state_tensors():
+            if k in state:
+                np.asarray(memoryview(v))[...] = state[k]
+        self.version += 1
+
+
+def _progress_bar(total, desc, verbose):
+    from .progress import progress
+    return progress(total=total, desc=desc, disable=not verbose)
+
+
+def train_model(model, dataloader, seed=None, avg_loss=False, scale_loss=True, loss_accum_batch_n=None,
+                device="cuda", verbose=True, interval=1, patience=5, epoch=0, lr_init=0.005,
+                max_iter=200, maximize=True, tolerance=1e-6, restore_best=True, lr_decay_steps=3,
+                lr_decay_factor=0.3, min_lr=1e-4, cb=None, track_training=True,
+                return_test_score=False, capture=True, **kwargs):
+    """Train `model` on the loaders of `load_dataset` with the course's recipe.
+
+    Loss per batch: sqrt(len(dataset) / B) * sum(yhat - y log(yhat + 1e-12)) + model.regularizer();
+    Adam (lr_init); reduce-on-plateau on the validation correlation; early stopping in
+    `lr_decay_steps` rounds restoring the best state. Returns (score, output, state_dict) where
+    score is the mean validation correlation (test with return_test_score), output holds the
+    per-epoch 'correlation' and 'poisson_loss' and 'validation_corr'. The model is left in eval
+    mode with the best weights. `capture=False` runs the Python forward per batch instead of the
+    captured C graphs (for models whose forward cannot be captured)."""
+    from .training_loop import early_stopping_loop
+
+    loaders = _loaders(dataloader)
+    resolve_device(device, verbose)
+    if seed is not None:
+        manual_seed(seed)
+        np.random.seed(seed)
+        sampler = getattr(loaders["train"], "sampler", None)
+        if hasattr(sampler, "manual_seed"):
+            sampler.manual_seed(seed)
+    val = loaders.get("validation", loaders["train"])
+    eng = Engine(model, loaders["train"], scale_loss=scale_loss, avg_loss=avg_loss, lr=lr_init,
+                 capture=capture)
+    stats = {"epoch_seconds": []}
+
+    def objective():
+        return eng.correlation(val)
+
+    def train_epoch(ep):
+        order = loaders["train"].sampler.order()
+        nb = -(-len(order) // eng.B)
+        bar = _progress_bar(nb, f"Epoch {ep}", verbose)
+        last = [0]
+
+        def prog(done, total, loss):
+            bar.update(done - last[0])
+            last[0] = done
+        t0 = time.perf_counter()
+        try:
+            eng.train_epoch(order, loss_accum_batch_n or 1, prog)
+        finally:
+            bar.close()
+        stats["epoch_seconds"].append(time.perf_counter() - t0)
+
+    tracker = None
+    if track_training:
+        tracker = {"correlation": lambda: eng.correlation(val),
+                   "poisson_loss": lambda: eng.poisson_loss(val)}
+    rec = early_stopping_loop(
+        objective, train_epoch, eng.get_state, eng.set_state, set_lr=eng.set_lr, lr_init=lr_init,
+        interval=interval, patience=patience, epoch=epoch, max_iter=max_iter, maximize=maximize,
+        tolerance=tolerance, restore_best=restore_best, lr_decay_steps=lr_decay_steps,
+        lr_decay_factor=lr_decay_factor, min_lr=min_lr, verbose=verbose,
+        print=(lambda *a, **k: print(*a, **k)) if verbose else (lambda *a, **k: None),
+        tracker=tracker, cb=cb)
+    if hasattr(model, "eval"):
+        model.eval()
+    validation_corr = eng.correlation(val)
+    output = {k: list(v) for k, v in (getattr(rec, "tracker", None) or {}).items()} if track_training else {}
+    output["validation_corr"] = validation_corr
+    output["epochs"] = getattr(rec, "epoch", None)
+    output["epoch_seconds"] = stats["epoch_seconds"]
+    if return_test_score and "test" in loaders:
+        score = eng.correlation(loaders["test"])
+    else:
+        score = validation_corr
+    state = model.state_dict() if hasattr(model, "state_dict") else None
+    return score, output, state

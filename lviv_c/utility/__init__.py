@@ -1,0 +1,2 @@
+"""Evaluation helpers (lviv / neuralpredictors ``utility`` layout)."""
+from . import measures  # noqa: F401
