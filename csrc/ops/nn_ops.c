@@ -32,7 +32,7 @@ static lv_tensor *aux_view(lv_tensor *t) { return t ? lv_tensor_detach(t) : NULL
 /* ======================================== linear ======================================== */
 static int linear_fwd(lv_node *n) {
   lv_tensor *x = n->in[0], *w = n->in[1], *b = n->in[2];
-  int64_t K = w->shape[1], O = w->shape[0], M = K ? lv_numel(x) / K : 0;
+  int64_t K = w->shape[1], O = w->shape[0], M = O ? lv_numel(n->out) / O : 0;
   float *y = lv_f32(n->out);
   if (K == 0) memset(y, 0, sizeof(float) * (size_t)(M * O));
   else lv_sgemm(0, 1, M, O, K, 1.f, lv_f32(x), K, lv_f32(w), K, 0.f, y, O);
@@ -47,7 +47,7 @@ static int linear_fwd(lv_node *n) {
 
 static int linear_bwd(lv_node *n, lv_tensor *gout, lv_tensor **gin) {
   lv_tensor *x = n->in[0], *w = n->in[1];
-  int64_t K = w->shape[1], O = w->shape[0], M = K ? lv_numel(x) / K : lv_numel(gout) / (O ? O : 1);
+  int64_t K = w->shape[1], O = w->shape[0], M = O ? lv_numel(gout) / O : 0;
   const float *g = lv_f32(gout);
   if (gin[0] && K) lv_sgemm(0, 0, M, K, O, 1.f, g, O, lv_f32(w), K, 1.f, lv_f32(gin[0]), K);
   if (gin[1] && K) lv_sgemm(1, 0, O, K, M, 1.f, g, O, lv_f32(x), K, 1.f, lv_f32(gin[1]), K);
@@ -194,6 +194,7 @@ static void bn_dims(const lv_tensor *x, int *N, int *C, int *HW) {
 static int bn_fwd(lv_node *n) {
   int N, C, HW;
   bn_dims(n->in[0], &N, &C, &HW);
+  if (lv_numel(n->in[0]) == 0) return 0;
   const float *x = lv_f32(n->in[0]);
   const float *g = n->in[1] ? lv_f32(n->in[1]) : NULL, *b = n->in[2] ? lv_f32(n->in[2]) : NULL;
   float eps = (float)n->fa[0];
@@ -225,6 +226,7 @@ static int bn_fwd(lv_node *n) {
 static int bn_bwd(lv_node *n, lv_tensor *gout, lv_tensor **gin) {
   int N, C, HW;
   bn_dims(n->in[0], &N, &C, &HW);
+  if (lv_numel(n->in[0]) == 0) return 0;
   const float *x = lv_f32(n->in[0]), *y = lv_f32(n->out), *gy = lv_f32(gout);
   const float *g = n->in[1] ? lv_f32(n->in[1]) : NULL;
   float *gx = gin[0] ? lv_f32(gin[0]) : NULL, *gg = gin[1] ? lv_f32(gin[1]) : NULL,
