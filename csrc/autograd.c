@@ -118,11 +118,14 @@ static int push(nodevec *s, lv_node *x) {
   return 0;
 }
 
+static void add_into(float *d, const float *s, int64_t m) {
+#pragma omp parallel for schedule(static) if (m > 65536)
+  for (int64_t i = 0; i < m; i++) d[i] += s[i];
+}
+
 static int accumulate(lv_tensor **dst, lv_tensor *g) {
   if (!*dst) { lv_tensor_incref(g); *dst = g; return 0; }
-  float *d = lv_f32(*dst); const float *s = lv_f32(g);
-  int64_t m = lv_numel(g);
-  for (int64_t i = 0; i < m; i++) d[i] += s[i];
+  add_into(lv_f32(*dst), lv_f32(g), lv_numel(g));
   return 0;
 }
 
@@ -135,9 +138,7 @@ static int accumulate_leaf(lv_tensor *leaf, lv_tensor *g) {
     leaf->grad = c;
     return 0;
   }
-  float *d = lv_f32(leaf->grad); const float *s = lv_f32(g);
-  int64_t m = lv_numel(g);
-  for (int64_t i = 0; i < m; i++) d[i] += s[i];
+  add_into(lv_f32(leaf->grad), lv_f32(g), lv_numel(g));
   return 0;
 }
 

@@ -112,6 +112,12 @@ static int reduce_bwd(lv_node *n, lv_tensor *gout, lv_tensor **gin) {
   const float *x = lv_f32(a), *g = lv_f32(gout), *y = lv_f32(n->out);
   float *d = lv_f32(gin[0]);
   double den = (double)p.count - n->fa[0];
+  if ((op == LV_RSUM || op == LV_RMEAN) && lv_numel(n->out) == 1) { /* full reduction */
+    float c = g[0] * (op == LV_RMEAN ? 1.f / (float)p.count : 1.f);
+#pragma omp parallel for schedule(static) if (N > 65536)
+    for (int64_t k = 0; k < N; k++) d[k] += c;
+    return 0;
+  }
   switch (op) {
     case LV_RSUM: WALK(&p, N, d[k] += g[off]); break;
     case LV_RMEAN: { float c = 1.f / (float)p.count; WALK(&p, N, d[k] += g[off] * c); } break;
