@@ -212,7 +212,23 @@ int lv_backward(lv_tensor *root, lv_tensor *grad) {
     for (int i = 0; i < x->n_in && rc == 0; i++) {
       if (!gin[i]) continue;
       if (x->next[i]) rc = accumulate(&x->next[i]->gacc, gin[i]);
-      else if (x->leaf[i]) rc = accumulate_leaf(x->leaf[i], gin[i]);
+      else if (x->leaf[i]) {
+        lv_tensor *leaf = x->leaf[i];
+        /* hand the fresh buffer to the leaf instead of copying it when the leaf's gradient is
+         * absent or stale and nobody else holds either buffer */
+        if (gin[i] == x->gbuf[i] && gin[i]->refcount == 2 && lv_same_shape(gin[i], leaf) &&
+            (!leaf->grad || (leaf->grad_stale && leaf->grad->refcount == 1 && lv_same_shape(leaf->grad, leaf)))) {
+          lv_tensor *old = leaf->grad;
+          leaf->grad = x->gbuf[i];   /* the node's reference moves to the leaf */
+          x->gbuf[i] = old;          /* the stale buffer is zeroed before its next use */
+          leaf->grad_stale = 0;
+        } else if (leaf->grad_stale && leaf->grad) {
+          memcpy(lv_data(leaf->grad), lv_data(gin[i]), (size_t)lv_numel(gin[i]) * sizeof(float));
+          leaf->grad_stale = 0;
+        } else {
+          rc = accumulate_leaf(leaf, gin[i]);
+        }
+      }
     }
     for (int i = 0; i < x->n_in; i++) lv_tensor_decref(gin[i]);
     lv_tensor_decref(x->gacc);

@@ -56,7 +56,7 @@ int lv_adam_apply(lv_adam *a) {
     if (lv_adam_step(k, lv_f32(p), lv_f32(p->grad), a->m[i], a->v[i], (float)a->lr, (float)a->beta1,
                      (float)a->beta2, (float)a->eps, (float)a->weight_decay, a->step) < 0)
       return -1;
-    memset(lv_data(p->grad), 0, (size_t)k * sizeof(float));
+    p->grad_stale = 1; /* the next backward overwrites instead of adding (no zeroing pass) */
   }
   return 0;
 }

@@ -848,7 +848,7 @@ def tensor(data, dtype=None, device=None, requires_grad=False):
         raise TypeError("tensor(): could not convert the data to numbers")
     if dt is None:
         dt = int64 if arr.dtype.kind in "iub" else float32
-    t = _C.from_numpy(np.ascontiguousarray(arr, dtype=dt.np).copy())
+    t = _C.from_numpy(np.array(arr, dtype=dt.np, order="C", copy=True))
     if requires_grad:
         t.requires_grad = True
     return t

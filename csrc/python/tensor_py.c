@@ -89,6 +89,7 @@ static PyObject *t_grad(PyObject *self, void *c) {
 }
 static int t_set_grad(PyObject *self, PyObject *v, void *c) {
   lv_tensor *t = ((TensorObject *)self)->t;
+  t->grad_stale = 0;
   if (v == NULL || v == Py_None) { lv_tensor_decref(t->grad); t->grad = NULL; return 0; }
   lv_tensor *g = lvpy_get(v, "grad assignment");
   if (!g) return -1;
