@@ -1,0 +1,55 @@
+/* Bindings that connect the C core to the CUDA backend (lviv_c._cuda) and move tensors between
+ * devices. No CUDA headers: everything goes through the op table in csrc/cuda_dispatch.h. */
+#include "lvpy.h"
+#include "cuda_dispatch.h"
+
+#define LV_CUDA_CAPSULE "lviv_c._cuda.lv_cuda_table"
+
+/* _set_cuda_table(capsule): install the backend's op table (called by lviv_c/cuda.py) */
+static PyObject *f_set_cuda_table(PyObject *m, PyObject *cap) {
+  if (cap == Py_None) { lv_cuda_install(NULL); Py_RETURN_NONE; }
+  if (!PyCapsule_IsValid(cap, LV_CUDA_CAPSULE)) {
+    PyErr_SetString(PyExc_TypeError, "_set_cuda_table: expected the capsule " LV_CUDA_CAPSULE);
+    return NULL;
+  }
+  lv_cuda_table *t = PyCapsule_GetPointer(cap, LV_CUDA_CAPSULE);
+  if (!t) return NULL;
+  if (lv_cuda_install(t) < 0) return lvpy_err();
+  Py_RETURN_NONE;
+}
+
+static PyObject *f_cuda_loaded(PyObject *m, PyObject *noarg) { return PyBool_FromLong(lv_cuda != NULL); }
+
+/* _to_device(tensor, device_code): a copy on that device (the same tensor when already there) */
+static PyObject *f_to_device(PyObject *m, PyObject *args) {
+  PyObject *o; int dev;
+  if (!PyArg_ParseTuple(args, "Oi", &o, &dev)) return NULL;
+  lv_tensor *t = lvpy_get(o, "to");
+  if (!t) return NULL;
+  if (dev != LV_CPU && dev != LV_CUDA) { PyErr_Format(PyExc_ValueError, "to: unknown device code %d", dev); return NULL; }
+  if (t->st->device == dev) { Py_INCREF(o); return o; }
+  lv_tensor *r;
+  Py_BEGIN_ALLOW_THREADS
+  r = lv_tensor_to_device(t, dev);
+  Py_END_ALLOW_THREADS
+  return lvpy_wrap(r);
+}
+
+static PyObject *f_cuda_synchronize(PyObject *m, PyObject *noarg) {
+  if (!lv_cuda) Py_RETURN_NONE;
+  int rc;
+  Py_BEGIN_ALLOW_THREADS
+  rc = lv_cuda->synchronize();
+  Py_END_ALLOW_THREADS
+  if (rc < 0) return lvpy_err();
+  Py_RETURN_NONE;
+}
+
+static PyMethodDef cuda_methods[] = {
+    {"_set_cuda_table", f_set_cuda_table, METH_O, "install the CUDA backend's op table (a capsule)"},
+    {"_cuda_loaded", f_cuda_loaded, METH_NOARGS, NULL},
+    {"_to_device", f_to_device, METH_VARARGS, "copy a tensor to device code 0 (cpu) or 1 (cuda)"},
+    {"_cuda_synchronize", f_cuda_synchronize, METH_NOARGS, NULL},
+    {NULL}};
+
+int lv_py_init_cuda(PyObject *m) { return PyModule_AddFunctions(m, cuda_methods); }
