@@ -19,6 +19,7 @@ int lv_py_init_data(PyObject *m);
 int lv_py_init_nn(PyObject *m);
 int lv_py_init_train(PyObject *m);
 int lv_py_init_analysis(PyObject *m);
+int lv_py_init_models(PyObject *m);
 #endif
 /* Files that use the NumPy C-API include it like this (module.c owns the API table):
  *   #define NPY_NO_DEPRECATED_API NPY_1_7_API_VERSION

@@ -10,6 +10,7 @@
 #pragma weak lv_py_init_nn
 #pragma weak lv_py_init_train
 #pragma weak lv_py_init_analysis
+#pragma weak lv_py_init_models
 
 PyObject *lvpy_err(void) {
   PyObject *exc;
@@ -41,7 +42,7 @@ PyMODINIT_FUNC PyInit__C(void) {
   PyObject *m = PyModule_Create(&moddef);
   if (!m) return NULL;
   int (*hooks[])(PyObject *) = {lv_py_init_tensor, lv_py_init_data, lv_py_init_nn,
-                                lv_py_init_train, lv_py_init_analysis};
+                                lv_py_init_train, lv_py_init_analysis, lv_py_init_models};
   for (size_t i = 0; i < sizeof hooks / sizeof hooks[0]; i++)
     if (hooks[i] && hooks[i](m) < 0) { Py_DECREF(m); return NULL; }
   return m;
