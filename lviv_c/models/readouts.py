@@ -106,6 +106,13 @@ class FullGaussian2d(nn.Module):
             return self.mu_transform(self.source_grid).reshape(*self.grid_shape)
         return self._mu
 
+    def _mu_values(self):
+        """mu as the position op takes it: the free parameter itself (1, N, 1, 2), or the
+        predictor's output (N, 2)."""
+        if self._predicted_grid:
+            return self.mu_transform(self.source_grid)
+        return self._mu
+
     @property
     def grid(self):
         return self.sample_grid(batch_size=1, sample=False)
@@ -161,7 +168,7 @@ class FullGaussian2d(nn.Module):
         """Read positions (batch_size, N, 1, 2): sampled around mu in training (or when sample is
         True), else mu, clamped to [-1, 1]."""
         sample = self.training if sample is None else sample
-        mu = self.mu.reshape(self.outdims, 2)
+        mu = self._mu_values()
         flags = self._project_flags()
         pos = readout_positions(mu, self.sigma if sample else None, batch_size if sample else 0, sample,
                                 self.gauss_type, flags if sample else flags & 1)
@@ -178,7 +185,7 @@ class FullGaussian2d(nn.Module):
         sample = self.training if sample is None else sample
         if shift is not None or out_idx is not None or not self.align_corners:
             return self._forward_generic(x, sample, shift, out_idx)
-        mu = self.mu.reshape(self.outdims, 2)
+        mu = self._mu_values()
         flags = self._project_flags()
         if sample and self.batch_sample:
             pos = readout_positions(mu, self.sigma, N, True, self.gauss_type, flags)
