@@ -31,7 +31,7 @@ def c_sources():
 
 SANITIZE = os.environ.get("LVIV_SANITIZE")  # e.g. "address" for the ASan test target
 inc, libdir, lib = _openblas()
-cflags = ["-std=c11", "-O3" if not SANITIZE else "-O1", "-fopenmp", "-Wall", "-Wno-unused-function",
+cflags = ["-std=c11", "-O3" if not SANITIZE else "-O1", "-fopenmp", "-Wall", "-Wno-unused-function", "-Wno-psabi",
           "-fno-strict-aliasing", "-D_GNU_SOURCE", "-DLV_BLAS_PREFIX=1"]
 ldflags = ["-fopenmp", f"-Wl,-rpath,{libdir}"]
 if SANITIZE:

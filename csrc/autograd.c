@@ -3,7 +3,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <time.h>
 static _Thread_local int grad_enabled = 1;
+static int profiling = 0;
+static double prof_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+static void prof_add(const struct lv_op *op, double f, double b);
 int lv_grad_enabled(void) { return grad_enabled; }
 void lv_set_grad_enabled(int on) { grad_enabled = on; }
 
@@ -52,6 +60,7 @@ void lv_node_decref(lv_node *n) {
     if (n->next[i]) lv_node_decref(n->next[i]);
   }
   for (int i = 0; i < LV_MAXAUX; i++) lv_tensor_decref(n->aux[i]);
+  for (int i = 0; i < LV_MAXIN; i++) lv_tensor_decref(n->gbuf[i]);
   lv_tensor_decref(n->out);
   lv_tensor_decref(n->gacc);
   free(n);
@@ -184,10 +193,21 @@ int lv_backward(lv_tensor *root, lv_tensor *grad) {
     lv_tensor *gin[LV_MAXIN] = {0};
     for (int i = 0; i < x->n_in; i++)
       if (x->next[i] || x->leaf[i]) {
-        gin[i] = lv_tensor_new_like(x->in[i], 1);
-        if (!gin[i]) { rc = -1; break; }
+        /* reuse the buffer of the previous backward when nobody else holds it */
+        lv_tensor *b = x->gbuf[i];
+        if (b && b->refcount == 1 && lv_same_shape(b, x->in[i])) {
+          memset(lv_data(b), 0, (size_t)lv_numel(b) * sizeof(float));
+        } else {
+          lv_tensor_decref(b);
+          b = x->gbuf[i] = lv_tensor_new_like(x->in[i], 1);
+          if (!b) { rc = -1; break; }
+        }
+        gin[i] = b;
+        lv_tensor_incref(b);
       }
+    double t0 = profiling ? prof_now() : 0;
     if (rc == 0 && x->op->backward(x, gout, gin) < 0) rc = -1;
+    if (profiling) prof_add(x->op, 0, prof_now() - t0);
     for (int i = 0; i < x->n_in && rc == 0; i++) {
       if (!gin[i]) continue;
       if (x->next[i]) rc = accumulate(&x->next[i]->gacc, gin[i]);
@@ -214,7 +234,31 @@ void lv_capture_free(lv_capture *c) {
   memset(c, 0, sizeof *c);
 }
 int lv_capture_replay(lv_capture *c) {
-  for (int i = 0; i < c->n; i++)
+  for (int i = 0; i < c->n; i++) {
+    double t0 = profiling ? prof_now() : 0;
     if (c->nodes[i]->op->forward(c->nodes[i]) < 0) return -1;
+    if (profiling) prof_add(c->nodes[i]->op, prof_now() - t0, 0);
+  }
   return 0;
+}
+
+/* ---- profiling ---- */
+#define PROF_MAX 64
+static struct { const lv_op *op; double f, b; int64_t calls; } prof[PROF_MAX];
+static int nprof = 0;
+void lv_profile_enable(int on) {
+  profiling = on;
+  if (on) { nprof = 0; memset(prof, 0, sizeof prof); }
+}
+int lv_profile_get(int i, const char **name, double *fwd_s, double *bwd_s, int64_t *calls) {
+  if (i < 0 || i >= nprof) return 0;
+  *name = prof[i].op->name; *fwd_s = prof[i].f; *bwd_s = prof[i].b; *calls = prof[i].calls;
+  return 1;
+}
+static void prof_add(const lv_op *op, double f, double b) {
+  int i = 0;
+  while (i < nprof && prof[i].op != op) i++;
+  if (i == nprof) { if (nprof == PROF_MAX) return; prof[nprof++].op = op; }
+  prof[i].f += f; prof[i].b += b;
+  if (f > 0) prof[i].calls++;
 }

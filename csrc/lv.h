@@ -100,6 +100,7 @@ typedef struct lv_node {
   double fa[6];                     /* float attributes */
   void *extra;                      /* op-owned, freed by op->destroy */
   lv_tensor *gacc;                  /* gradient accumulator during backward */
+  lv_tensor *gbuf[LV_MAXIN];        /* input-gradient buffers kept for the next backward */
   int topo_mark;
   int training;                     /* for ops that behave differently in training */
   lv_tensor **orig;                 /* the caller's inputs, valid only until lv_node_finish */
@@ -128,6 +129,10 @@ void lv_node_decref(lv_node *n);
 int lv_needs_grad(int n_in, lv_tensor **in);
 
 int lv_backward(lv_tensor *root, lv_tensor *grad /* NULL: ones for scalars */);
+
+/* per-op timing of forward replays and backward passes (for bench/: time outside kernels) */
+void lv_profile_enable(int on);
+int lv_profile_get(int i, const char **name, double *fwd_s, double *bwd_s, int64_t *calls);
 
 /* capture: while recording, every node created is appended to the list (new reference) */
 typedef struct lv_capture {

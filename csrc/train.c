@@ -1,5 +1,6 @@
 /* The C training loop over captured graphs. No Python here: the binding releases the GIL. */
 #include "train.h"
+#include "cpu/kernels.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,24 +47,16 @@ void lv_adam_free(lv_adam *a) {
   free(a);
 }
 
-int lv_adam_step(lv_adam *a) {
+int lv_adam_apply(lv_adam *a) {
   a->step++;
-  double bc1 = 1.0 - pow(a->beta1, (double)a->step), bc2 = 1.0 - pow(a->beta2, (double)a->step);
-  float b1 = (float)a->beta1, b2 = (float)a->beta2, wd = (float)a->weight_decay;
-  float step_size = (float)(a->lr / bc1), sbc2 = (float)sqrt(bc2), eps = (float)a->eps;
   for (int i = 0; i < a->n; i++) {
     lv_tensor *p = a->p[i];
     if (!p->grad) continue;
-    float *w = lv_f32(p), *g = lv_f32(p->grad), *m = a->m[i], *v = a->v[i];
     int64_t k = lv_numel(p);
-#pragma omp parallel for schedule(static) if (k > 32768)
-    for (int64_t j = 0; j < k; j++) {
-      float gj = g[j] + wd * w[j];
-      m[j] = b1 * m[j] + (1.f - b1) * gj;
-      v[j] = b2 * v[j] + (1.f - b2) * gj * gj;
-      w[j] -= step_size * m[j] / (sqrtf(v[j]) / sbc2 + eps);
-      g[j] = 0.f;
-    }
+    if (lv_adam_step(k, lv_f32(p), lv_f32(p->grad), a->m[i], a->v[i], (float)a->lr, (float)a->beta1,
+                     (float)a->beta2, (float)a->eps, (float)a->weight_decay, a->step) < 0)
+      return -1;
+    memset(lv_data(p->grad), 0, (size_t)k * sizeof(float));
   }
   return 0;
 }
@@ -104,7 +97,7 @@ int lv_train_epoch(lv_graph *full, lv_graph *rem, lv_adam *opt, const float *xbl
     total += l;
     if (lv_backward(g->loss, NULL) < 0) return -1;
     if (++since_step == accum || b == nbatch - 1) {
-      if (lv_adam_step(opt) < 0) return -1;
+      if (lv_adam_apply(opt) < 0) return -1;
       since_step = 0;
     }
     double t = now();

@@ -25,7 +25,7 @@ typedef struct lv_adam {
 lv_adam *lv_adam_new(int n, lv_tensor **params, double lr, double b1, double b2, double eps, double wd);
 void lv_adam_free(lv_adam *a);
 /* one Adam step from the parameters' .grad (PyTorch's formula), then zero the grads */
-int lv_adam_step(lv_adam *a);
+int lv_adam_apply(lv_adam *a);
 
 /* called about every `interval` seconds from the loop; returns non-zero to stop (Ctrl-C) */
 typedef int (*lv_progress_fn)(void *ctx, int64_t done, int64_t total, double loss_sum);

@@ -104,7 +104,7 @@ static PyObject *f_adam_set_lr(PyObject *m, PyObject *args) {
 static PyObject *f_adam_step(PyObject *m, PyObject *cap) {
   lv_adam *a = PyCapsule_GetPointer(cap, "lviv_c.adam");
   if (!a) return NULL;
-  lv_adam_step(a);
+  if (lv_adam_apply(a) < 0) return lvpy_err();
   Py_RETURN_NONE;
 }
 
@@ -223,7 +223,20 @@ static PyObject *f_predict(PyObject *m, PyObject *args) {
   return out;
 }
 
+static PyObject *f_profile(PyObject *m, PyObject *arg) {
+  if (arg != Py_None) { lv_profile_enable(PyObject_IsTrue(arg)); Py_RETURN_NONE; }
+  PyObject *d = PyDict_New();
+  const char *name; double f, b; int64_t calls;
+  for (int i = 0; lv_profile_get(i, &name, &f, &b, &calls); i++) {
+    PyObject *v = Py_BuildValue("(ddL)", f, b, (long long)calls);
+    PyDict_SetItemString(d, name, v);
+    Py_DECREF(v);
+  }
+  return d;
+}
+
 static PyMethodDef train_methods[] = {
+    {"profile", f_profile, METH_O, "profile(True/False) switches op timing on/off; profile(None) returns {op: (fwd_s, bwd_s, calls)}"},
     {"capture_begin", f_capture_begin, METH_NOARGS, NULL},
     {"capture_end", f_capture_end, METH_VARARGS, NULL},
     {"capture_abort", f_capture_abort, METH_NOARGS, NULL},

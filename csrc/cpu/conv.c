@@ -1,0 +1,583 @@
+/* conv2d forward / backward-data / backward-weight on CPU.
+ *
+ * Paths (chosen by conv_plan):
+ *   P_1X1  kernel 1x1, stride 1, no padding: y[n,g] = W_g @ x[n,g], pure GEMM.
+ *   P_DW   depthwise (groups == C_in == C_out), stride 1: direct register-blocked kernel on a
+ *          zero-padded copy of each plane (8 output rows x 8 columns per block).
+ *   P_FULL im2col (K = C_in/g*kh*kw rows, Ho*Wo columns) + one GEMM per image and group.
+ *   P_ROW  stride_h == 1 and a large full column matrix: a "row im2col" with K = C_in/g*kw rows
+ *          and one column per (padded input row, output column); the GEMM for kernel row ky
+ *          reads it at a row offset ky*dh*Wo, so kh GEMMs share one column buffer that is kh
+ *          times smaller than the full one.
+ * Batch-parallel (OpenMP over images, single-threaded BLAS inside) when N >= threads, else a
+ * serial loop over images with multi-threaded BLAS. backward_data with stride 1 is a forward
+ * conv of gy with the flipped, transposed kernel (padding d*(k-1)-p), accumulating into gx.
+ */
+#include "lv.h"
+#include "cpu/kernels.h"
+#include "cpu/simd.h"
+#include <cblas.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { P_1X1 = 0, P_DW, P_FULL, P_ROW };
+#define ROW_THRESHOLD ((size_t)1 << 20) /* full column matrix above this many floats -> P_ROW */
+
+typedef struct {
+  int path, Cin_g, Cout_g, K;
+  int Hr;           /* P_ROW: padded input rows in the row column buffer */
+  size_t col;       /* per-thread column buffer floats */
+  size_t wsz;       /* weight floats */
+  int wop, xrows, xld; /* P_DW: padded output width, padded plane rows, plane row stride */
+} conv_plan;
+
+static int round8(int v) { return (v + 7) & ~7; }
+
+int lv_conv2d_prepare(lv_conv2d_desc *d) {
+  if (!d) return lv_set_error(LV_EVALUE, "conv2d: NULL descriptor"), -1;
+  if (d->N < 0 || d->C_in <= 0 || d->H <= 0 || d->W <= 0 || d->C_out <= 0 || d->kh <= 0 ||
+      d->kw <= 0) {
+    lv_set_error(LV_EVALUE, "conv2d: bad sizes (N %d, C_in %d, H %d, W %d, C_out %d, kernel %dx%d)",
+                 d->N, d->C_in, d->H, d->W, d->C_out, d->kh, d->kw);
+    return -1;
+  }
+  if (d->sh < 1 || d->sw < 1 || d->dh < 1 || d->dw < 1 || d->ph < 0 || d->pw < 0) {
+    lv_set_error(LV_EVALUE, "conv2d: stride (%d, %d) and dilation (%d, %d) must be >= 1, padding (%d, %d) >= 0",
+                 d->sh, d->sw, d->dh, d->dw, d->ph, d->pw);
+    return -1;
+  }
+  if (d->groups < 1 || d->C_in % d->groups || d->C_out % d->groups) {
+    lv_set_error(LV_EVALUE, "conv2d: groups %d must divide C_in %d and C_out %d", d->groups, d->C_in,
+                 d->C_out);
+    return -1;
+  }
+  int eh = d->H + 2 * d->ph - d->dh * (d->kh - 1), ew = d->W + 2 * d->pw - d->dw * (d->kw - 1);
+  if (eh < 1 || ew < 1) {
+    lv_set_error(LV_EVALUE, "conv2d: kernel %dx%d (dilation %d, %d) larger than padded input %dx%d",
+                 d->kh, d->kw, d->dh, d->dw, d->H + 2 * d->ph, d->W + 2 * d->pw);
+    return -1;
+  }
+  d->Ho = (eh - 1) / d->sh + 1;
+  d->Wo = (ew - 1) / d->sw + 1;
+  return 0;
+}
+
+static int check_prepared(const lv_conv2d_desc *d) {
+  lv_conv2d_desc t = *d;
+  if (lv_conv2d_prepare(&t)) return -1;
+  if (t.Ho != d->Ho || t.Wo != d->Wo) {
+    lv_set_error(LV_EVALUE, "conv2d: descriptor output %dx%d does not match %dx%d (call lv_conv2d_prepare)",
+                 d->Ho, d->Wo, t.Ho, t.Wo);
+    return -1;
+  }
+  return 0;
+}
+
+static void conv_plan_make(const lv_conv2d_desc *d, conv_plan *p) {
+  memset(p, 0, sizeof *p);
+  p->Cin_g = d->C_in / d->groups;
+  p->Cout_g = d->C_out / d->groups;
+  p->K = p->Cin_g * d->kh * d->kw;
+  p->wsz = (size_t)d->C_out * p->K;
+  size_t howo = (size_t)d->Ho * d->Wo;
+  if (d->kh == 1 && d->kw == 1 && d->sh == 1 && d->sw == 1 && d->ph == 0 && d->pw == 0) {
+    p->path = P_1X1;
+  } else if (d->groups == d->C_in && d->groups == d->C_out && d->sh == 1 && d->sw == 1) {
+    p->path = P_DW;
+    p->wop = round8(d->Wo);
+    p->xrows = d->Ho + d->dh * (d->kh - 1);
+    p->xld = p->wop + d->dw * (round8(d->kw) - 1);
+    p->col = (size_t)p->xrows * p->xld + (size_t)d->Ho * p->wop;
+  } else if (d->sh == 1 && d->kh > 1 && (size_t)p->K * howo > ROW_THRESHOLD) {
+    p->path = P_ROW;
+    p->Hr = d->Ho + d->dh * (d->kh - 1);
+    p->col = (size_t)p->Cin_g * d->kw * p->Hr * d->Wo;
+  } else {
+    p->path = P_FULL;
+    p->col = (size_t)p->K * howo;
+  }
+}
+
+/* --- BLAS threading: OpenBLAS always runs single-threaded (csrc/cpu/gemm.c); lv_sgemm splits
+ * large products over the OpenMP threads itself and stays serial inside parallel regions, so
+ * nothing needs switching here. --- */
+static int blas_serial_begin(int cond) { (void)cond; return 1; }
+static void blas_serial_end(int cond, int prev) { (void)cond; (void)prev; }
+
+static int nthreads_for(int N) {
+  int nt = lv_num_threads();
+  return nt < 1 ? 1 : nt;
+  (void)N;
+}
+
+/* ---------------------------------- column builders ---------------------------------- */
+
+/* dst[ox] = src[ox*sw + off] where 0 <= index < W, else 0 (src NULL: all zero) */
+static void fill_row(float *restrict dst, const float *restrict src, int Wo, int W, int sw, int off) {
+  if (!src) { memset(dst, 0, sizeof(float) * Wo); return; }
+  int lo = off >= 0 ? 0 : (-off + sw - 1) / sw;
+  int hi = (W - 1 - off) < 0 ? 0 : (W - 1 - off) / sw + 1;
+  if (hi > Wo) hi = Wo;
+  if (lo > hi) lo = hi;
+  if (lo) memset(dst, 0, sizeof(float) * lo);
+  if (sw == 1) {
+    if (hi > lo) memcpy(dst + lo, src + lo + off, sizeof(float) * (hi - lo));
+  } else {
+    for (int ox = lo; ox < hi; ox++) dst[ox] = src[ox * sw + off];
+  }
+  if (hi < Wo) memset(dst + hi, 0, sizeof(float) * (Wo - hi));
+}
+
+/* full im2col of one group of one image: col (Cin_g*kh*kw, Ho*Wo) */
+static void im2col_full(const lv_conv2d_desc *d, int Cin_g, const float *x /* (Cin_g,H,W) */,
+                        float *col) {
+  int Ho = d->Ho, Wo = d->Wo;
+  for (int ci = 0; ci < Cin_g; ci++)
+    for (int ky = 0; ky < d->kh; ky++)
+      for (int kx = 0; kx < d->kw; kx++) {
+        float *c = col + ((size_t)(ci * d->kh + ky) * d->kw + kx) * Ho * Wo;
+        for (int oy = 0; oy < Ho; oy++) {
+          int iy = oy * d->sh + ky * d->dh - d->ph;
+          const float *src = (iy >= 0 && iy < d->H) ? x + ((size_t)ci * d->H + iy) * d->W : NULL;
+          fill_row(c + (size_t)oy * Wo, src, Wo, d->W, d->sw, kx * d->dw - d->pw);
+        }
+      }
+}
+
+/* row im2col: col (Cin_g*kw, Hr*Wo): col[ci*kw+kx][r*Wo+ox] = x[ci, r-ph, ox*sw+kx*dw-pw] */
+static void im2col_row(const lv_conv2d_desc *d, int Cin_g, int Hr, const float *x, float *col) {
+  int Wo = d->Wo;
+  for (int ci = 0; ci < Cin_g; ci++)
+    for (int kx = 0; kx < d->kw; kx++) {
+      float *c = col + (size_t)(ci * d->kw + kx) * Hr * Wo;
+      for (int r = 0; r < Hr; r++) {
+        int iy = r - d->ph;
+        const float *src = (iy >= 0 && iy < d->H) ? x + ((size_t)ci * d->H + iy) * d->W : NULL;
+        fill_row(c + (size_t)r * Wo, src, Wo, d->W, d->sw, kx * d->dw - d->pw);
+      }
+    }
+}
+
+/* gx (Cin_g,H,W) += col2im(col) (full layout) */
+static void col2im_full_add(const lv_conv2d_desc *d, int Cin_g, const float *col, float *gx) {
+  int Ho = d->Ho, Wo = d->Wo;
+  for (int ci = 0; ci < Cin_g; ci++)
+    for (int ky = 0; ky < d->kh; ky++)
+      for (int kx = 0; kx < d->kw; kx++) {
+        const float *c = col + ((size_t)(ci * d->kh + ky) * d->kw + kx) * Ho * Wo;
+        int off = kx * d->dw - d->pw;
+        int lo = off >= 0 ? 0 : (-off + d->sw - 1) / d->sw;
+        int hi = (d->W - 1 - off) < 0 ? 0 : (d->W - 1 - off) / d->sw + 1;
+        if (hi > Wo) hi = Wo;
+        for (int oy = 0; oy < Ho; oy++) {
+          int iy = oy * d->sh + ky * d->dh - d->ph;
+          if (iy < 0 || iy >= d->H) continue;
+          float *dst = gx + ((size_t)ci * d->H + iy) * d->W;
+          const float *s = c + (size_t)oy * Wo;
+          for (int ox = lo; ox < hi; ox++) dst[ox * d->sw + off] += s[ox];
+        }
+      }
+}
+
+/* wr[g][ky][co][ci*kw+kx] = w[g*Cout_g+co][ci][ky][kx] */
+static void reorder_row_weights(const lv_conv2d_desc *d, const conv_plan *p, const float *w, float *wr) {
+  int kh = d->kh, kw = d->kw, Ci = p->Cin_g, Co = p->Cout_g;
+  for (int g = 0; g < d->groups; g++)
+    for (int co = 0; co < Co; co++)
+      for (int ci = 0; ci < Ci; ci++)
+        for (int ky = 0; ky < kh; ky++)
+          for (int kx = 0; kx < kw; kx++)
+            wr[((size_t)(g * kh + ky) * Co + co) * Ci * kw + ci * kw + kx] =
+                w[(((size_t)(g * Co + co) * Ci + ci) * kh + ky) * kw + kx];
+}
+
+/* ---------------------------------- depthwise direct ---------------------------------- */
+
+static inline __attribute__((always_inline)) void dw_block(const float *xp, int ldx,
+                                                           const float *k, int kh, int kw, int dh,
+                                                           int dw, float *yb, int ldy, const int RB) {
+  lv_v8f acc[8];
+  for (int r = 0; r < RB; r++) acc[r] = lv_bc8(0.f);
+  for (int ky = 0; ky < kh; ky++)
+    for (int kx = 0; kx < kw; kx++) {
+      lv_v8f wv = lv_bc8(k[ky * kw + kx]);
+      const float *xr = xp + (size_t)ky * dh * ldx + kx * dw;
+      for (int r = 0; r < RB; r++) acc[r] += wv * lv_ld8(xr + (size_t)r * ldx);
+    }
+  for (int r = 0; r < RB; r++) lv_st8(yb + (size_t)r * ldy, acc[r]);
+}
+
+/* yb (Ho, wop) = depthwise correlation of the padded plane xp (xrows, xld) with k (kh, kw) */
+LV_HOT static void dw_plane(const float *xp, int ldx, const float *k, int kh, int kw, int dh,
+                            int dw, float *yb, int Ho, int wop) {
+  int oy = 0;
+  for (; oy + 8 <= Ho; oy += 8)
+    for (int ox = 0; ox < wop; ox += 8)
+      dw_block(xp + (size_t)oy * ldx + ox, ldx, k, kh, kw, dh, dw, yb + (size_t)oy * wop + ox, wop, 8);
+  for (; oy + 4 <= Ho; oy += 4)
+    for (int ox = 0; ox < wop; ox += 8)
+      dw_block(xp + (size_t)oy * ldx + ox, ldx, k, kh, kw, dh, dw, yb + (size_t)oy * wop + ox, wop, 4);
+  for (; oy + 2 <= Ho; oy += 2)
+    for (int ox = 0; ox < wop; ox += 8)
+      dw_block(xp + (size_t)oy * ldx + ox, ldx, k, kh, kw, dh, dw, yb + (size_t)oy * wop + ox, wop, 2);
+  for (; oy < Ho; oy++)
+    for (int ox = 0; ox < wop; ox += 8)
+      dw_block(xp + (size_t)oy * ldx + ox, ldx, k, kh, kw, dh, dw, yb + (size_t)oy * wop + ox, wop, 1);
+}
+
+/* gk (kh, kw) += sum over (oy, ox) gyb[oy][ox] * xp[oy + ky*dh][ox + kx*dw]; gyb zero beyond Wo */
+LV_HOT static void dw_plane_gradk(const float *xp, int ldx, const float *gyb, int Ho, int wop,
+                                  int kh, int kw, int dh, int dw, float *gk) {
+  for (int ky = 0; ky < kh; ky++)
+    for (int kx0 = 0; kx0 < kw; kx0 += 8) {
+      lv_v8f acc[8];
+      for (int j = 0; j < 8; j++) acc[j] = lv_bc8(0.f);
+      for (int oy = 0; oy < Ho; oy++) {
+        const float *g = gyb + (size_t)oy * wop;
+        const float *xr = xp + (size_t)(oy + ky * dh) * ldx + kx0 * dw;
+        for (int ox = 0; ox < wop; ox += 8) {
+          lv_v8f gv = lv_ld8(g + ox);
+          for (int j = 0; j < 8; j++) acc[j] += gv * lv_ld8(xr + ox + j * dw);
+        }
+      }
+      for (int j = 0; j < 8 && kx0 + j < kw; j++) gk[ky * kw + kx0 + j] += lv_hsum8(acc[j]);
+    }
+}
+
+/* copy plane x (H, W) into zeroed xp (xrows, xld) at (ph, pw) */
+static void dw_pad_plane(const lv_conv2d_desc *d, const conv_plan *p, const float *x, float *xp) {
+  memset(xp, 0, sizeof(float) * (size_t)p->xrows * p->xld);
+  for (int iy = 0; iy < d->H; iy++)
+    memcpy(xp + (size_t)(iy + d->ph) * p->xld + d->pw, x + (size_t)iy * d->W, sizeof(float) * d->W);
+}
+
+static void dw_forward(const lv_conv2d_desc *d, const conv_plan *p, const float *x, const float *w,
+                       const float *bias, float *y, float beta, float *ws) {
+  int C = d->C_in, HW = d->H * d->W, HoWo = d->Ho * d->Wo;
+  long planes = (long)d->N * C;
+#pragma omp parallel
+  {
+    float *xp = ws + (size_t)omp_get_thread_num() * p->col;
+    float *yb = xp + (size_t)p->xrows * p->xld;
+#pragma omp for schedule(static)
+    for (long pl = 0; pl < planes; pl++) {
+      int c = (int)(pl % C);
+      dw_pad_plane(d, p, x + (size_t)pl * HW, xp);
+      dw_plane(xp, p->xld, w + (size_t)c * d->kh * d->kw, d->kh, d->kw, d->dh, d->dw, yb, d->Ho, p->wop);
+      float b = bias ? bias[c] : 0.f;
+      float *yo = y + (size_t)pl * HoWo;
+      for (int oy = 0; oy < d->Ho; oy++) {
+        float *yr = yo + (size_t)oy * d->Wo;
+        const float *br = yb + (size_t)oy * p->wop;
+        if (beta == 0.f)
+          for (int ox = 0; ox < d->Wo; ox++) yr[ox] = br[ox] + b;
+        else
+          for (int ox = 0; ox < d->Wo; ox++) yr[ox] += br[ox] + b;
+      }
+    }
+  }
+}
+
+static void dw_backward_weight(const lv_conv2d_desc *d, const conv_plan *p, const float *x,
+                               const float *gy, float *gw, float *ws) {
+  int C = d->C_in, HW = d->H * d->W, HoWo = d->Ho * d->Wo;
+#pragma omp parallel
+  {
+    float *xp = ws + (size_t)omp_get_thread_num() * p->col;
+    float *gyb = xp + (size_t)p->xrows * p->xld;
+#pragma omp for schedule(static)
+    for (int c = 0; c < C; c++) {
+      for (int n = 0; n < d->N; n++) {
+        size_t pl = (size_t)n * C + c;
+        dw_pad_plane(d, p, x + pl * HW, xp);
+        for (int oy = 0; oy < d->Ho; oy++) {
+          float *gr = gyb + (size_t)oy * p->wop;
+          memcpy(gr, gy + pl * HoWo + (size_t)oy * d->Wo, sizeof(float) * d->Wo);
+          for (int ox = d->Wo; ox < p->wop; ox++) gr[ox] = 0.f;
+        }
+        dw_plane_gradk(xp, p->xld, gyb, d->Ho, p->wop, d->kh, d->kw, d->dh, d->dw,
+                       gw + (size_t)c * d->kh * d->kw);
+      }
+    }
+  }
+}
+
+/* ---------------------------------- GEMM paths ---------------------------------- */
+
+/* y (Cout, Ho*Wo) = conv of one image; beta 0 overwrites, 1 accumulates */
+static void gemm_forward_image(const lv_conv2d_desc *d, const conv_plan *p, const float *x,
+                               const float *w, const float *wr, float *y, float beta, float *col) {
+  int HW = d->H * d->W, HoWo = d->Ho * d->Wo, Ci = p->Cin_g, Co = p->Cout_g;
+  for (int g = 0; g < d->groups; g++) {
+    const float *xg = x + (size_t)g * Ci * HW;
+    float *yg = y + (size_t)g * Co * HoWo;
+    if (p->path == P_1X1) {
+      lv_sgemm(0, 0, Co, HoWo, Ci, 1.f, w + (size_t)g * Co * Ci, Ci, xg, HoWo, beta, yg, HoWo);
+    } else if (p->path == P_FULL) {
+      im2col_full(d, Ci, xg, col);
+      lv_sgemm(0, 0, Co, HoWo, p->K, 1.f, w + (size_t)g * Co * p->K, p->K, col, HoWo, beta, yg, HoWo);
+    } else { /* P_ROW */
+      int Kr = Ci * d->kw;
+      im2col_row(d, Ci, p->Hr, xg, col);
+      for (int ky = 0; ky < d->kh; ky++)
+        lv_sgemm(0, 0, Co, HoWo, Kr, 1.f, wr + (size_t)(g * d->kh + ky) * Co * Kr, Kr,
+                 col + (size_t)ky * d->dh * d->Wo, (int64_t)p->Hr * d->Wo, ky == 0 ? beta : 1.f, yg, HoWo);
+    }
+  }
+}
+
+static void add_bias(const float *bias, int C, int HoWo, float *y) {
+  if (!bias) return;
+  for (int c = 0; c < C; c++) {
+    float b = bias[c];
+    float *yc = y + (size_t)c * HoWo;
+    for (int i = 0; i < HoWo; i++) yc[i] += b;
+  }
+}
+
+static size_t ws_forward(const lv_conv2d_desc *d, const conv_plan *p, int nt) {
+  if (p->path == P_1X1) return 0;
+  if (p->path == P_DW) return (size_t)nt * p->col;
+  return (p->path == P_ROW ? p->wsz : 0) + (size_t)nt * p->col;
+}
+
+/* forward with beta (0: y = conv, 1: y += conv); ws has ws_forward floats */
+static void conv_forward_impl(const lv_conv2d_desc *d, const conv_plan *p, const float *x,
+                              const float *w, const float *bias, float *y, float beta, float *ws) {
+  int nt = nthreads_for(d->N);
+  if (p->path == P_DW) { dw_forward(d, p, x, w, bias, y, beta, ws); return; }
+  const float *wr = NULL;
+  float *cols = ws;
+  if (p->path == P_ROW) {
+    reorder_row_weights(d, p, w, ws);
+    wr = ws;
+    cols = ws + p->wsz;
+  }
+  size_t xs = (size_t)d->C_in * d->H * d->W, ys = (size_t)d->C_out * d->Ho * d->Wo;
+  int HoWo = d->Ho * d->Wo;
+  if (d->N >= nt && nt > 1) {
+    int bprev = blas_serial_begin(1);
+#pragma omp parallel num_threads(nt)
+    {
+      float *col = cols ? cols + (size_t)omp_get_thread_num() * p->col : NULL;
+#pragma omp for schedule(static)
+      for (int n = 0; n < d->N; n++) {
+        gemm_forward_image(d, p, x + n * xs, w, wr, y + n * ys, beta, col);
+        add_bias(bias, d->C_out, HoWo, y + n * ys);
+      }
+    }
+    blas_serial_end(1, bprev);
+  } else {
+    for (int n = 0; n < d->N; n++) {
+      gemm_forward_image(d, p, x + n * xs, w, wr, y + n * ys, beta, cols);
+      add_bias(bias, d->C_out, HoWo, y + n * ys);
+    }
+  }
+}
+
+/* transposed descriptor for stride-1 backward-data; returns 0 if not applicable */
+static int transposed_desc(const lv_conv2d_desc *d, lv_conv2d_desc *t) {
+  if (d->sh != 1 || d->sw != 1) return 0;
+  int ph = d->dh * (d->kh - 1) - d->ph, pw = d->dw * (d->kw - 1) - d->pw;
+  if (ph < 0 || pw < 0) return 0;
+  *t = *d;
+  t->C_in = d->C_out; t->H = d->Ho; t->W = d->Wo; t->C_out = d->C_in;
+  t->ph = ph; t->pw = pw;
+  if (lv_conv2d_prepare(t)) { lv_clear_error(); return 0; }
+  return t->Ho == d->H && t->Wo == d->W;
+}
+
+/* wt (C_in, Cout_g, kh, kw) = flipped, transposed w (C_out, Cin_g, kh, kw) */
+static void flip_weights(const lv_conv2d_desc *d, const conv_plan *p, const float *w, float *wt) {
+  int kh = d->kh, kw = d->kw, Ci = p->Cin_g, Co = p->Cout_g, kk = kh * kw;
+  for (int g = 0; g < d->groups; g++)
+    for (int co = 0; co < Co; co++)
+      for (int ci = 0; ci < Ci; ci++) {
+        const float *src = w + ((size_t)(g * Co + co) * Ci + ci) * kk;
+        float *dst = wt + ((size_t)(g * Ci + ci) * Co + co) * kk;
+        for (int i = 0; i < kk; i++) dst[kk - 1 - i] = src[i];
+      }
+}
+
+static size_t ws_backward_data(const lv_conv2d_desc *d, const conv_plan *p, int nt) {
+  if (p->path == P_1X1) return 0;
+  lv_conv2d_desc t;
+  if (transposed_desc(d, &t)) {
+    conv_plan tp;
+    conv_plan_make(&t, &tp);
+    return p->wsz + ws_forward(&t, &tp, nt);
+  }
+  return (size_t)nt * p->K * d->Ho * d->Wo;
+}
+
+static size_t ws_backward_weight(const lv_conv2d_desc *d, const conv_plan *p, int nt) {
+  if (p->path == P_DW) return (size_t)nt * p->col;
+  return (size_t)nt * (p->col + p->wsz);
+}
+
+size_t lv_conv2d_workspace_floats(const lv_conv2d_desc *d) {
+  conv_plan p;
+  conv_plan_make(d, &p);
+  int nt = nthreads_for(d->N);
+  size_t a = ws_forward(d, &p, nt), b = ws_backward_data(d, &p, nt), c = ws_backward_weight(d, &p, nt);
+  size_t m = a > b ? a : b;
+  return (m > c ? m : c) + 1;
+}
+
+static float *ws_get(float *ws, size_t need, float **owned) {
+  *owned = NULL;
+  if (ws || need == 0) return ws;
+  *owned = (float *)malloc(sizeof(float) * need);
+  if (!*owned) lv_set_error(LV_ENOMEM, "conv2d: out of memory for a %zu-float workspace", need);
+  return *owned;
+}
+
+int lv_conv2d_forward(const lv_conv2d_desc *d, const float *x, const float *w, const float *bias,
+                      float *y, float *ws) {
+  if (check_prepared(d)) return -1;
+  if (!x || !w || !y) return lv_set_error(LV_EVALUE, "conv2d_forward: NULL buffer"), -1;
+  conv_plan p;
+  conv_plan_make(d, &p);
+  float *owned;
+  size_t need = ws_forward(d, &p, nthreads_for(d->N));
+  float *buf = ws_get(ws, need, &owned);
+  if (need && !buf) return -1;
+  if (d->N > 0) conv_forward_impl(d, &p, x, w, bias, y, 0.f, buf);
+  free(owned);
+  return 0;
+}
+
+int lv_conv2d_backward_data(const lv_conv2d_desc *d, const float *gy, const float *w, float *gx,
+                            float *ws) {
+  if (check_prepared(d)) return -1;
+  if (!gy || !w || !gx) return lv_set_error(LV_EVALUE, "conv2d_backward_data: NULL buffer"), -1;
+  conv_plan p;
+  conv_plan_make(d, &p);
+  int nt = nthreads_for(d->N);
+  float *owned;
+  size_t need = ws_backward_data(d, &p, nt);
+  float *buf = ws_get(ws, need, &owned);
+  if (need && !buf) return -1;
+  if (d->N == 0) { free(owned); return 0; }
+  size_t xs = (size_t)d->C_in * d->H * d->W, ys = (size_t)d->C_out * d->Ho * d->Wo;
+  int HW = d->H * d->W, HoWo = d->Ho * d->Wo, Ci = p.Cin_g, Co = p.Cout_g;
+  lv_conv2d_desc t;
+  if (p.path == P_1X1) {
+    int par = d->N >= nt && nt > 1;
+    int bprev = blas_serial_begin(par);
+#pragma omp parallel if (par)
+    {
+#pragma omp for schedule(static)
+      for (int n = 0; n < d->N; n++)
+        for (int g = 0; g < d->groups; g++)
+          lv_sgemm(1, 0, Ci, HW, Co, 1.f, w + (size_t)g * Co * Ci, Ci, gy + n * ys + (size_t)g * Co * HoWo,
+                   HoWo, 1.f, gx + n * xs + (size_t)g * Ci * HW, HW);
+    }
+    blas_serial_end(par, bprev);
+  } else if (transposed_desc(d, &t)) {
+    conv_plan tp;
+    conv_plan_make(&t, &tp);
+    flip_weights(d, &p, w, buf);
+    conv_forward_impl(&t, &tp, gy, buf, NULL, gx, 1.f, buf + p.wsz);
+  } else {
+    int par = d->N >= nt && nt > 1;
+    int bprev = blas_serial_begin(par);
+#pragma omp parallel if (par)
+    {
+      float *col = buf + (size_t)omp_get_thread_num() * p.K * HoWo;
+#pragma omp for schedule(static)
+      for (int n = 0; n < d->N; n++)
+        for (int g = 0; g < d->groups; g++) {
+          lv_sgemm(1, 0, p.K, HoWo, Co, 1.f, w + (size_t)g * Co * p.K, p.K,
+                   gy + n * ys + (size_t)g * Co * HoWo, HoWo, 0.f, col, HoWo);
+          col2im_full_add(d, Ci, col, gx + n * xs + (size_t)g * Ci * HW);
+        }
+    }
+    blas_serial_end(par, bprev);
+  }
+  free(owned);
+  return 0;
+}
+
+int lv_conv2d_backward_weight(const lv_conv2d_desc *d, const float *x, const float *gy, float *gw,
+                              float *gb, float *ws) {
+  if (check_prepared(d)) return -1;
+  if (!gy || (gw && !x)) return lv_set_error(LV_EVALUE, "conv2d_backward_weight: NULL buffer"), -1;
+  conv_plan p;
+  conv_plan_make(d, &p);
+  int nt = nthreads_for(d->N);
+  size_t xs = (size_t)d->C_in * d->H * d->W, ys = (size_t)d->C_out * d->Ho * d->Wo;
+  int HW = d->H * d->W, HoWo = d->Ho * d->Wo, Ci = p.Cin_g, Co = p.Cout_g;
+  if (gb) {
+#pragma omp parallel for schedule(static)
+    for (int co = 0; co < d->C_out; co++) {
+      double s = 0;
+      for (int n = 0; n < d->N; n++) {
+        const float *g = gy + n * ys + (size_t)co * HoWo;
+        float t = 0.f;
+        for (int i = 0; i < HoWo; i++) t += g[i];
+        s += t;
+      }
+      gb[co] += (float)s;
+    }
+  }
+  if (!gw || d->N == 0) return 0;
+  float *owned;
+  size_t need = ws_backward_weight(d, &p, nt);
+  float *buf = ws_get(ws, need, &owned);
+  if (need && !buf) return -1;
+  if (p.path == P_DW) {
+    dw_backward_weight(d, &p, x, gy, gw, buf);
+    free(owned);
+    return 0;
+  }
+  int par = d->N >= nt && nt > 1;
+  int nacc = par ? nt : 1;
+  float *accs = buf + (size_t)nt * p.col; /* nacc x wsz accumulators */
+  memset(accs, 0, sizeof(float) * nacc * p.wsz);
+  int Kr = Ci * d->kw;
+  int bprev = blas_serial_begin(par);
+#pragma omp parallel if (par)
+  {
+    int tid = omp_get_thread_num();
+    float *col = buf + (size_t)tid * p.col;
+    float *acc = accs + (size_t)tid * p.wsz;
+#pragma omp for schedule(static)
+    for (int n = 0; n < d->N; n++)
+      for (int g = 0; g < d->groups; g++) {
+        const float *xg = x + n * xs + (size_t)g * Ci * HW;
+        const float *gyg = gy + n * ys + (size_t)g * Co * HoWo;
+        if (p.path == P_1X1) {
+          lv_sgemm(0, 1, Co, Ci, HoWo, 1.f, gyg, HoWo, xg, HW, 1.f, acc + (size_t)g * Co * Ci, Ci);
+        } else if (p.path == P_FULL) {
+          im2col_full(d, Ci, xg, col);
+          lv_sgemm(0, 1, Co, p.K, HoWo, 1.f, gyg, HoWo, col, HoWo, 1.f, acc + (size_t)g * Co * p.K, p.K);
+        } else {
+          im2col_row(d, Ci, p.Hr, xg, col);
+          for (int ky = 0; ky < d->kh; ky++)
+            lv_sgemm(0, 1, Co, Kr, HoWo, 1.f, gyg, HoWo, col + (size_t)ky * d->dh * d->Wo,
+                     (int64_t)p.Hr * d->Wo, 1.f, acc + (size_t)(g * d->kh + ky) * Co * Kr, Kr);
+        }
+      }
+  }
+  blas_serial_end(par, bprev);
+  for (int t = 1; t < nacc; t++) {
+    float *a = accs + (size_t)t * p.wsz;
+    for (size_t i = 0; i < p.wsz; i++) accs[i] += a[i];
+  }
+  if (p.path == P_ROW) {
+    int kh = d->kh, kw = d->kw;
+    for (int g = 0; g < d->groups; g++)
+      for (int co = 0; co < Co; co++)
+        for (int ci = 0; ci < Ci; ci++)
+          for (int ky = 0; ky < kh; ky++)
+            for (int kx = 0; kx < kw; kx++)
+              gw[(((size_t)(g * Co + co) * Ci + ci) * kh + ky) * kw + kx] +=
+                  accs[((size_t)(g * kh + ky) * Co + co) * Kr + ci * kw + kx];
+  } else {
+    for (size_t i = 0; i < p.wsz; i++) gw[i] += accs[i];
+  }
+  free(owned);
+  return 0;
+}

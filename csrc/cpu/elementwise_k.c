@@ -1,0 +1,139 @@
+/* Elementwise kernels: ELU, fused Poisson loss + gradient, avg_pool2d, Adam / SGD updates. */
+#include "lv.h"
+#include "cpu/kernels.h"
+#include <math.h>
+#include <stdlib.h>
+
+#define PAR_MIN 32768 /* below this many elements, stay single-threaded */
+
+int lv_elu_forward(int64_t n, const float *x, float alpha, float *y) {
+  if (n < 0 || (n && (!x || !y))) return lv_set_error(LV_EVALUE, "elu: bad arguments"), -1;
+#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+  for (int64_t i = 0; i < n; i++) y[i] = x[i] > 0.f ? x[i] : alpha * expm1f(x[i]);
+  return 0;
+}
+
+int lv_elu_backward(int64_t n, const float *y, const float *gy, float alpha, float *gx) {
+  if (n < 0 || (n && (!y || !gy || !gx))) return lv_set_error(LV_EVALUE, "elu_backward: bad arguments"), -1;
+  if (!(alpha > 0.f)) return lv_set_error(LV_EVALUE, "elu_backward: alpha must be > 0 (got %g)", alpha), -1;
+#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+  for (int64_t i = 0; i < n; i++) gx[i] += y[i] > 0.f ? gy[i] : gy[i] * (y[i] + alpha);
+  return 0;
+}
+
+int lv_poisson_loss(int64_t n, const float *yhat, const float *y, float eps, float scale,
+                    double *loss, float *grad) {
+  if (n < 0 || !loss || (n && (!yhat || !y))) return lv_set_error(LV_EVALUE, "poisson_loss: bad arguments"), -1;
+  double s = 0;
+#pragma omp parallel for schedule(static) reduction(+ : s) if (n > PAR_MIN)
+  for (int64_t i = 0; i < n; i++) {
+    double d = (double)yhat[i] + eps;
+    s += (double)yhat[i] - (double)y[i] * log(d);
+    if (grad) grad[i] = scale * (float)(1.0 - (double)y[i] / d);
+  }
+  *loss = scale * s;
+  return 0;
+}
+
+static int pool_check(const char *who, int planes, int H, int W, int kh, int kw, int sh, int sw,
+                      int ph, int pw, int *Ho, int *Wo) {
+  if (planes < 0 || H < 1 || W < 1 || kh < 1 || kw < 1 || sh < 1 || sw < 1 || ph < 0 || pw < 0 ||
+      2 * ph > kh || 2 * pw > kw || H + 2 * ph < kh || W + 2 * pw < kw) {
+    lv_set_error(LV_EVALUE, "%s: bad arguments (input %dx%d, kernel %dx%d, stride %d,%d, padding %d,%d; "
+                 "padding must be at most half the kernel)", who, H, W, kh, kw, sh, sw, ph, pw);
+    return -1;
+  }
+  *Ho = (H + 2 * ph - kh) / sh + 1;
+  *Wo = (W + 2 * pw - kw) / sw + 1;
+  return 0;
+}
+
+int lv_avg_pool2d_forward(int planes, int H, int W, int kh, int kw, int sh, int sw, int ph, int pw,
+                          const float *x, float *y) {
+  int Ho, Wo;
+  if (pool_check("avg_pool2d", planes, H, W, kh, kw, sh, sw, ph, pw, &Ho, &Wo)) return -1;
+#pragma omp parallel for schedule(static)
+  for (int p = 0; p < planes; p++) {
+    const float *xp = x + (size_t)p * H * W;
+    float *yp = y + (size_t)p * Ho * Wo;
+    for (int oy = 0; oy < Ho; oy++) {
+      int y0 = oy * sh - ph, y1 = y0 + kh;
+      int ye = y1 < H + ph ? y1 : H + ph;
+      int ya = y0 < 0 ? 0 : y0, yb = y1 < H ? y1 : H;
+      for (int ox = 0; ox < Wo; ox++) {
+        int x0 = ox * sw - pw, x1 = x0 + kw;
+        int xe = x1 < W + pw ? x1 : W + pw;
+        int xa = x0 < 0 ? 0 : x0, xb = x1 < W ? x1 : W;
+        float s = 0.f;
+        for (int iy = ya; iy < yb; iy++)
+          for (int ix = xa; ix < xb; ix++) s += xp[(size_t)iy * W + ix];
+        yp[(size_t)oy * Wo + ox] = s / (float)((ye - y0) * (xe - x0));
+      }
+    }
+  }
+  return 0;
+}
+
+int lv_avg_pool2d_backward(int planes, int H, int W, int kh, int kw, int sh, int sw, int ph, int pw,
+                           const float *gy, float *gx) {
+  int Ho, Wo;
+  if (pool_check("avg_pool2d_backward", planes, H, W, kh, kw, sh, sw, ph, pw, &Ho, &Wo)) return -1;
+#pragma omp parallel for schedule(static)
+  for (int p = 0; p < planes; p++) {
+    const float *gp = gy + (size_t)p * Ho * Wo;
+    float *xp = gx + (size_t)p * H * W;
+    for (int oy = 0; oy < Ho; oy++) {
+      int y0 = oy * sh - ph, y1 = y0 + kh;
+      int ye = y1 < H + ph ? y1 : H + ph;
+      int ya = y0 < 0 ? 0 : y0, yb = y1 < H ? y1 : H;
+      for (int ox = 0; ox < Wo; ox++) {
+        int x0 = ox * sw - pw, x1 = x0 + kw;
+        int xe = x1 < W + pw ? x1 : W + pw;
+        int xa = x0 < 0 ? 0 : x0, xb = x1 < W ? x1 : W;
+        float g = gp[(size_t)oy * Wo + ox] / (float)((ye - y0) * (xe - x0));
+        for (int iy = ya; iy < yb; iy++)
+          for (int ix = xa; ix < xb; ix++) xp[(size_t)iy * W + ix] += g;
+      }
+    }
+  }
+  return 0;
+}
+
+int lv_adam_step(int64_t n, float *p, const float *g, float *m, float *v, float lr, float beta1,
+                 float beta2, float eps, float weight_decay, int64_t step) {
+  if (n < 0 || step < 1 || (n && (!p || !g || !m || !v)))
+    return lv_set_error(LV_EVALUE, "adam: bad arguments (n %lld, step %lld; step counts from 1)",
+                        (long long)n, (long long)step), -1;
+  double bc1 = 1.0 - pow(beta1, (double)step), bc2 = 1.0 - pow(beta2, (double)step);
+  float step_size = (float)(lr / bc1), isb2 = (float)(1.0 / sqrt(bc2));
+  float b1 = beta1, b2 = beta2, c1 = 1.f - beta1, c2 = 1.f - beta2, wd = weight_decay;
+#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+  for (int64_t i = 0; i < n; i++) {
+    float gi = g[i] + wd * p[i];
+    float mi = b1 * m[i] + c1 * gi;
+    float vi = b2 * v[i] + c2 * gi * gi;
+    m[i] = mi;
+    v[i] = vi;
+    p[i] -= step_size * mi / (sqrtf(vi) * isb2 + eps);
+  }
+  return 0;
+}
+
+int lv_sgd_step(int64_t n, float *p, const float *g, float *buf, float lr, float momentum,
+                float dampening, float weight_decay, int nesterov, int first) {
+  if (n < 0 || (n && (!p || !g)) || (momentum != 0.f && n && !buf))
+    return lv_set_error(LV_EVALUE, "sgd: bad arguments (momentum needs a buffer)"), -1;
+  if (nesterov && (momentum <= 0.f || dampening != 0.f))
+    return lv_set_error(LV_EVALUE, "sgd: nesterov needs momentum > 0 and zero dampening"), -1;
+#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+  for (int64_t i = 0; i < n; i++) {
+    float gi = g[i] + weight_decay * p[i];
+    if (momentum != 0.f) {
+      float b = first ? gi : momentum * buf[i] + (1.f - dampening) * gi;
+      buf[i] = b;
+      gi = nesterov ? gi + momentum * b : b;
+    }
+    p[i] -= lr * gi;
+  }
+  return 0;
+}

@@ -1,0 +1,206 @@
+/* lviv_c CPU compute kernels: plain C functions on contiguous float32 buffers (NCHW).
+ *
+ * Conventions (all kernels):
+ *  - Return 0 on success, -1 after lv_set_error(LV_EVALUE | LV_ENOMEM, ...) on bad arguments or
+ *    allocation failure. No exit/abort/assert.
+ *  - Forward outputs are OVERWRITTEN. Backward gradients are ACCUMULATED (+=) into the caller's
+ *    buffers (the op table hands backward a zeroed gradient tensor), unless stated otherwise.
+ *    Any gradient pointer documented as "nullable" may be NULL to skip that gradient.
+ *  - Threading: OpenMP over the available threads (lv_num_threads()); BLAS calls made inside a
+ *    parallel region run single-threaded. Buffers must not alias unless stated.
+ *  - Workspaces: conv kernels take an optional caller workspace `ws` of
+ *    lv_conv2d_workspace_floats(d) floats (NULL: allocated internally per call). Every other
+ *    kernel allocates what it needs internally (small, per call).
+ */
+#ifndef LV_CPU_KERNELS_H
+#define LV_CPU_KERNELS_H
+#include <stddef.h>
+#include <stdint.h>
+
+/* ------------------------------------------------------------------------------------------
+ * conv2d: y = conv(x, w) (+ bias), cross-correlation like torch.nn.functional.conv2d.
+ * Fill the first 13 fields and call lv_conv2d_prepare(), which validates them and sets Ho, Wo.
+ * Padding is explicit and symmetric (ph, pw); 'same' padding is resolved by the caller.
+ * Paths chosen internally: 1x1 (pure GEMM), depthwise direct (groups == C_in == C_out, stride 1),
+ * im2col + GEMM otherwise (a row-shared im2col when stride_h == 1 and the full column matrix
+ * would be large); backward-data with stride 1 runs as a forward conv with the flipped kernel.
+ * ------------------------------------------------------------------------------------------ */
+typedef struct lv_conv2d_desc {
+  int N, C_in, H, W;    /* input (N, C_in, H, W) */
+  int C_out, kh, kw;    /* weight (C_out, C_in/groups, kh, kw) */
+  int sh, sw;           /* stride >= 1 */
+  int ph, pw;           /* zero padding >= 0 on each side */
+  int dh, dw;           /* dilation >= 1 */
+  int groups;           /* divides C_in and C_out */
+  int Ho, Wo;           /* output (N, C_out, Ho, Wo): set by lv_conv2d_prepare */
+} lv_conv2d_desc;
+
+int lv_conv2d_prepare(lv_conv2d_desc *d);
+/* Floats of workspace sufficient for forward, backward_data and backward_weight of d
+ * (d must be prepared). Passing ws == NULL to the kernels makes them allocate it themselves. */
+size_t lv_conv2d_workspace_floats(const lv_conv2d_desc *d);
+
+int lv_conv2d_forward(const lv_conv2d_desc *d,
+                      const float *x,    /* (N, C_in, H, W) */
+                      const float *w,    /* (C_out, C_in/groups, kh, kw) */
+                      const float *bias, /* (C_out) nullable */
+                      float *y,          /* (N, C_out, Ho, Wo) overwritten */
+                      float *ws);        /* lv_conv2d_workspace_floats(d) floats, or NULL */
+int lv_conv2d_backward_data(const lv_conv2d_desc *d,
+                            const float *gy, /* (N, C_out, Ho, Wo) */
+                            const float *w,  /* (C_out, C_in/groups, kh, kw) */
+                            float *gx,       /* (N, C_in, H, W) accumulated (+=) */
+                            float *ws);      /* or NULL */
+int lv_conv2d_backward_weight(const lv_conv2d_desc *d,
+                              const float *x,  /* (N, C_in, H, W) saved forward input */
+                              const float *gy, /* (N, C_out, Ho, Wo) */
+                              float *gw,       /* (C_out, C_in/groups, kh, kw) += , nullable */
+                              float *gb,       /* (C_out) += , nullable */
+                              float *ws);      /* or NULL */
+
+/* ------------------------------------------------------------------------------------------
+ * Batch normalisation over (N, HW) per channel: x viewed as (N, C, HW); BatchNorm1d on (N, C)
+ * is HW = 1. gamma/beta nullable (affine=False: gamma = 1, beta = 0; when gamma is NULL the
+ * weight/bias gradients are not computed). Training forward returns the batch mean and
+ * invstd = 1/sqrt(biased_var + eps) (save both for backward); the caller updates its running
+ * stats with the unbiased variance: var_unbiased = (1/invstd^2 - eps) * M / (M - 1), M = N*HW
+ * (lv_batchnorm_forward_train also returns it directly through var_unbiased, nullable).
+ * ------------------------------------------------------------------------------------------ */
+int lv_batchnorm_forward_train(int N, int C, int HW,
+                               const float *x,     /* (N, C, HW) */
+                               const float *gamma, /* (C) nullable */
+                               const float *beta,  /* (C) nullable */
+                               float eps,
+                               float *y,            /* (N, C, HW) overwritten; may alias x */
+                               float *mean,         /* (C) out: batch mean */
+                               float *invstd,       /* (C) out: 1/sqrt(biased var + eps) */
+                               float *var_unbiased); /* (C) out, nullable */
+int lv_batchnorm_forward_eval(int N, int C, int HW,
+                              const float *x,     /* (N, C, HW) */
+                              const float *gamma, /* (C) nullable */
+                              const float *beta,  /* (C) nullable */
+                              const float *running_mean, /* (C) */
+                              const float *running_var,  /* (C) */
+                              float eps,
+                              float *y);          /* (N, C, HW) overwritten; may alias x */
+int lv_batchnorm_backward_train(int N, int C, int HW,
+                                const float *x,      /* (N, C, HW) saved forward input */
+                                const float *gy,     /* (N, C, HW) */
+                                const float *gamma,  /* (C) nullable */
+                                const float *mean,   /* (C) from forward_train */
+                                const float *invstd, /* (C) from forward_train */
+                                float *gx,           /* (N, C, HW) += , nullable */
+                                float *ggamma,       /* (C) += , nullable */
+                                float *gbeta);       /* (C) += , nullable */
+int lv_batchnorm_backward_eval(int N, int C, int HW,
+                               const float *x,      /* (N, C, HW) saved forward input */
+                               const float *gy,     /* (N, C, HW) */
+                               const float *gamma,  /* (C) nullable */
+                               const float *running_mean, /* (C) as used in forward */
+                               const float *running_var,  /* (C) as used in forward */
+                               float eps,
+                               float *gx,           /* (N, C, HW) += , nullable */
+                               float *ggamma,       /* (C) += , nullable */
+                               float *gbeta);       /* (C) += , nullable */
+
+/* Fused BatchNorm + ELU(alpha = 1): y = elu(bn(x)). Forward: same arguments as the plain
+ * versions (y must NOT alias x in training: backward needs both x and y). Backward needs the
+ * saved x and y (ELU'(z) = 1 if y > 0 else y + 1) and, for training, mean/invstd. */
+int lv_bn_elu_forward_train(int N, int C, int HW, const float *x, const float *gamma,
+                            const float *beta, float eps,
+                            float *y, float *mean, float *invstd, float *var_unbiased);
+int lv_bn_elu_forward_eval(int N, int C, int HW, const float *x, const float *gamma,
+                           const float *beta, const float *running_mean,
+                           const float *running_var, float eps, float *y);
+int lv_bn_elu_backward_train(int N, int C, int HW,
+                             const float *x,  /* (N, C, HW) saved forward input */
+                             const float *y,  /* (N, C, HW) saved forward output */
+                             const float *gy, /* (N, C, HW) */
+                             const float *gamma, const float *mean, const float *invstd,
+                             float *gx, float *ggamma, float *gbeta); /* all += , nullable */
+int lv_bn_elu_backward_eval(int N, int C, int HW, const float *x, const float *y,
+                            const float *gy, const float *gamma, const float *running_mean,
+                            const float *running_var, float eps,
+                            float *gx, float *ggamma, float *gbeta); /* all += , nullable */
+
+/* ------------------------------------------------------------------------------------------
+ * Elementwise
+ * ------------------------------------------------------------------------------------------ */
+/* y = x > 0 ? x : alpha * (exp(x) - 1); y may alias x. alpha > 0. */
+int lv_elu_forward(int64_t n, const float *x /* (n) */, float alpha, float *y /* (n) */);
+/* gx += gy * (y > 0 ? 1 : y + alpha), from the saved OUTPUT y (valid for alpha > 0). */
+int lv_elu_backward(int64_t n, const float *y /* (n) */, const float *gy /* (n) */, float alpha,
+                    float *gx /* (n) += */);
+/* Poisson loss with fused gradient:
+ *   *loss = scale * sum_i (yhat_i - y_i * log(yhat_i + eps))   (accumulated in double)
+ *   grad_i = scale * (1 - y_i / (yhat_i + eps))                  (OVERWRITTEN; nullable)
+ * The op's backward then computes gyhat += gout * grad. */
+int lv_poisson_loss(int64_t n, const float *yhat /* (n) */, const float *y /* (n) */, float eps,
+                    float scale, double *loss /* scalar out */, float *grad /* (n) nullable */);
+
+/* avg_pool2d (ceil_mode False, count_include_pad True), planes = N*C:
+ * Ho = (H + 2ph - kh)/sh + 1, Wo = (W + 2pw - kw)/sw + 1. */
+int lv_avg_pool2d_forward(int planes, int H, int W, int kh, int kw, int sh, int sw, int ph, int pw,
+                          const float *x /* (planes, H, W) */,
+                          float *y /* (planes, Ho, Wo) overwritten */);
+int lv_avg_pool2d_backward(int planes, int H, int W, int kh, int kw, int sh, int sw, int ph,
+                           int pw, const float *gy /* (planes, Ho, Wo) */,
+                           float *gx /* (planes, H, W) += */);
+
+/* ------------------------------------------------------------------------------------------
+ * grid_sample: bilinear, padding_mode 'zeros', PyTorch semantics. grid[...,0] = x (width),
+ * grid[...,1] = y (height), in [-1, 1]. align_corners: 1 -> -1/1 are the centres of the edge
+ * pixels; 0 -> the outer edges of the edge pixels.
+ * ------------------------------------------------------------------------------------------ */
+int lv_grid_sample_forward(int N, int C, int H, int W, int Ho, int Wo, int align_corners,
+                           const float *x,    /* (N, C, H, W) */
+                           const float *grid, /* (N, Ho, Wo, 2) */
+                           float *y);         /* (N, C, Ho, Wo) overwritten */
+int lv_grid_sample_backward(int N, int C, int H, int W, int Ho, int Wo, int align_corners,
+                            const float *x,    /* (N, C, H, W) (needed for ggrid) */
+                            const float *grid, /* (N, Ho, Wo, 2) */
+                            const float *gy,   /* (N, C, Ho, Wo) */
+                            float *gx,         /* (N, C, H, W) += , nullable */
+                            float *ggrid);     /* (N, Ho, Wo, 2) += , nullable */
+
+/* ------------------------------------------------------------------------------------------
+ * Gaussian readout (FullGaussian2d read step): bilinear sample of x at pos (align_corners True,
+ * zeros outside), then a per-neuron linear map over channels:
+ *   out[b,n] = sum_c feat[c,n] * bilinear(x[b,c], pos[b,n]) + bias[n]
+ * pos[...,0] = x (width), pos[...,1] = y (height), in [-1, 1].
+ * shared_pos = 0: pos is (B, Nn, 2) (training: one sampled position per image and neuron);
+ * shared_pos = 1: pos is (Nn, 2), the same for every image (eval mode).
+ * Allocates its workspace internally (per thread: one HWC copy of an image, and for backward
+ * a (Nn, C) feature-gradient accumulator).
+ * ------------------------------------------------------------------------------------------ */
+int lv_readout_forward(int B, int C, int H, int W, int Nn, int shared_pos,
+                       const float *x,    /* (B, C, H, W) */
+                       const float *pos,  /* (B, Nn, 2) or (Nn, 2) if shared_pos */
+                       const float *feat, /* (C, Nn) */
+                       const float *bias, /* (Nn) nullable */
+                       float *out);       /* (B, Nn) overwritten */
+int lv_readout_backward(int B, int C, int H, int W, int Nn, int shared_pos,
+                        const float *x,    /* (B, C, H, W) */
+                        const float *pos,  /* (B, Nn, 2) or (Nn, 2) */
+                        const float *feat, /* (C, Nn) */
+                        const float *gout, /* (B, Nn) */
+                        float *gx,         /* (B, C, H, W) += , nullable */
+                        float *gpos,       /* like pos, += , nullable */
+                        float *gfeat,      /* (C, Nn) += , nullable */
+                        float *gbias);     /* (Nn) += , nullable */
+
+/* ------------------------------------------------------------------------------------------
+ * Optimizer updates, in place on flat arrays (PyTorch formulas).
+ * ------------------------------------------------------------------------------------------ */
+/* Adam: g' = g + weight_decay * p; m = b1 m + (1-b1) g'; v = b2 v + (1-b2) g'^2;
+ * p -= lr * (m / (1 - b1^step)) / (sqrt(v / (1 - b2^step)) + eps). step counts from 1. */
+int lv_adam_step(int64_t n, float *p /* (n) */, const float *g /* (n) */, float *m /* (n) */,
+                 float *v /* (n) */, float lr, float beta1, float beta2, float eps,
+                 float weight_decay, int64_t step);
+/* SGD: g' = g + weight_decay * p; with momentum != 0: buf = first ? g' : momentum buf +
+ * (1 - dampening) g'; g' = nesterov ? g' + momentum buf : buf. p -= lr g'.
+ * buf (n) may be NULL when momentum == 0; first = 1 on the first step (buf uninitialised). */
+int lv_sgd_step(int64_t n, float *p, const float *g, float *buf, float lr, float momentum,
+                float dampening, float weight_decay, int nesterov, int first);
+
+#endif

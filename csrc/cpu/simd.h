@@ -1,0 +1,26 @@
+/* Portable SIMD helpers for the CPU kernels: GCC vector extensions (no intrinsics). Hot
+ * functions are compiled twice (x86-64 baseline and x86-64-v3: AVX2+FMA) and the clone is
+ * picked at load time from the CPU features (target_clones / ifunc; "arch=x86-64-v3" dispatches on
+ * feature bits, unlike "arch=haswell" which tests the CPU model and misses AMD parts). */
+#ifndef LV_CPU_SIMD_H
+#define LV_CPU_SIMD_H
+#if defined(__GNUC__)
+#pragma GCC diagnostic ignored "-Wpsabi"
+#endif
+
+typedef float lv_v8f __attribute__((vector_size(32)));
+typedef float lv_v8fu __attribute__((vector_size(32), aligned(4))); /* unaligned access */
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(LVIV_NO_CLONES)
+#define LV_HOT __attribute__((target_clones("arch=x86-64-v3", "default"), optimize("fp-contract=fast")))
+#else
+#define LV_HOT
+#endif
+
+static inline __attribute__((always_inline)) lv_v8f lv_ld8(const float *p) { return *(const lv_v8fu *)p; }
+static inline __attribute__((always_inline)) void lv_st8(float *p, lv_v8f v) { *(lv_v8fu *)p = v; }
+static inline __attribute__((always_inline)) lv_v8f lv_bc8(float s) { return (lv_v8f){s, s, s, s, s, s, s, s}; }
+static inline __attribute__((always_inline)) float lv_hsum8(lv_v8f v) {
+  return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
+}
+#endif
