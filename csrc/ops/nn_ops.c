@@ -483,7 +483,7 @@ static int pl_bwd(lv_node *n, lv_tensor *gout, lv_tensor **gin) {
 }
 static const lv_op op_poisson = {"PoissonLoss", pl_fwd, pl_bwd, NULL};
 
-lv_tensor *lv_poisson_loss(lv_tensor *yhat, lv_tensor *y, double eps, int mean) {
+lv_tensor *lv_poisson_loss_op(lv_tensor *yhat, lv_tensor *y, double eps, int mean) {
   char s1[96], s2[96];
   lv_tensor *all[2] = {yhat, y};
   if (check_f32("poisson_loss", "output", yhat) || check_f32("poisson_loss", "target", y) ||

@@ -33,7 +33,7 @@ lv_tensor *lv_pad(lv_tensor *x, int npairs, const int64_t *pads, double value);
 /* inverted dropout: training -> x * mask / (1 - p), mask ~ Bernoulli(1 - p), fresh per forward */
 lv_tensor *lv_dropout(lv_tensor *x, double p);
 /* scalar scale * sum(yhat - y * log(yhat + eps)); mean: scale = 1 / numel */
-lv_tensor *lv_poisson_loss(lv_tensor *yhat, lv_tensor *y, double eps, int mean);
+lv_tensor *lv_poisson_loss_op(lv_tensor *yhat, lv_tensor *y, double eps, int mean);
 
 /* ---------------- optimizers (csrc/optim.c): one call updates many parameters ---------------- */
 typedef struct {

@@ -115,7 +115,7 @@ static PyObject *f_poisson_loss(PyObject *m, PyObject *args) {
   if (!PyArg_ParseTuple(args, "OOdp", &a, &b, &eps, &mean)) return NULL;
   lv_tensor *x = lvpy_get(a, "poisson_loss"), *y;
   if (!x || !(y = lvpy_get(b, "poisson_loss target"))) return NULL;
-  return lvpy_wrap(lv_poisson_loss(x, y, eps, mean));
+  return lvpy_wrap(lv_poisson_loss_op(x, y, eps, mean));
 }
 
 /* ---- optimizers: lists of parameters and state tensors, one C call per step ---- */
