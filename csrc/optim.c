@@ -1,0 +1,57 @@
+/* Optimizer steps over many parameters in one call (PyTorch's update formulas, float32 state,
+ * bias corrections in double). Used by lviv_c.optim and the C training loop. */
+#include "ops/nn_ops.h"
+#include <math.h>
+
+int lv_adam_update(int nslots, lv_optim_slot *s, double lr, double beta1, double beta2, double eps,
+                   double weight_decay, int amsgrad, int maximize) {
+  for (int k = 0; k < nslots; k++) {
+    lv_optim_slot *q = &s[k];
+    if (!q->g) continue;
+    if (q->step < 1) return lv_set_error(LV_EVALUE, "adam: step must be >= 1");
+    if (amsgrad && !q->vmax) return lv_set_error(LV_EVALUE, "adam: amsgrad needs max_exp_avg_sq");
+    double bc1 = 1.0 - pow(beta1, (double)q->step), bc2 = 1.0 - pow(beta2, (double)q->step);
+    float step_size = (float)(lr / bc1), bc2s = (float)sqrt(bc2);
+    float b1 = (float)beta1, b2 = (float)beta2, wd = (float)weight_decay, e = (float)eps;
+    float *p = q->p, *m = q->m, *v = q->v, *vm = q->vmax;
+    const float *g = q->g;
+    int64_t n = q->n;
+#pragma omp parallel for schedule(static) if (n > 32768)
+    for (int64_t i = 0; i < n; i++) {
+      float gi = maximize ? -g[i] : g[i];
+      if (wd != 0.f) gi += wd * p[i];
+      m[i] += (gi - m[i]) * (1.f - b1);
+      v[i] = v[i] * b2 + (1.f - b2) * gi * gi;
+      float vv = v[i];
+      if (amsgrad) { if (vm[i] < vv) vm[i] = vv; vv = vm[i]; }
+      float denom = sqrtf(vv) / bc2s + e;
+      p[i] -= step_size * m[i] / denom;
+    }
+  }
+  return 0;
+}
+
+int lv_sgd_update(int nslots, lv_optim_slot *s, double lr, double momentum, double dampening,
+                  double weight_decay, int nesterov, int maximize) {
+  float mo = (float)momentum, da = (float)dampening, wd = (float)weight_decay, l = (float)lr;
+  for (int k = 0; k < nslots; k++) {
+    lv_optim_slot *q = &s[k];
+    if (!q->g) continue;
+    if (mo != 0.f && !q->m) return lv_set_error(LV_EVALUE, "sgd: momentum needs a buffer");
+    float *p = q->p, *b = q->m;
+    const float *g = q->g;
+    int64_t n = q->n;
+    int first = q->step == 1;
+#pragma omp parallel for schedule(static) if (n > 32768)
+    for (int64_t i = 0; i < n; i++) {
+      float d = maximize ? -g[i] : g[i];
+      if (wd != 0.f) d += wd * p[i];
+      if (mo != 0.f) {
+        b[i] = first ? d : b[i] * mo + (1.f - da) * d;
+        d = nesterov ? d + mo * b[i] : b[i];
+      }
+      p[i] -= l * d;
+    }
+  }
+  return 0;
+}
