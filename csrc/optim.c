@@ -1,6 +1,7 @@
 /* Optimizer steps over many parameters in one call (PyTorch's update formulas, float32 state,
  * bias corrections in double). Used by lviv_c.optim and the C training loop. */
 #include "ops/nn_ops.h"
+#include "cpu/kernels.h"
 #include <math.h>
 
 int lv_adam_update(int nslots, lv_optim_slot *s, double lr, double beta1, double beta2, double eps,
@@ -10,6 +11,12 @@ int lv_adam_update(int nslots, lv_optim_slot *s, double lr, double beta1, double
     if (!q->g) continue;
     if (q->step < 1) return lv_set_error(LV_EVALUE, "adam: step must be >= 1");
     if (amsgrad && !q->vmax) return lv_set_error(LV_EVALUE, "adam: amsgrad needs max_exp_avg_sq");
+    if (!amsgrad && !maximize) { /* the common case: the SIMD kernel */
+      if (lv_adam_step(q->n, q->p, q->g, q->m, q->v, (float)lr, (float)beta1, (float)beta2, (float)eps,
+                       (float)weight_decay, q->step) < 0)
+        return -1;
+      continue;
+    }
     double bc1 = 1.0 - pow(beta1, (double)q->step), bc2 = 1.0 - pow(beta2, (double)q->step);
     float step_size = (float)(lr / bc1), bc2s = (float)sqrt(bc2);
     float b1 = (float)beta1, b2 = (float)beta2, wd = (float)weight_decay, e = (float)eps;
@@ -42,6 +49,10 @@ int lv_sgd_update(int nslots, lv_optim_slot *s, double lr, double momentum, doub
     const float *g = q->g;
     int64_t n = q->n;
     int first = q->step == 1;
+    if (!maximize) {
+      if (lv_sgd_step(n, p, g, b, l, mo, da, wd, nesterov, first) < 0) return -1;
+      continue;
+    }
 #pragma omp parallel for schedule(static) if (n > 32768)
     for (int64_t i = 0; i < n; i++) {
       float d = maximize ? -g[i] : g[i];

@@ -243,3 +243,17 @@ def test_ops_reject_int_and_non_tensor():
         F.conv2d(np.zeros((1, 1, 3, 3)), lviv_c.zeros(1, 1, 1, 1))
     with pytest.raises(TypeError):
         F.linear(lviv_c.zeros(2, 3, dtype=lviv_c.int64), lviv_c.zeros(2, 3))
+
+
+def test_empty_and_degenerate_shapes():
+    out = F.linear(lviv_c.zeros(4, 0), lviv_c.zeros(2, 0), lviv_c.tensor([1.5, -2.0]))
+    np.testing.assert_array_equal(np.asarray(out), [[1.5, -2.0]] * 4)
+    assert tuple(F.linear(lviv_c.zeros(0, 3), lviv_c.zeros(2, 3)).shape) == (0, 2)
+    assert tuple(F.conv2d(lviv_c.zeros(0, 1, 5, 5), lviv_c.zeros(2, 1, 3, 3)).shape) == (0, 2, 3, 3)
+    assert tuple(F.batch_norm(lviv_c.zeros(0, 3), lviv_c.zeros(3), lviv_c.ones(3)).shape) == (0, 3)
+    assert tuple(F.avg_pool2d(lviv_c.zeros(0, 2, 4, 4), 2).shape) == (0, 2, 2, 2)
+    assert float(F.poisson_loss(lviv_c.zeros(0), lviv_c.zeros(0))) == 0.0
+    with pytest.raises(ValueError, match="too large for a 1-d input"):
+        F.pad(lviv_c.zeros(3), (1, 1, 1, 1))
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        F.dropout(lviv_c.zeros(3), 2.0)

@@ -361,3 +361,33 @@ def test_avgpool_flatten_identity_modules():
     np.testing.assert_allclose(np.asarray(nn.Tanh()(t(x))), np.tanh(x), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(np.asarray(nn.Sigmoid()(t(x))), 1 / (1 + np.exp(-x)), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(np.asarray(nn.ReLU()(t(x))), np.maximum(x, 0), rtol=1e-6)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_sequential_fuses_batchnorm_elu(training):
+    lviv_c.manual_seed(4)
+    seq = nn.Sequential(OrderedDict([("conv", nn.Conv2d(2, 3, 3, padding=1)), ("bn", nn.BatchNorm2d(3)),
+                                     ("elu", nn.ELU())]))
+    seq.bn.weight.data = lviv_c.tensor([1.5, 0.5, -1.0])
+    seq.bn.running_mean.data = lviv_c.tensor([0.2, -0.1, 0.0])
+    ref = copy.deepcopy(seq)
+    seq.train(training), ref.train(training)
+    x = np.random.default_rng(5).standard_normal((4, 2, 5, 6)).astype(np.float32)
+    xa, xb = t(x, grad=True), t(x, grad=True)
+    out = seq(xa)
+    assert out.grad_fn == "<BatchNormBackward>"  # the fused op ran
+    unfused = ref.elu(ref.bn(ref.conv(xb)))  # module by module
+    assert unfused.grad_fn != "<BatchNormBackward>"
+    np.testing.assert_allclose(np.asarray(out.detach()), np.asarray(unfused.detach()), rtol=1e-5, atol=1e-6)
+    g = t(np.random.default_rng(6).standard_normal(out.shape))
+    out.backward(g)
+    unfused.backward(g)
+    np.testing.assert_allclose(np.asarray(xa.grad), np.asarray(xb.grad), rtol=1e-4, atol=1e-5)
+    for (k, p), q in zip(seq.named_parameters(), ref.parameters()):
+        np.testing.assert_allclose(np.asarray(p.grad), np.asarray(q.grad), rtol=1e-4, atol=1e-5, err_msg=k)
+    for (k, a), b in zip(seq.state_dict().items(), ref.state_dict().values()):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7, err_msg=k)
+    # a hook on the ELU must see its call: no fusion then
+    seen = []
+    seq.elu.register_forward_hook(lambda m, i, o: seen.append(1))
+    assert seq(xa).grad_fn != "<BatchNormBackward>" and seen == [1]

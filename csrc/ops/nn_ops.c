@@ -3,6 +3,7 @@
  * and the shapes), and its forward is re-runnable on the same buffers (captured-graph replay):
  * per-forward state (batch statistics, dropout masks, loss gradients) lives in node->aux. */
 #include "ops/nn_ops.h"
+#include "cpu/kernels.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,7 +32,7 @@ static lv_tensor *aux_view(lv_tensor *t) { return t ? lv_tensor_detach(t) : NULL
 /* ======================================== linear ======================================== */
 static int linear_fwd(lv_node *n) {
   lv_tensor *x = n->in[0], *w = n->in[1], *b = n->in[2];
-  int64_t K = w->shape[1], O = w->shape[0], M = K ? lv_numel(x) / K : 0;
+  int64_t K = w->shape[1], O = w->shape[0], M = O ? lv_numel(n->out) / O : 0;
   float *y = lv_f32(n->out);
   if (K == 0) memset(y, 0, sizeof(float) * (size_t)(M * O));
   else lv_sgemm(0, 1, M, O, K, 1.f, lv_f32(x), K, lv_f32(w), K, 0.f, y, O);
@@ -46,7 +47,7 @@ static int linear_fwd(lv_node *n) {
 
 static int linear_bwd(lv_node *n, lv_tensor *gout, lv_tensor **gin) {
   lv_tensor *x = n->in[0], *w = n->in[1];
-  int64_t K = w->shape[1], O = w->shape[0], M = K ? lv_numel(x) / K : lv_numel(gout) / (O ? O : 1);
+  int64_t K = w->shape[1], O = w->shape[0], M = O ? lv_numel(gout) / O : 0;
   const float *g = lv_f32(gout);
   if (gin[0] && K) lv_sgemm(0, 0, M, K, O, 1.f, g, O, lv_f32(w), K, 1.f, lv_f32(gin[0]), K);
   if (gin[1] && K) lv_sgemm(1, 0, O, K, M, 1.f, g, O, lv_f32(x), K, 1.f, lv_f32(gin[1]), K);
@@ -92,22 +93,35 @@ lv_tensor *lv_linear(lv_tensor *x, lv_tensor *w, lv_tensor *b) {
 }
 
 /* ======================================== conv2d ======================================== */
-/* ia: 0 sh, 1 sw, 2 ph, 3 pw, 4 dh, 5 dw, 6 groups */
-#define CONV_ARGS(n)                                                                               \
-  (int)(n)->in[0]->shape[0], (int)(n)->in[0]->shape[1], (int)(n)->in[0]->shape[2],                 \
-      (int)(n)->in[0]->shape[3], (int)(n)->in[1]->shape[0], (int)(n)->in[1]->shape[2],             \
-      (int)(n)->in[1]->shape[3], (int)(n)->ia[0], (int)(n)->ia[1], (int)(n)->ia[2], (int)(n)->ia[3], \
-      (int)(n)->ia[4], (int)(n)->ia[5], (int)(n)->ia[6], (int)(n)->out->shape[2], (int)(n)->out->shape[3]
+/* ia: 0 sh, 1 sw, 2 ph, 3 pw, 4 dh, 5 dw, 6 groups. aux[0]: the kernel workspace (kept with the
+ * node so that replays do not allocate; NULL when it would be large: the kernel allocates). */
+static int conv_desc(const lv_node *n, lv_conv2d_desc *d) {
+  const lv_tensor *x = n->in[0], *w = n->in[1];
+  d->N = (int)x->shape[0]; d->C_in = (int)x->shape[1]; d->H = (int)x->shape[2]; d->W = (int)x->shape[3];
+  d->C_out = (int)w->shape[0]; d->kh = (int)w->shape[2]; d->kw = (int)w->shape[3];
+  d->sh = (int)n->ia[0]; d->sw = (int)n->ia[1]; d->ph = (int)n->ia[2]; d->pw = (int)n->ia[3];
+  d->dh = (int)n->ia[4]; d->dw = (int)n->ia[5]; d->groups = (int)n->ia[6];
+  return lv_conv2d_prepare(d);
+}
+
+static float *conv_ws(lv_node *n) { return n->aux[0] ? lv_f32(n->aux[0]) : NULL; }
 
 static int conv_fwd(lv_node *n) {
-  return lvref_conv2d_forward(CONV_ARGS(n), lv_f32(n->in[0]), lv_f32(n->in[1]),
-                              n->in[2] ? lv_f32(n->in[2]) : NULL, lv_f32(n->out));
+  lv_conv2d_desc d;
+  if (conv_desc(n, &d) < 0) return -1;
+  return lv_conv2d_forward(&d, lv_f32(n->in[0]), lv_f32(n->in[1]), n->in[2] ? lv_f32(n->in[2]) : NULL,
+                           lv_f32(n->out), conv_ws(n));
 }
 
 static int conv_bwd(lv_node *n, lv_tensor *gout, lv_tensor **gin) {
-  return lvref_conv2d_backward(CONV_ARGS(n), lv_f32(n->in[0]), lv_f32(n->in[1]), lv_f32(gout),
-                               gin[0] ? lv_f32(gin[0]) : NULL, gin[1] ? lv_f32(gin[1]) : NULL,
-                               gin[2] ? lv_f32(gin[2]) : NULL);
+  lv_conv2d_desc d;
+  if (conv_desc(n, &d) < 0) return -1;
+  if (gin[0] && lv_conv2d_backward_data(&d, lv_f32(gout), lv_f32(n->in[1]), lv_f32(gin[0]), conv_ws(n)) < 0)
+    return -1;
+  if (gin[1] || gin[2])
+    return lv_conv2d_backward_weight(&d, lv_f32(n->in[0]), lv_f32(gout), gin[1] ? lv_f32(gin[1]) : NULL,
+                                     gin[2] ? lv_f32(gin[2]) : NULL, conv_ws(n));
+  return 0;
 }
 
 static const lv_op op_conv2d = {"Conv2d", conv_fwd, conv_bwd, NULL};
@@ -154,6 +168,13 @@ lv_tensor *lv_conv2d(lv_tensor *x, lv_tensor *w, lv_tensor *b, int sh, int sw, i
   lv_node *n = lv_node_new(&op_conv2d, 3, in);
   if (!n) return NULL;
   n->ia[0] = sh; n->ia[1] = sw; n->ia[2] = ph; n->ia[3] = pw; n->ia[4] = dh; n->ia[5] = dw; n->ia[6] = groups;
+  lv_conv2d_desc d;
+  if (conv_desc(n, &d) < 0) { lv_node_decref(n); return NULL; }
+  int64_t wsf = (int64_t)lv_conv2d_workspace_floats(&d);
+  if (wsf > 1 && wsf <= ((int64_t)64 << 20)) { /* up to 256 MB kept with the node */
+    n->aux[0] = lv_tensor_new(1, &wsf, LV_F32, LV_CPU, 0);
+    if (!n->aux[0]) lv_clear_error(); /* fall back to per-call allocation */
+  }
   int64_t shape[4] = {x->shape[0], O, (Hp - ekh) / sh + 1, (Wp - ekw) / sw + 1};
   return lv_node_finish(n, 4, shape, LV_F32);
 }
@@ -173,15 +194,19 @@ static void bn_dims(const lv_tensor *x, int *N, int *C, int *HW) {
 static int bn_fwd(lv_node *n) {
   int N, C, HW;
   bn_dims(n->in[0], &N, &C, &HW);
+  if (lv_numel(n->in[0]) == 0) return 0;
   const float *x = lv_f32(n->in[0]);
   const float *g = n->in[1] ? lv_f32(n->in[1]) : NULL, *b = n->in[2] ? lv_f32(n->in[2]) : NULL;
   float eps = (float)n->fa[0];
   int elu = (int)n->ia[1];
   lv_tensor *rm = n->aux[0], *rv = n->aux[1], *nbt = n->aux[2];
+  float *y = lv_f32(n->out);
   if (!n->ia[0])
-    return lvref_bn_forward_eval(N, C, HW, x, g, b, lv_f32(rm), lv_f32(rv), eps, elu, lv_f32(n->out));
+    return elu ? lv_bn_elu_forward_eval(N, C, HW, x, g, b, lv_f32(rm), lv_f32(rv), eps, y)
+               : lv_batchnorm_forward_eval(N, C, HW, x, g, b, lv_f32(rm), lv_f32(rv), eps, y);
   float *sv = lv_f32(n->aux[3]);
-  int rc = lvref_bn_forward_train(N, C, HW, x, g, b, eps, elu, lv_f32(n->out), sv, sv + C, sv + 2 * C);
+  int rc = elu ? lv_bn_elu_forward_train(N, C, HW, x, g, b, eps, y, sv, sv + C, sv + 2 * C)
+               : lv_batchnorm_forward_train(N, C, HW, x, g, b, eps, y, sv, sv + C, sv + 2 * C);
   if (rc < 0) return rc;
   double f = n->fa[1];
   if (nbt) {
@@ -201,16 +226,21 @@ static int bn_fwd(lv_node *n) {
 static int bn_bwd(lv_node *n, lv_tensor *gout, lv_tensor **gin) {
   int N, C, HW;
   bn_dims(n->in[0], &N, &C, &HW);
+  if (lv_numel(n->in[0]) == 0) return 0;
   const float *x = lv_f32(n->in[0]), *y = lv_f32(n->out), *gy = lv_f32(gout);
   const float *g = n->in[1] ? lv_f32(n->in[1]) : NULL;
   float *gx = gin[0] ? lv_f32(gin[0]) : NULL, *gg = gin[1] ? lv_f32(gin[1]) : NULL,
         *gb = gin[2] ? lv_f32(gin[2]) : NULL;
   int elu = (int)n->ia[1];
-  if (!n->ia[0])
-    return lvref_bn_backward_eval(N, C, HW, x, y, gy, g, lv_f32(n->aux[0]), lv_f32(n->aux[1]),
-                                  (float)n->fa[0], elu, gx, gg, gb);
+  if (!n->ia[0]) {
+    const float *rm = lv_f32(n->aux[0]), *rv = lv_f32(n->aux[1]);
+    float eps = (float)n->fa[0];
+    return elu ? lv_bn_elu_backward_eval(N, C, HW, x, y, gy, g, rm, rv, eps, gx, gg, gb)
+               : lv_batchnorm_backward_eval(N, C, HW, x, gy, g, rm, rv, eps, gx, gg, gb);
+  }
   const float *sv = lv_f32(n->aux[3]);
-  return lvref_bn_backward_train(N, C, HW, x, y, gy, g, sv, sv + C, elu, gx, gg, gb);
+  return elu ? lv_bn_elu_backward_train(N, C, HW, x, y, gy, g, sv, sv + C, gx, gg, gb)
+             : lv_batchnorm_backward_train(N, C, HW, x, gy, g, sv, sv + C, gx, gg, gb);
 }
 
 static const lv_op op_bn = {"BatchNorm", bn_fwd, bn_bwd, NULL};
@@ -275,13 +305,13 @@ lv_tensor *lv_batch_norm(lv_tensor *x, lv_tensor *weight, lv_tensor *bias, lv_te
 /* ===================================== grid_sample ===================================== */
 static int gs_fwd(lv_node *n) {
   lv_tensor *x = n->in[0], *gr = n->in[1];
-  return lvref_grid_sample_forward((int)x->shape[0], (int)x->shape[1], (int)x->shape[2], (int)x->shape[3],
+  return lv_grid_sample_forward((int)x->shape[0], (int)x->shape[1], (int)x->shape[2], (int)x->shape[3],
                                    (int)gr->shape[1], (int)gr->shape[2], (int)n->ia[0], lv_f32(x),
                                    lv_f32(gr), lv_f32(n->out));
 }
 static int gs_bwd(lv_node *n, lv_tensor *gout, lv_tensor **gin) {
   lv_tensor *x = n->in[0], *gr = n->in[1];
-  return lvref_grid_sample_backward((int)x->shape[0], (int)x->shape[1], (int)x->shape[2], (int)x->shape[3],
+  return lv_grid_sample_backward((int)x->shape[0], (int)x->shape[1], (int)x->shape[2], (int)x->shape[3],
                                     (int)gr->shape[1], (int)gr->shape[2], (int)n->ia[0], lv_f32(x),
                                     lv_f32(gr), lv_f32(gout), gin[0] ? lv_f32(gin[0]) : NULL,
                                     gin[1] ? lv_f32(gin[1]) : NULL);
@@ -315,14 +345,14 @@ static int ap_planes(const lv_tensor *x) {
 }
 static int ap_fwd(lv_node *n) {
   lv_tensor *x = n->in[0];
-  return lvref_avg_pool2d_forward(ap_planes(x), (int)x->shape[x->ndim - 2], (int)x->shape[x->ndim - 1],
+  return lv_avg_pool2d_forward(ap_planes(x), (int)x->shape[x->ndim - 2], (int)x->shape[x->ndim - 1],
                                   (int)n->ia[0], (int)n->ia[1], (int)n->ia[2], (int)n->ia[3],
                                   (int)n->ia[4], (int)n->ia[5], lv_f32(x), lv_f32(n->out));
 }
 static int ap_bwd(lv_node *n, lv_tensor *gout, lv_tensor **gin) {
   if (!gin[0]) return 0;
   lv_tensor *x = n->in[0];
-  return lvref_avg_pool2d_backward(ap_planes(x), (int)x->shape[x->ndim - 2], (int)x->shape[x->ndim - 1],
+  return lv_avg_pool2d_backward(ap_planes(x), (int)x->shape[x->ndim - 2], (int)x->shape[x->ndim - 1],
                                    (int)n->ia[0], (int)n->ia[1], (int)n->ia[2], (int)n->ia[3],
                                    (int)n->ia[4], (int)n->ia[5], lv_f32(gout), lv_f32(gin[0]));
 }
@@ -460,7 +490,7 @@ lv_tensor *lv_dropout(lv_tensor *x, double p) {
 /* in: yhat, y. aux[0]: d loss / d yhat (refreshed every forward). fa: 0 eps, 1 scale */
 static int pl_fwd(lv_node *n) {
   double loss;
-  int rc = lvref_poisson_loss(lv_numel(n->in[0]), lv_f32(n->in[0]), lv_f32(n->in[1]), (float)n->fa[0],
+  int rc = lv_poisson_loss(lv_numel(n->in[0]), lv_f32(n->in[0]), lv_f32(n->in[1]), (float)n->fa[0],
                               (float)n->fa[1], &loss, lv_f32(n->aux[0]));
   lv_f32(n->out)[0] = (float)loss;
   return rc;

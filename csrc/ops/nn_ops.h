@@ -1,11 +1,9 @@
 /* Neural-network ops of the C core (autograd nodes): linear, conv2d, batch_norm (+ fused ELU),
  * grid_sample, avg_pool2d, pad, dropout, poisson_loss; and the optimizer steps.
  *
- * The ops validate their arguments and call compute kernels on raw buffers. Until the tuned CPU
- * kernels (csrc/cpu/kernels.h) are in, the kernels are the straightforward reference versions
- * below (csrc/ops/nn_ref.c, prefix lvref_); their signatures follow kernels.h so the op files
- * switch by renaming the calls. Conventions: forward outputs are overwritten, backward
- * gradients are accumulated (+=); nullable pointers skip that input/gradient. */
+ * The ops validate their arguments (messages name the op and the shapes) and call the CPU compute
+ * kernels of csrc/cpu/kernels.h on raw buffers: forward outputs are overwritten, backward
+ * gradients are accumulated (+=) into the zeroed buffers autograd hands in. */
 #ifndef LV_NN_OPS_H
 #define LV_NN_OPS_H
 #include "lv.h"
@@ -51,37 +49,4 @@ int lv_adam_update(int nslots, lv_optim_slot *s, double lr, double beta1, double
 int lv_sgd_update(int nslots, lv_optim_slot *s, double lr, double momentum, double dampening,
                   double weight_decay, int nesterov, int maximize);
 
-/* ---------------- reference kernels (csrc/ops/nn_ref.c) ---------------- */
-int lvref_conv2d_forward(int N, int C_in, int H, int W, int C_out, int kh, int kw, int sh, int sw,
-                         int ph, int pw, int dh, int dw, int groups, int Ho, int Wo,
-                         const float *x, const float *w, const float *bias, float *y);
-int lvref_conv2d_backward(int N, int C_in, int H, int W, int C_out, int kh, int kw, int sh, int sw,
-                          int ph, int pw, int dh, int dw, int groups, int Ho, int Wo,
-                          const float *x, const float *w, const float *gy,
-                          float *gx, float *gw, float *gb);
-/* BatchNorm over (N, C, HW). Train: batch mean / invstd out (and unbiased var, nullable). */
-int lvref_bn_forward_train(int N, int C, int HW, const float *x, const float *gamma,
-                           const float *beta, float eps, int elu, float *y, float *mean,
-                           float *invstd, float *var_unbiased);
-int lvref_bn_forward_eval(int N, int C, int HW, const float *x, const float *gamma,
-                          const float *beta, const float *rmean, const float *rvar, float eps,
-                          int elu, float *y);
-/* y: the saved output (used when elu for the ELU derivative) */
-int lvref_bn_backward_train(int N, int C, int HW, const float *x, const float *y, const float *gy,
-                            const float *gamma, const float *mean, const float *invstd, int elu,
-                            float *gx, float *ggamma, float *gbeta);
-int lvref_bn_backward_eval(int N, int C, int HW, const float *x, const float *y, const float *gy,
-                           const float *gamma, const float *rmean, const float *rvar, float eps,
-                           int elu, float *gx, float *ggamma, float *gbeta);
-int lvref_grid_sample_forward(int N, int C, int H, int W, int Ho, int Wo, int align_corners,
-                              const float *x, const float *grid, float *y);
-int lvref_grid_sample_backward(int N, int C, int H, int W, int Ho, int Wo, int align_corners,
-                               const float *x, const float *grid, const float *gy, float *gx,
-                               float *ggrid);
-int lvref_avg_pool2d_forward(int planes, int H, int W, int kh, int kw, int sh, int sw, int ph,
-                             int pw, const float *x, float *y);
-int lvref_avg_pool2d_backward(int planes, int H, int W, int kh, int kw, int sh, int sw, int ph,
-                              int pw, const float *gy, float *gx);
-int lvref_poisson_loss(int64_t n, const float *yhat, const float *y, float eps, float scale,
-                       double *loss, float *grad);
 #endif

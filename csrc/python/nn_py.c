@@ -241,8 +241,8 @@ static PyMethodDef nn_methods[] = {
     {"nn_pad", f_pad, METH_VARARGS, "pad(x, pads, value)"},
     {"nn_dropout", f_dropout, METH_VARARGS, "dropout(x, p) (training mode)"},
     {"nn_poisson_loss", f_poisson_loss, METH_VARARGS, "poisson_loss(yhat, y, eps, mean)"},
-    {"adam_step", f_adam_step, METH_VARARGS, NULL},
-    {"sgd_step", f_sgd_step, METH_VARARGS, NULL},
+    {"nn_adam_step", f_adam_step, METH_VARARGS, NULL},
+    {"nn_sgd_step", f_sgd_step, METH_VARARGS, NULL},
     {NULL}};
 
 int lv_py_init_nn(PyObject *m) { return PyModule_AddFunctions(m, nn_methods); }

@@ -168,6 +168,9 @@ class _BatchNorm(Module):
         raise NotImplementedError
 
     def forward(self, input):
+        return self._forward(input)
+
+    def _forward(self, input, fuse_elu=False):
         if not isinstance(input, Tensor):
             raise TypeError(f"{self._get_name()}: expected a lviv_c Tensor, got {type(input).__name__}")
         self._check_input_dim(input)
@@ -180,7 +183,8 @@ class _BatchNorm(Module):
         return F._batch_norm(input, self.running_mean if keep_stats else None,
                              self.running_var if keep_stats else None, self.weight, self.bias,
                              use_batch, self.momentum, self.eps,
-                             num_batches_tracked=self.num_batches_tracked if track else None)
+                             num_batches_tracked=self.num_batches_tracked if track else None,
+                             fuse_elu=fuse_elu)
 
     def extra_repr(self):
         return ("{num_features}, eps={eps}, momentum={momentum}, affine={affine}, "

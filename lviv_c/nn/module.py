@@ -529,9 +529,24 @@ class Sequential(Module):
         return self
 
     def forward(self, input):
-        for module in self:
-            input = module(input)
+        mods = list(self._modules.values())
+        i, n = 0, len(mods)
+        while i < n:
+            if i + 1 < n and _fusable_bn_elu(mods[i], mods[i + 1]):
+                # BatchNorm followed by ELU(alpha=1): one fused op (same values and gradients)
+                input = mods[i]._forward(input, fuse_elu=True)
+                i += 2
+                continue
+            input = mods[i](input)
+            i += 1
         return input
+
+
+def _fusable_bn_elu(bn, act):
+    from .layers import ELU, _BatchNorm
+    return (isinstance(bn, _BatchNorm) and isinstance(act, ELU) and type(bn).forward is _BatchNorm.forward
+            and type(act).forward is ELU.forward and act.alpha == 1.0 and not bn._forward_hooks
+            and not bn._forward_pre_hooks and not act._forward_hooks and not act._forward_pre_hooks)
 
 
 class ModuleList(Module):

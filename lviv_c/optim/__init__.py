@@ -197,7 +197,7 @@ class Adam(Optimizer):
             if not ps:
                 continue
             b1, b2 = g["betas"]
-            _C.adam_step(ps, ms, vs, vmax if g["amsgrad"] else None, steps, float(g["lr"]), float(b1),
+            _C.nn_adam_step(ps, ms, vs, vmax if g["amsgrad"] else None, steps, float(g["lr"]), float(b1),
                          float(b2), float(g["eps"]), float(g["weight_decay"]), bool(g["amsgrad"]),
                          bool(g.get("maximize", False)))
         return loss
@@ -242,6 +242,6 @@ class SGD(Optimizer):
                 steps.append(first)
             if not ps:
                 continue
-            _C.sgd_step(ps, bufs, steps, float(g["lr"]), mom, float(g["dampening"]),
+            _C.nn_sgd_step(ps, bufs, steps, float(g["lr"]), mom, float(g["dampening"]),
                         float(g["weight_decay"]), bool(g["nesterov"]), bool(g.get("maximize", False)))
         return loss
