@@ -391,3 +391,32 @@ def test_sequential_fuses_batchnorm_elu(training):
     seen = []
     seq.elu.register_forward_hook(lambda m, i, o: seen.append(1))
     assert seq(xa).grad_fn != "<BatchNormBackward>" and seen == [1]
+
+
+@pytest.mark.parametrize("fname", ["state_zip.pt", "state_legacy.pt"])
+def test_load_pytorch_checkpoint(fname):
+    """A state dict saved by torch.save (tests/data/make_torch_fixtures.py) loads into the same
+    architecture built with lviv_c.nn and gives the same keys back."""
+    import os
+
+    from lviv_c import serialization
+    sd = serialization.load(os.path.join(os.path.dirname(__file__), "data", fname))
+    sd = {k: v for k, v in sd.items() if not k.startswith("extra.")}
+    m = nn.Sequential(nn.Conv2d(1, 2, 3, bias=False), nn.BatchNorm2d(2))
+    m.load_state_dict(sd)
+    assert list(m.state_dict().keys()) == list(sd.keys())
+    np.testing.assert_allclose(np.asarray(m[0].weight.detach()).ravel(), np.arange(18) / 8 - 1)
+    np.testing.assert_allclose(np.asarray(m[1].running_var), [2.0, 3.0])
+    assert int(m[1].num_batches_tracked) == 7
+    m.eval()
+    x = np.random.default_rng(0).standard_normal((2, 1, 5, 5))
+    ref = R.batch_norm_eval(R.conv2d(x, (np.arange(18) / 8 - 1).reshape(2, 1, 3, 3)), np.array([0.1, 0.2]),
+                            np.array([2.0, 3.0]), np.array([1.5, -0.5]), np.array([0.25, 0.125]))
+    np.testing.assert_allclose(np.asarray(m(t(x)).detach()), ref, rtol=1e-4, atol=1e-5)
+
+
+def test_num_batches_tracked_is_0d_int64():
+    bn = nn.BatchNorm1d(3)
+    assert tuple(bn.num_batches_tracked.shape) == () and bn.num_batches_tracked.dtype == lviv_c.int64
+    bn(lviv_c.randn(4, 3))
+    assert int(bn.num_batches_tracked) == 1 and tuple(bn.state_dict()["num_batches_tracked"].shape) == ()

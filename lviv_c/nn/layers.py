@@ -2,8 +2,10 @@
 import math
 import numbers
 
+import numpy as np
+
 from .. import _C
-from ..tensor import Tensor, empty, int64, ones, tensor, zeros
+from ..tensor import Tensor, empty, ones, zeros
 from . import functional as F
 from . import init
 from .module import Module
@@ -126,6 +128,11 @@ class Conv2d(Module):
         return s.format(**self.__dict__)
 
 
+def _zero_count():
+    """A 0-d int64 tensor (torch's num_batches_tracked is 0-d)."""
+    return _C.from_numpy(np.zeros((), np.int64))
+
+
 class _BatchNorm(Module):
     _expected = ""
 
@@ -146,7 +153,7 @@ class _BatchNorm(Module):
         if track_running_stats:
             self.register_buffer("running_mean", zeros(self.num_features))
             self.register_buffer("running_var", ones(self.num_features))
-            self.register_buffer("num_batches_tracked", tensor(0, dtype=int64))
+            self.register_buffer("num_batches_tracked", _zero_count())
         else:
             self.register_buffer("running_mean", None)
             self.register_buffer("running_var", None)
@@ -195,7 +202,7 @@ class _BatchNorm(Module):
         # checkpoints from before num_batches_tracked existed: keep it at 0 like torch
         key = prefix + "num_batches_tracked"
         if self.track_running_stats and key not in state_dict:
-            state_dict[key] = tensor(0, dtype=int64)
+            state_dict[key] = _zero_count()
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
                                       unexpected_keys, error_msgs)
 
