@@ -126,18 +126,20 @@ class SimpleCNN(nn.Module):
     responses that the LN model cannot express.
     """
 
-    def __init__(self, input_height, input_width, n_neurons, hidden_channels=16, kernel=13, pool=4,
-                 momentum=0.1, init_std=1e-3, gamma=0.1):
+    def __init__(self, input_height, input_width, n_neurons, hidden_channels=16, kernel=13, stride=2,
+                 pool=2, momentum=0.1, init_std=1e-3, gamma=0.1):
         super().__init__()
         self.gamma = gamma
         self.init_std = init_std
         self.pool = pool
         self.bn_in = nn.BatchNorm2d(1, momentum=momentum, affine=False)
-        self.conv = nn.Conv2d(1, hidden_channels, kernel, padding=kernel // 2, bias=False)
+        self.conv = nn.Conv2d(1, hidden_channels, kernel, stride=stride, padding=kernel // 2, bias=False)
         self.bn = nn.BatchNorm2d(hidden_channels, momentum=momentum)
         self.elu = nn.ELU()
         self.avg = nn.AvgPool2d(pool)
-        n_features = hidden_channels * (input_height // pool) * (input_width // pool)
+        h = (input_height + 2 * (kernel // 2) - kernel) // stride + 1
+        w = (input_width + 2 * (kernel // 2) - kernel) // stride + 1
+        n_features = hidden_channels * (h // pool) * (w // pool)
         self.linear = nn.Linear(n_features, n_neurons)
         self.initialize()
 

@@ -54,7 +54,7 @@ LURZ_COURSE_CONFIG = {
 }
 
 #: The synthetic scan of ``--quick``: same layout and image size, fewer trials and neurons.
-QUICK_SCAN = dict(n_trials=600, n_neurons=120, n_test_images=20, n_repeats=5, n_validation=60)
+QUICK_SCAN = dict(n_trials=400, n_neurons=100, n_test_images=15, n_repeats=5, n_validation=45)
 
 #: A scan needs these (FileTreeDataset layout, see the README).
 _SCAN_PARTS = ("config.json", os.path.join("data", "images"), os.path.join("data", "responses"),
@@ -233,6 +233,14 @@ class TestSet:
         return out, per
 
 
+def _response_precision(loaders):
+    """The per-neuron factor load_dataset applies to the responses (1 / train std, floored)."""
+    for tr in getattr(loaders["train"].dataset, "transforms", []):
+        if hasattr(tr, "_response_precision"):
+            return np.asarray(tr._response_precision, dtype=np.float64)
+    return np.ones(loaders["train"].responses_block.shape[1])
+
+
 def predict(model, loader):
     """Eval-mode predictions (n_trials, n_neurons) of ``model`` for ``loader``'s trials."""
     from .utility.measures import eval_state, model_predictions
@@ -391,7 +399,7 @@ def _figures_models(out, results, per_neuron, testset, preds, written):
 
 
 def analyse_lurz(models, per_neuron, loaders, out, written, n_neurons=6, mei_iterations=200,
-                 ground_truth=None, verbose=True):
+                 ground_truth=None, verbose=True, seed=0):
     """Gradient RFs and MEIs of the Lurz models' best neurons (by the nonlinear model's test
     correlation); on a synthetic scan their correlation with the simple cells' true filters.
     Returns a JSON-able dict."""
@@ -403,6 +411,9 @@ def analyse_lurz(models, per_neuron, loaders, out, written, n_neurons=6, mei_ite
     x0 = np.asarray(next(iter(loaders["train"]))[0])
     h, w = x0.shape[-2:]
     image = np.full((1, h, w), mean, dtype=np.float32)
+    # MEIs start from the mean image plus noise at the data contrast (a uniform start makes the
+    # mean/std constraint degenerate: its first step is the gradient RF, rescaled)
+    start = image + np.random.default_rng(seed).normal(0, std, image.shape).astype(np.float32)
     ref = "lurz" if "lurz" in per_neuron else "lurz-linear"
     order = np.argsort(-per_neuron[ref]["test_corr"])
     chosen = [int(i) for i in order[:n_neurons]]
@@ -420,7 +431,7 @@ def analyse_lurz(models, per_neuron, loaders, out, written, n_neurons=6, mei_ite
         tag = name.replace("-", "_")
         neurons = chosen + [i for i in simple if i not in chosen]
         rfs = gradient_rf(model, neurons, image)
-        _, meis = generate_mei(model, image, neurons, iterations=mei_iterations, mean_constr=mean,
+        _, meis = generate_mei(model, start, neurons, iterations=mei_iterations, mean_constr=mean,
                                std_constr=std, progress=verbose)
         rf_of = dict(zip(neurons, rfs))
         mei_of = dict(zip(neurons, meis))
@@ -505,6 +516,8 @@ def run_demo(data=None, quick=False, out="out", max_iter=None, models=DEMO_MODEL
         gt = load_ground_truth(path, mmap=True)
         rates = np.asarray(gt["mean_rates"])
         if rates.shape == (n_trials, n_neurons):
+            # in the loaders' units: responses are scaled by the per-neuron precision
+            rates = rates * _response_precision(loaders)[None].astype(np.float32)
             gm, gper = testset.score(rates[testset.val.indices], rates[testset.test.indices])
             gm["label"] = "ground truth (true rates)"
             results["ground_truth"] = gm
@@ -542,7 +555,7 @@ def run_demo(data=None, quick=False, out="out", max_iter=None, models=DEMO_MODEL
         if "lurz" in trained or "lurz-linear" in trained:
             results["analysis"] = analyse_lurz(
                 trained, per_neuron, loaders, out, written, n_neurons=n_analysis_neurons,
-                mei_iterations=mei_iterations, ground_truth=gt, verbose=verbose)
+                mei_iterations=mei_iterations, ground_truth=gt, verbose=verbose, seed=seed)
     results["figures"] = written
     results["seconds"] = time.perf_counter() - t_start
     with open(os.path.join(out, "results.json"), "w") as f:
