@@ -784,12 +784,14 @@ plots.image_grid(sota_ln_rfs, titles=titles, suptitle="Lurz 2020 linear: gradien
 md(r"""
 ## Most exciting inputs (MEIs)
 
-The gradient RF is local. To find what a neuron "likes" globally, we search for the image that drives the model neuron most: starting from noise, we follow the gradient of the neuron's predicted response with respect to the image (gradient ascent with momentum). The image's mean and contrast are held at those of the natural images (otherwise the answer is "infinite contrast"). `generate_mei` runs this loop in C and returns the activation over the iterations and the image.
+The gradient RF is local. To find what a neuron "likes" globally, we search for the image that drives the model neuron most: starting from noise, we follow the gradient of the neuron's predicted response with respect to the image (gradient ascent with momentum). The image's mean and contrast are held at those of the natural images (otherwise the answer is "infinite contrast"): the optimised image $x$ is shown to the model as $T(x) = (x - \bar{x}) / \mathrm{std}(x) \cdot s + m$. `generate_mei` runs this loop in C and returns the activation over the iterations and the image.
 """)
 
 code(r"""
+# start: the gray image plus faint noise (the constraint rescales it to the data's contrast,
+# so small starting values let the gradient steps shape the image quickly)
 rng = np.random.default_rng(0)
-start = gray + rng.normal(0, std_pixel, gray.shape).astype(np.float32)
+start = gray + rng.normal(0, 0.1, gray.shape).astype(np.float32)
 sota_trace, sota_meis = generate_mei(sota_model, start, best_neurons, iterations=MEI_ITER,
                                      mean_constr=mean_pixel, std_constr=std_pixel)
 ln_trace, sota_ln_meis = generate_mei(sota_ln_model, start, best_neurons, iterations=MEI_ITER,
