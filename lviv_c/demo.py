@@ -54,7 +54,7 @@ LURZ_COURSE_CONFIG = {
 }
 
 #: The synthetic scan of ``--quick``: same layout and image size, fewer trials and neurons.
-QUICK_SCAN = dict(n_trials=400, n_neurons=100, n_test_images=15, n_repeats=5, n_validation=45)
+QUICK_SCAN = dict(n_trials=320, n_neurons=100, n_test_images=15, n_repeats=5, n_validation=40)
 
 #: A scan needs these (FileTreeDataset layout, see the README).
 _SCAN_PARTS = ("config.json", os.path.join("data", "images"), os.path.join("data", "responses"),

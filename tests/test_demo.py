@@ -162,3 +162,16 @@ def test_course_models_shapes_and_parameter_counts(scan):
             y = np.asarray(m(x))
         assert y.shape == (8, 50) and (y > 0).all()
         assert float(np.asarray(m.regularizer())) > 0
+
+
+def test_scan_without_ground_truth_has_no_ceiling_column(tmp_path):
+    from lviv_c import synthetic
+    scan = synthetic.make_scan(str(tmp_path), **synthetic.SMALL, seed=4, progress=False,
+                               ground_truth=False)
+    res = demo.run_demo(data=scan, out=str(tmp_path / "out"), models=("ln",), max_iter=1,
+                        batch_size=32, verbose=False)
+    assert res["synthetic"] is False and "ground_truth" not in res
+    assert "gt_ceiling" not in res["models"]["ln"]
+    assert "of GT ceil" not in demo.format_table(res)
+    assert {"correlation_histograms.png", "scatter.png"} <= set(res["figures"])
+    assert "lurz_rfs.png" not in res["figures"]
