@@ -83,9 +83,14 @@ class BuildExt(build_ext):
         gencode = []
         for a in CUDA_ARCHS.split(";"):
             gencode += ["-gencode", f"arch=compute_{a},code=sm_{a}"]
-        cmd = [nvcc, "-O3", "-std=c++17", "-shared", "-Xcompiler", "-fPIC", *gencode,
-               "-Icsrc", f"-I{py_inc}", f"-I{home}/include", "-o", target, *cu_files,
-               f"-L{home}/lib64", "-lcudart", "-lcublas", "-lcudnn"]
+        libdirs = [d for d in (f"{home}/lib64", f"{home}/lib") if os.path.isdir(d)]
+        # cudart is linked statically (the module then needs only the driver, libcublas and
+        # libcudnn at import); cuBLAS/cuDNN are found through the rpath of the toolkit used
+        cmd = [nvcc, "-O3", "-std=c++17", "-shared", "-Xcompiler", "-fPIC,-fvisibility=hidden",
+               "-cudart", "static", "--threads", os.environ.get("LVIV_NVCC_THREADS", "0"), *gencode,
+               "-Icsrc", "-Icuda", f"-I{py_inc}", f"-I{home}/include", "-o", target, *cu_files,
+               *[f"-L{d}" for d in libdirs], *[f"-Xlinker=-rpath,{d}" for d in libdirs],
+               "-lcublas", "-lcudnn"]
         print(" ".join(cmd))
         try:
             subprocess.check_call(cmd)

@@ -1,5 +1,6 @@
 /* Reverse-mode autograd: nodes, the backward pass, and graph capture/replay. */
 #include "lv.h"
+#include "cuda_dispatch.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -118,11 +119,15 @@ static int push(nodevec *s, lv_node *x) {
   return 0;
 }
 
+static void add_into(float *d, const float *s, int64_t m) {
+#pragma omp parallel for schedule(static) if (m > 65536)
+  for (int64_t i = 0; i < m; i++) d[i] += s[i];
+}
+
 static int accumulate(lv_tensor **dst, lv_tensor *g) {
   if (!*dst) { lv_tensor_incref(g); *dst = g; return 0; }
-  float *d = lv_f32(*dst); const float *s = lv_f32(g);
-  int64_t m = lv_numel(g);
-  for (int64_t i = 0; i < m; i++) d[i] += s[i];
+  if (lv_on_cuda(*dst)) return lv_cuda->add_into(lv_f32(*dst), lv_f32(g), lv_numel(g));
+  add_into(lv_f32(*dst), lv_f32(g), lv_numel(g));
   return 0;
 }
 
@@ -131,13 +136,13 @@ static int accumulate_leaf(lv_tensor *leaf, lv_tensor *g) {
   if (!leaf->grad) {
     lv_tensor *c = lv_tensor_new_like(leaf, 0);
     if (!c) return -1;
-    memcpy(lv_data(c), lv_data(g), lv_numel(g) * sizeof(float));
+    if (lv_copy_bytes(lv_data(c), c->st->device, lv_data(g), g->st->device,
+                      lv_numel(g) * sizeof(float)) < 0) { lv_tensor_decref(c); return -1; }
     leaf->grad = c;
     return 0;
   }
-  float *d = lv_f32(leaf->grad); const float *s = lv_f32(g);
-  int64_t m = lv_numel(g);
-  for (int64_t i = 0; i < m; i++) d[i] += s[i];
+  if (lv_on_cuda(leaf->grad)) return lv_cuda->add_into(lv_f32(leaf->grad), lv_f32(g), lv_numel(g));
+  add_into(lv_f32(leaf->grad), lv_f32(g), lv_numel(g));
   return 0;
 }
 
@@ -151,15 +156,21 @@ int lv_backward(lv_tensor *root, lv_tensor *grad) {
       return lv_set_error(LV_EVALUE, "backward: gradient has shape %s, the tensor has shape %s",
                           lv_shape_str(grad, a, sizeof a), lv_shape_str(root, b, sizeof b));
     }
+    if (grad->st->device != root->st->device)
+      return lv_set_error(LV_EVALUE, "backward: gradient is on %s, the tensor on %s",
+                          grad->st->device ? "cuda" : "cpu", root->st->device ? "cuda" : "cpu");
     g0 = lv_tensor_new_like(root, 0);
     if (!g0) return -1;
-    memcpy(lv_data(g0), lv_data(grad), lv_numel(root) * lv_dtype_size(root->dtype));
+    if (lv_copy_bytes(lv_data(g0), g0->st->device, lv_data(grad), grad->st->device,
+                      lv_numel(root) * lv_dtype_size(root->dtype)) < 0) { lv_tensor_decref(g0); return -1; }
   } else {
     if (lv_numel(root) != 1)
       return lv_set_error(LV_ERUNTIME, "grad can be implicitly created only for scalar outputs");
     g0 = lv_tensor_new_like(root, 0);
     if (!g0) return -1;
-    lv_f32(g0)[0] = 1.f;
+    if (lv_on_cuda(g0)) {
+      if (lv_cuda->fill_f32(lv_f32(g0), 1.f, 1) < 0) { lv_tensor_decref(g0); return -1; }
+    } else lv_f32(g0)[0] = 1.f;
   }
   if (!root->grad_fn) { int r = accumulate_leaf(root, g0); lv_tensor_decref(g0); return r; }
 
@@ -196,7 +207,8 @@ int lv_backward(lv_tensor *root, lv_tensor *grad) {
         /* reuse the buffer of the previous backward when nobody else holds it */
         lv_tensor *b = x->gbuf[i];
         if (b && b->refcount == 1 && lv_same_shape(b, x->in[i])) {
-          memset(lv_data(b), 0, (size_t)lv_numel(b) * sizeof(float));
+          if (lv_on_cuda(b)) { if (lv_cuda->memset0(lv_data(b), (size_t)lv_numel(b) * sizeof(float)) < 0) { rc = -1; break; } }
+          else memset(lv_data(b), 0, (size_t)lv_numel(b) * sizeof(float));
         } else {
           lv_tensor_decref(b);
           b = x->gbuf[i] = lv_tensor_new_like(x->in[i], 1);
@@ -211,7 +223,25 @@ int lv_backward(lv_tensor *root, lv_tensor *grad) {
     for (int i = 0; i < x->n_in && rc == 0; i++) {
       if (!gin[i]) continue;
       if (x->next[i]) rc = accumulate(&x->next[i]->gacc, gin[i]);
-      else if (x->leaf[i]) rc = accumulate_leaf(x->leaf[i], gin[i]);
+      else if (x->leaf[i]) {
+        lv_tensor *leaf = x->leaf[i];
+        /* hand the fresh buffer to the leaf instead of copying it when the leaf's gradient is
+         * absent or stale and nobody else holds either buffer */
+        if (gin[i] == x->gbuf[i] && gin[i]->refcount == 2 && lv_same_shape(gin[i], leaf) &&
+            (!leaf->grad || (leaf->grad_stale && leaf->grad->refcount == 1 && lv_same_shape(leaf->grad, leaf)))) {
+          lv_tensor *old = leaf->grad;
+          leaf->grad = x->gbuf[i];   /* the node's reference moves to the leaf */
+          x->gbuf[i] = old;          /* the stale buffer is zeroed before its next use */
+          leaf->grad_stale = 0;
+        } else if (leaf->grad_stale && leaf->grad) {
+          if (lv_on_cuda(leaf->grad)) {
+            if (lv_cuda->memcpy_d2d(lv_data(leaf->grad), lv_data(gin[i]), (size_t)lv_numel(gin[i]) * sizeof(float)) < 0) { rc = -1; break; }
+          } else memcpy(lv_data(leaf->grad), lv_data(gin[i]), (size_t)lv_numel(gin[i]) * sizeof(float));
+          leaf->grad_stale = 0;
+        } else {
+          rc = accumulate_leaf(leaf, gin[i]);
+        }
+      }
     }
     for (int i = 0; i < x->n_in; i++) lv_tensor_decref(gin[i]);
     lv_tensor_decref(x->gacc);

@@ -64,6 +64,8 @@ typedef struct lv_tensor {
   struct lv_tensor *grad;   /* accumulated gradient (leaf tensors) */
   struct lv_node *grad_fn;  /* node that produced it (non-leaf) */
   void *pyobj;              /* borrowed back-pointer used by the binding; NULL in C */
+  int grad_stale;           /* grad holds an old step's values: the next backward overwrites it
+                               (an optimizer step sets this instead of zeroing) */
 } lv_tensor;
 
 static inline void *lv_data(const lv_tensor *t) { return (char *)t->st->data + t->offset; }

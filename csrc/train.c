@@ -1,6 +1,7 @@
 /* The C training loop over captured graphs. No Python here: the binding releases the GIL. */
 #include "train.h"
 #include "cpu/kernels.h"
+#include "cuda_dispatch.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +29,15 @@ lv_adam *lv_adam_new(int n, lv_tensor **params, double lr, double b1, double b2,
     a->p[i] = params[i];
     lv_tensor_incref(params[i]);
     int64_t k = lv_numel(params[i]);
+    if (lv_on_cuda(params[i])) { /* moments live next to the parameter, on the device */
+      size_t nb = (size_t)(k ? k : 1) * sizeof(float);
+      a->m[i] = lv_cuda->alloc(nb);
+      a->v[i] = a->m[i] ? lv_cuda->alloc(nb) : NULL;
+      if (!a->m[i] || !a->v[i] || lv_cuda->memset0(a->m[i], nb) < 0 || lv_cuda->memset0(a->v[i], nb) < 0) {
+        lv_adam_free(a); return NULL;
+      }
+      continue;
+    }
     a->m[i] = calloc(k ? k : 1, sizeof(float));
     a->v[i] = calloc(k ? k : 1, sizeof(float));
     if (!a->m[i] || !a->v[i]) { lv_adam_free(a); lv_set_error(LV_ENOMEM, "out of memory for Adam state"); return NULL; }
@@ -39,6 +49,13 @@ lv_adam *lv_adam_new(int n, lv_tensor **params, double lr, double b1, double b2,
 void lv_adam_free(lv_adam *a) {
   if (!a) return;
   for (int i = 0; i < a->n; i++) {
+    int on_dev = a->p && a->p[i] && lv_on_cuda(a->p[i]);
+    if (on_dev) {
+      if (a->m && a->m[i]) lv_cuda->free(a->m[i]);
+      if (a->v && a->v[i]) lv_cuda->free(a->v[i]);
+      lv_tensor_decref(a->p[i]);
+      continue;
+    }
     if (a->p) lv_tensor_decref(a->p[i]);
     if (a->m) free(a->m[i]);
     if (a->v) free(a->v[i]);
@@ -53,10 +70,17 @@ int lv_adam_apply(lv_adam *a) {
     lv_tensor *p = a->p[i];
     if (!p->grad) continue;
     int64_t k = lv_numel(p);
+    if (lv_on_cuda(p)) {
+      if (lv_cuda->adam_step(k, lv_f32(p), lv_f32(p->grad), a->m[i], a->v[i], (float)a->lr, (float)a->beta1,
+                             (float)a->beta2, (float)a->eps, (float)a->weight_decay, a->step) < 0 ||
+          lv_cuda->memset0(lv_data(p->grad), (size_t)k * sizeof(float)) < 0)
+        return -1;
+      continue;
+    }
     if (lv_adam_step(k, lv_f32(p), lv_f32(p->grad), a->m[i], a->v[i], (float)a->lr, (float)a->beta1,
                      (float)a->beta2, (float)a->eps, (float)a->weight_decay, a->step) < 0)
       return -1;
-    memset(lv_data(p->grad), 0, (size_t)k * sizeof(float));
+    p->grad_stale = 1; /* the next backward overwrites instead of adding (no zeroing pass) */
   }
   return 0;
 }
@@ -64,6 +88,11 @@ int lv_adam_apply(lv_adam *a) {
 int lv_graph_gather(lv_graph *g, const float *xblock, int64_t xrow, const float *yblock, int64_t yrow,
                     const int64_t *idx, int64_t nb) {
   if (nb != g->batch) return lv_set_error(LV_EVALUE, "graph captured for batch %lld, got %lld", (long long)g->batch, (long long)nb);
+  if (lv_on_cuda(g->x)) { /* host blocks -> device placeholders through pinned staging */
+    if (lv_cuda->gather_rows(lv_f32(g->x), xblock, xrow, idx, nb) < 0) return -1;
+    if (g->y && yblock && lv_cuda->gather_rows(lv_f32(g->y), yblock, yrow, idx, nb) < 0) return -1;
+    return 0;
+  }
   float *x = lv_f32(g->x);
   for (int64_t i = 0; i < nb; i++) memcpy(x + i * xrow, xblock + idx[i] * xrow, (size_t)xrow * sizeof(float));
   if (g->y && yblock) {
@@ -87,14 +116,18 @@ int lv_train_epoch(lv_graph *full, lv_graph *rem, lv_adam *opt, const float *xbl
   if (accum < 1) accum = 1;
   double last = now(), total = 0;
   int since_step = 0;
+  int dev = lv_on_cuda(full->loss);
+  /* on the GPU the batch losses are summed on the device and read back only for progress
+   * reports and at the end: no host synchronisation per batch */
+  if (dev && lv_cuda->loss_accumulate(NULL, 1) < 0) return -1;
   for (int64_t b = 0; b < nbatch; b++) {
     int64_t s = b * B, nb = n - s < B ? n - s : B;
     lv_graph *g = nb == B ? full : rem;
     if (!g) return lv_set_error(LV_ERUNTIME, "no graph for the last batch of %lld items", (long long)nb);
     if (lv_graph_gather(g, xblock, xrow, yblock, yrow, order + s, nb) < 0) return -1;
     if (lv_capture_replay(&g->cap) < 0) return -1;
-    float l = lv_f32(g->loss)[0];
-    total += l;
+    if (dev) { if (lv_cuda->loss_accumulate(lv_f32(g->loss), 0) < 0) return -1; }
+    else total += lv_f32(g->loss)[0];
     if (lv_backward(g->loss, NULL) < 0) return -1;
     if (++since_step == accum || b == nbatch - 1) {
       if (lv_adam_apply(opt) < 0) return -1;
@@ -103,9 +136,11 @@ int lv_train_epoch(lv_graph *full, lv_graph *rem, lv_adam *opt, const float *xbl
     double t = now();
     if (cb && (t - last > 0.1 || b == 0 || b == nbatch - 1)) {
       last = t;
+      if (dev && lv_cuda->loss_read(&total) < 0) return -1;
       if (cb(ctx, b + 1, nbatch, total)) { if (loss_sum) *loss_sum = total; return 1; }
     }
   }
+  if (dev && lv_cuda->loss_read(&total) < 0) return -1;
   if (loss_sum) *loss_sum = total;
   return 0;
 }
@@ -121,7 +156,8 @@ int lv_predict(lv_graph *full, lv_graph *rem, const float *xblock, int64_t xrow,
     if (!g) return lv_set_error(LV_ERUNTIME, "no graph for the last batch of %lld items", (long long)nb);
     if (lv_graph_gather(g, xblock, xrow, NULL, 0, idx + s, nb) < 0) return -1;
     if (lv_capture_replay(&g->cap) < 0) return -1;
-    memcpy(out + s * N, lv_f32(g->out), (size_t)(nb * N) * sizeof(float));
+    if (lv_copy_bytes(out + s * N, LV_CPU, lv_f32(g->out), g->out->st->device, (size_t)(nb * N) * sizeof(float)) < 0)
+      return -1;
     double t = now();
     if (cb && t - last > 0.1) { last = t; if (cb(ctx, s + nb, n, 0)) return 1; }
   }

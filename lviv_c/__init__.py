@@ -28,4 +28,7 @@ from .tensor import (  # noqa: E402,F401
 )
 from .tensor import float  # noqa: E402,F401,A004
 
+from . import nn, optim  # noqa: E402,F401
+from .serialization import load, save  # noqa: E402,F401
+
 __version__ = "0.1.0"

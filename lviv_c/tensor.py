@@ -83,12 +83,24 @@ def _check_device(dev):
     d = device(dev)
     if d.type == "cuda":
         from . import cuda
-        if not cuda.is_available():
-            raise RuntimeError(
-                "a CUDA tensor was requested but no CUDA GPU is available "
-                "(lviv_c.cuda.is_available() is False); use device='cpu'")
-        raise RuntimeError("CUDA tensors are not implemented in this build of lviv_c yet")
+        cuda._require()  # RuntimeError naming the reason when there is no usable GPU
+        if d.index not in (None, 0):
+            raise RuntimeError(f"device {d}: lviv_c uses one GPU (cuda:0)")
     return d
+
+
+def _on_device(t, dev):
+    """t moved to the resolved device dev (None: unchanged); keeps requires_grad for leaves."""
+    if dev is None:
+        return t
+    code = 1 if dev.type == "cuda" else 0
+    if t._device_code == code:
+        return t
+    rg = t.requires_grad
+    r = _C._to_device(t, code)
+    if rg and t.is_leaf:
+        r.requires_grad = True
+    return r
 
 
 class Size(tuple):
@@ -282,18 +294,22 @@ class Tensor(_C.TensorBase):
                 dev = a
             elif isinstance(a, Tensor):
                 dt = a.dtype
-        _check_device(dev)
+        dev = _check_device(dev)
+        out = self
         if dt is not None:
             dt = _as_dtype(dt)
             if dt.code != self._dtype_code:
-                return _C.to_dtype(self, dt.code)
-        return self
+                out = _C.to_dtype(out, dt.code)
+        if dev is not None and out._device_code != (1 if dev.type == "cuda" else 0):
+            # like torch: a copy on the other device, not tracked by autograd
+            out = _C._to_device(_C.detach(out) if out.requires_grad else out, 1 if dev.type == "cuda" else 0)
+        return out
 
     def cpu(self):
-        return self
+        return self.to("cpu")
 
     def cuda(self, device=None):
-        _check_device("cuda")
+        return self.to("cuda" if device is None else device)
 
     def float(self):
         return self.to(float32)
@@ -838,17 +854,17 @@ def from_numpy(arr):
 
 def tensor(data, dtype=None, device=None, requires_grad=False):
     """A new tensor copied from data (nested lists, NumPy arrays, scalars or tensors)."""
-    _check_device(device)
+    dev = _check_device(device)
     dt = _as_dtype(dtype)
     if isinstance(data, Tensor):
-        arr = np.array(data)
+        arr = np.array(data.cpu() if data.is_cuda else data)
     else:
         arr = np.array(data)
     if arr.dtype == object:
         raise TypeError("tensor(): could not convert the data to numbers")
     if dt is None:
         dt = int64 if arr.dtype.kind in "iub" else float32
-    t = _C.from_numpy(np.ascontiguousarray(arr, dtype=dt.np).copy())
+    t = _on_device(_C.from_numpy(np.array(arr, dtype=dt.np, order="C", copy=True)), dev)
     if requires_grad:
         t.requires_grad = True
     return t
@@ -863,10 +879,15 @@ def _shape_args(size):
     return tuple(int(s) for s in size)
 
 
-def _new(size, dtype, device, requires_grad, zero):
-    _check_device(device)
+def _new(size, dtype, device, requires_grad, zero, fill=None):
+    """A new tensor; fill(t) initialises it on the CPU (same random stream as a CPU tensor)
+    before it moves to the device, so device='cuda' draws the same numbers as device='cpu'."""
+    dev = _check_device(device)
     dt = _as_dtype(dtype) or float32
     t = _C.empty(_shape_args(size), dt.code, zero)
+    if fill is not None:
+        fill(t)
+    t = _on_device(t, dev)
     if requires_grad:
         t.requires_grad = True
     return t
@@ -881,31 +902,20 @@ def zeros(*size, dtype=None, device=None, requires_grad=False):
 
 
 def ones(*size, dtype=None, device=None, requires_grad=False):
-    t = _new(size, dtype, device, False, False)
-    _C.fill_(t, 2, 1.0)
-    t.requires_grad = requires_grad
-    return t
+    return _new(size, dtype, device, requires_grad, False, lambda t: _C.fill_(t, 2, 1.0))
 
 
 def full(size, fill_value, dtype=None, device=None, requires_grad=False):
-    t = _new((size,), dtype, device, False, False)
-    _C.fill_(t, 2, builtins.float(fill_value))
-    t.requires_grad = requires_grad
-    return t
+    v = builtins.float(fill_value)
+    return _new((size,), dtype, device, requires_grad, False, lambda t: _C.fill_(t, 2, v))
 
 
 def rand(*size, dtype=None, device=None, requires_grad=False):
-    t = _new(size, dtype, device, False, False)
-    _C.fill_(t, 0, 0.0, 1.0)
-    t.requires_grad = requires_grad
-    return t
+    return _new(size, dtype, device, requires_grad, False, lambda t: _C.fill_(t, 0, 0.0, 1.0))
 
 
 def randn(*size, dtype=None, device=None, requires_grad=False):
-    t = _new(size, dtype, device, False, False)
-    _C.fill_(t, 1, 0.0, 1.0)
-    t.requires_grad = requires_grad
-    return t
+    return _new(size, dtype, device, requires_grad, False, lambda t: _C.fill_(t, 1, 0.0, 1.0))
 
 
 def arange(start, end=None, step=1, dtype=None, device=None, requires_grad=False):
@@ -914,40 +924,41 @@ def arange(start, end=None, step=1, dtype=None, device=None, requires_grad=False
         start, end = 0, start
     arr = np.arange(start, end, step)
     dt = _as_dtype(dtype) or (int64 if arr.dtype.kind in "iu" else float32)
-    return tensor(arr.astype(dt.np), requires_grad=requires_grad)
+    return tensor(arr.astype(dt.np), device=device, requires_grad=requires_grad)
 
 
 def linspace(start, end, steps, dtype=None, device=None, requires_grad=False):
     _check_device(device)
-    return tensor(np.linspace(start, end, steps, dtype=np.float32), requires_grad=requires_grad)
+    return tensor(np.linspace(start, end, steps, dtype=np.float32), device=device, requires_grad=requires_grad)
 
 
-def _like(fn, t, dtype=None, **kw):
-    return fn(*t.shape, dtype=dtype or t.dtype, **kw)
+def _like(fn, t, dtype=None, device=None, **kw):
+    return fn(*t.shape, dtype=dtype or t.dtype, device=device if device is not None else t.device, **kw)
 
 
 def zeros_like(t, dtype=None, device=None, requires_grad=False):
-    return _like(zeros, t, dtype, requires_grad=requires_grad)
+    return _like(zeros, t, dtype, device, requires_grad=requires_grad)
 
 
 def ones_like(t, dtype=None, device=None, requires_grad=False):
-    return _like(ones, t, dtype, requires_grad=requires_grad)
+    return _like(ones, t, dtype, device, requires_grad=requires_grad)
 
 
 def empty_like(t, dtype=None, device=None, requires_grad=False):
-    return _like(empty, t, dtype, requires_grad=requires_grad)
+    return _like(empty, t, dtype, device, requires_grad=requires_grad)
 
 
 def rand_like(t, dtype=None, device=None, requires_grad=False):
-    return _like(rand, t, dtype, requires_grad=requires_grad)
+    return _like(rand, t, dtype, device, requires_grad=requires_grad)
 
 
 def randn_like(t, dtype=None, device=None, requires_grad=False):
-    return _like(randn, t, dtype, requires_grad=requires_grad)
+    return _like(randn, t, dtype, device, requires_grad=requires_grad)
 
 
 def full_like(t, fill_value, dtype=None, device=None, requires_grad=False):
-    return full(tuple(t.shape), fill_value, dtype=dtype or t.dtype, requires_grad=requires_grad)
+    return full(tuple(t.shape), fill_value, dtype=dtype or t.dtype,
+                device=device if device is not None else t.device, requires_grad=requires_grad)
 
 
 def manual_seed(seed):

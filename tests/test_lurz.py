@@ -208,8 +208,6 @@ def test_state_dict_round_trip_through_pytorch_file(tmp_path):
         np.testing.assert_array_equal(A(m2(x)), want)
 
 
-@pytest.mark.xfail(reason="lviv_c.tensor(0) is 1-d, so BatchNorm's num_batches_tracked has shape (1,) and "
-                          "a PyTorch dict's 0-d num_batches_tracked is refused (shape mismatch)", strict=False)
 def test_loads_zero_dim_num_batches_tracked():
     m = build_lurz2020_model(FakeLoader(30), 1, **small())
     sd = {k: np.asarray(v) for k, v in m.state_dict().items()}
@@ -278,22 +276,26 @@ class CourseLN(nn.Module):
 def synthetic_loaders(tmp_path_factory):
     from lviv_c.dataset import load_dataset
     from lviv_c.synthetic import make_scan
-    path = make_scan(tmp_path_factory.mktemp("lurz_scan"), n_trials=1100, n_neurons=60, n_test_images=20,
-                     n_repeats=5, n_validation=100, seed=4, progress=False, ground_truth=False)
+    path = make_scan(tmp_path_factory.mktemp("lurz_scan"), n_trials=1600, n_neurons=60, image_shape=(18, 32),
+                     n_test_images=20, n_repeats=5, n_validation=150, seed=4, progress=False, ground_truth=False)
     return load_dataset(path, batch_size=64, seed=0)
 
 
+@pytest.mark.skipif(not os.environ.get("LVIV_SLOW_TESTS"),
+                    reason="end-to-end training (~1-2 min on 2 shared cores while nn's conv2d op uses the "
+                           "reference kernels); set LVIV_SLOW_TESTS=1 to run")
 def test_lurz_beats_course_ln_on_synthetic_scan(synthetic_loaders):
     from lviv_c.trainers import train_model
     loaders = synthetic_loaders
     n = loaders["train"].dataset.neurons.cell_motor_coordinates.shape[0]
     t0 = time.perf_counter()
     lviv_c.manual_seed(0)
-    ln = CourseLN(36, 64, n)
-    ln_score, _, _ = train_model(ln, loaders, seed=0, max_iter=6, verbose=False, device="cpu")
+    ln = CourseLN(18, 32, n)
+    ln_score, _, _ = train_model(ln, loaders, seed=0, max_iter=8, verbose=False, device="cpu")
     t1 = time.perf_counter()
-    lurz = build_lurz2020_model(loaders, 1234, **small(hidden_channels=16, input_kern=9, hidden_kern=7, layers=3))
-    lurz_score, out, _ = train_model(lurz, loaders, seed=0, max_iter=6, verbose=False, device="cpu")
+    # the Lurz 2020 model, narrower (16 channels, 3 layers, kernels 7/5) so the test stays short
+    lurz = build_lurz2020_model(loaders, 1234, **small(hidden_channels=16, input_kern=7, hidden_kern=5, layers=3))
+    lurz_score, out, _ = train_model(lurz, loaders, seed=0, max_iter=8, verbose=False, device="cpu")
     t2 = time.perf_counter()
     print(f"LN {ln_score:.3f} ({t1 - t0:.1f}s)  Lurz {lurz_score:.3f} ({t2 - t1:.1f}s)")
     assert np.isfinite(lurz_score)

@@ -1,5 +1,6 @@
 /* Elementwise ops with NumPy broadcasting, their gradients, and unary maths. */
 #include "ops/ops.h"
+#include "cuda_dispatch.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -95,6 +96,7 @@ static void reduce_into(const float *g, int nd, const int64_t *oshape, const int
 }
 
 static int binary_fwd(lv_node *n) {
+  if (lv_on_cuda(n->out)) return lv_cuda->binary_fwd(n);
   lv_tensor *a = n->in[0], *b = n->in[1], *o = n->out;
   int64_t sa[LV_MAXDIM], sb[LV_MAXDIM];
   bstrides(a, o->ndim, o->shape, sa);
@@ -119,6 +121,7 @@ static int binary_fwd(lv_node *n) {
 }
 
 static int binary_bwd(lv_node *n, lv_tensor *gout, lv_tensor **gin) {
+  if (lv_on_cuda(gout)) return lv_cuda->binary_bwd(n, gout, gin);
   lv_tensor *a = n->in[0], *b = n->in[1], *o = n->out;
   int nd = o->ndim;
   int64_t sa[LV_MAXDIM], sb[LV_MAXDIM];
@@ -208,6 +211,7 @@ lv_tensor *lv_binary(lv_binop op, lv_tensor *a, lv_tensor *b) {
 
 /* ---------------- unary ---------------- */
 static int unary_fwd(lv_node *n) {
+  if (lv_on_cuda(n->out)) return lv_cuda->unary_fwd(n);
   const float *x = lv_f32(n->in[0]);
   float *y = lv_f32(n->out);
   int64_t N = lv_numel(n->out);
@@ -241,6 +245,7 @@ static int unary_fwd(lv_node *n) {
 }
 
 static int unary_bwd(lv_node *n, lv_tensor *gout, lv_tensor **gin) {
+  if (lv_on_cuda(gout)) return lv_cuda->unary_bwd(n, gout, gin);
   if (!gin[0]) return 0;
   const float *x = lv_f32(n->in[0]), *y = lv_f32(n->out), *g = lv_f32(gout);
   float *d = lv_f32(gin[0]);

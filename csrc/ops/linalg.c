@@ -1,5 +1,6 @@
 /* matmul through the GEMM: (n,k)@(k,m) and batched (B,n,k)@(B|1,k,m) / (B|1,n,k)@(B,k,m). */
 #include "ops/ops.h"
+#include "cuda_dispatch.h"
 #include <string.h>
 
 static void dims3(const lv_tensor *t, int64_t *B, int64_t *r, int64_t *c) {
@@ -8,6 +9,7 @@ static void dims3(const lv_tensor *t, int64_t *B, int64_t *r, int64_t *c) {
 }
 
 static int mm_fwd(lv_node *n) {
+  if (lv_on_cuda(n->out)) return lv_cuda->matmul_fwd(n);
   int64_t Ba, N, K, Bb, K2, M;
   dims3(n->in[0], &Ba, &N, &K);
   dims3(n->in[1], &Bb, &K2, &M);
@@ -25,6 +27,7 @@ static int mm_fwd(lv_node *n) {
 }
 
 static int mm_bwd(lv_node *n, lv_tensor *gout, lv_tensor **gin) {
+  if (lv_on_cuda(gout)) return lv_cuda->matmul_bwd(n, gout, gin);
   int64_t Ba, N, K, Bb, K2, M;
   dims3(n->in[0], &Ba, &N, &K);
   dims3(n->in[1], &Bb, &K2, &M);
@@ -54,7 +57,7 @@ static const lv_op op_mm = {"matmul", mm_fwd, mm_bwd, NULL};
 lv_tensor *lv_matmul(lv_tensor *a, lv_tensor *b) {
   char s1[96], s2[96];
   if (a->dtype != LV_F32 || b->dtype != LV_F32) { lv_set_error(LV_ETYPE, "matmul: expected float32 tensors"); return NULL; }
-  if (a->st->device != b->st->device) { lv_set_error(LV_EVALUE, "matmul: expected both tensors on the same device"); return NULL; }
+  if (a->st->device != b->st->device) { lv_set_error(LV_EVALUE, "matmul: expected both tensors on the same device, got %s and %s", a->st->device ? "cuda" : "cpu", b->st->device ? "cuda" : "cpu"); return NULL; }
   if (a->ndim < 2 || a->ndim > 3 || b->ndim < 2 || b->ndim > 3) {
     lv_set_error(LV_EVALUE, "matmul: expected 2-d or 3-d tensors, got %s and %s", lv_shape_str(a, s1, sizeof s1), lv_shape_str(b, s2, sizeof s2));
     return NULL;

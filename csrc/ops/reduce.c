@@ -1,5 +1,6 @@
 /* Reductions over a set of dimensions: sum, mean, var, std, max, min, argmax, argmin. */
 #include "ops/ops.h"
+#include "cuda_dispatch.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +40,7 @@ static void plan(const lv_tensor *a, uint32_t dims, rplan *p) {
   } while (0)
 
 static int reduce_fwd(lv_node *n) {
+  if (lv_on_cuda(n->out)) return lv_cuda->reduce_fwd(n);
   lv_tensor *a = n->in[0], *o = n->out;
   rplan p;
   plan(a, (uint32_t)n->ia[1], &p);
@@ -103,6 +105,7 @@ static int reduce_fwd(lv_node *n) {
 }
 
 static int reduce_bwd(lv_node *n, lv_tensor *gout, lv_tensor **gin) {
+  if (lv_on_cuda(gout)) return lv_cuda->reduce_bwd(n, gout, gin);
   if (!gin[0]) return 0;
   lv_tensor *a = n->in[0];
   rplan p;
@@ -112,6 +115,12 @@ static int reduce_bwd(lv_node *n, lv_tensor *gout, lv_tensor **gin) {
   const float *x = lv_f32(a), *g = lv_f32(gout), *y = lv_f32(n->out);
   float *d = lv_f32(gin[0]);
   double den = (double)p.count - n->fa[0];
+  if ((op == LV_RSUM || op == LV_RMEAN) && lv_numel(n->out) == 1) { /* full reduction */
+    float c = g[0] * (op == LV_RMEAN ? 1.f / (float)p.count : 1.f);
+#pragma omp parallel for schedule(static) if (N > 65536)
+    for (int64_t k = 0; k < N; k++) d[k] += c;
+    return 0;
+  }
   switch (op) {
     case LV_RSUM: WALK(&p, N, d[k] += g[off]); break;
     case LV_RMEAN: { float c = 1.f / (float)p.count; WALK(&p, N, d[k] += g[off] * c); } break;
@@ -151,7 +160,7 @@ lv_tensor *lv_reduce(lv_redop op, lv_tensor *a, uint32_t dims, int keepdim, doub
   n->ia[1] = dims;
   n->fa[0] = correction;
   if (op == LV_RVAR || op == LV_RSTD || op == LV_RMAX || op == LV_RMIN) {
-    n->aux[0] = lv_tensor_new(nd, shape, (op == LV_RMAX || op == LV_RMIN) ? LV_I64 : LV_F32, LV_CPU, 0);
+    n->aux[0] = lv_tensor_new(nd, shape, (op == LV_RMAX || op == LV_RMIN) ? LV_I64 : LV_F32, a->st->device, 0);
     if (!n->aux[0]) { lv_node_decref(n); return NULL; }
   }
   int dt = (op == LV_RARGMAX || op == LV_RARGMIN) ? LV_I64 : LV_F32;

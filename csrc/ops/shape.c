@@ -1,5 +1,6 @@
 /* Shape ops: reshape (a view), permute, slice, index_select, cat, expand, copy, dtype casts. */
 #include "ops/ops.h"
+#include "cuda_dispatch.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -7,6 +8,7 @@
 static int reshape_fwd(lv_node *n) { (void)n; return 0; }
 static int reshape_bwd(lv_node *n, lv_tensor *gout, lv_tensor **gin) {
   if (!gin[0]) return 0;
+  if (lv_on_cuda(gout)) return lv_cuda->add_into(lv_f32(gin[0]), lv_f32(gout), lv_numel(gout));
   float *d = lv_f32(gin[0]);
   const float *g = lv_f32(gout);
   int64_t N = lv_numel(gout);
@@ -57,12 +59,14 @@ static void permute_copy(const lv_tensor *a, const int *perm, const void *src, v
   }
 }
 static int permute_fwd(lv_node *n) {
+  if (lv_on_cuda(n->out)) return lv_cuda->permute_fwd(n);
   int perm[LV_MAXDIM];
   for (int i = 0; i < n->in[0]->ndim; i++) perm[i] = (int)n->ia[i];
   permute_copy(n->in[0], perm, lv_data(n->in[0]), lv_data(n->out), 0, lv_dtype_size(n->in[0]->dtype));
   return 0;
 }
 static int permute_bwd(lv_node *n, lv_tensor *gout, lv_tensor **gin) {
+  if (lv_on_cuda(gout)) return lv_cuda->permute_bwd(n, gout, gin);
   if (!gin[0]) return 0;
   int perm[LV_MAXDIM];
   for (int i = 0; i < n->in[0]->ndim; i++) perm[i] = (int)n->ia[i];
@@ -113,8 +117,11 @@ static void slice_walk(lv_node *n, const void *src, void *dst, int back, size_t 
     }
   }
 }
-static int slice_fwd(lv_node *n) { slice_walk(n, lv_data(n->in[0]), lv_data(n->out), 0, lv_dtype_size(n->in[0]->dtype)); return 0; }
+static int slice_fwd(lv_node *n) {
+  if (lv_on_cuda(n->out)) return lv_cuda->slice_fwd(n);
+  slice_walk(n, lv_data(n->in[0]), lv_data(n->out), 0, lv_dtype_size(n->in[0]->dtype)); return 0; }
 static int slice_bwd(lv_node *n, lv_tensor *gout, lv_tensor **gin) {
+  if (lv_on_cuda(gout)) return lv_cuda->slice_bwd(n, gout, gin);
   if (gin[0]) slice_walk(n, lv_data(gout), lv_data(gin[0]), 1, 4);
   return 0;
 }
@@ -157,8 +164,11 @@ static void isel_walk(lv_node *n, const void *src, void *dst, int back, size_t e
       } else memcpy((int64_t *)dst + d0, (const int64_t *)src + so, inner * 8);
     }
 }
-static int isel_fwd(lv_node *n) { isel_walk(n, lv_data(n->in[0]), lv_data(n->out), 0, lv_dtype_size(n->in[0]->dtype)); return 0; }
+static int isel_fwd(lv_node *n) {
+  if (lv_on_cuda(n->out)) return lv_cuda->isel_fwd(n);
+  isel_walk(n, lv_data(n->in[0]), lv_data(n->out), 0, lv_dtype_size(n->in[0]->dtype)); return 0; }
 static int isel_bwd(lv_node *n, lv_tensor *gout, lv_tensor **gin) {
+  if (lv_on_cuda(gout)) return lv_cuda->isel_bwd(n, gout, gin);
   if (gin[0]) isel_walk(n, lv_data(gout), lv_data(gin[0]), 1, 4);
   return 0;
 }
@@ -168,13 +178,27 @@ lv_tensor *lv_index_select(lv_tensor *a, int dim, lv_tensor *idx) {
   if (dim < 0) dim += a->ndim;
   if (dim < 0 || dim >= a->ndim) { lv_set_error(LV_EINDEX, "index_select: dim out of range for a %d-d tensor", a->ndim); return NULL; }
   if (idx->dtype != LV_I64) { lv_set_error(LV_ETYPE, "index_select: indices must be int64"); return NULL; }
+  if (a->st->device != idx->st->device) {
+    lv_set_error(LV_EVALUE, "index_select: expected the tensor and the indices on the same device, got %s and %s",
+                 a->st->device ? "cuda" : "cpu", idx->st->device ? "cuda" : "cpu");
+    return NULL;
+  }
   int64_t D = a->shape[dim], K = lv_numel(idx);
   const int64_t *id = lv_i64(idx);
+  int64_t *hid = NULL;
+  if (lv_on_cuda(idx)) { /* validate a host copy of the (small) index vector */
+    hid = malloc((size_t)(K ? K : 1) * sizeof(int64_t));
+    if (!hid) { lv_set_error(LV_ENOMEM, "out of memory"); return NULL; }
+    if (lv_cuda->memcpy_d2h(hid, id, (size_t)K * sizeof(int64_t)) < 0) { free(hid); return NULL; }
+    id = hid;
+  }
   for (int64_t k = 0; k < K; k++)
     if (id[k] < -D || id[k] >= D) {
       lv_set_error(LV_EINDEX, "index %lld is out of bounds for dimension %d with size %lld", (long long)id[k], dim, (long long)D);
+      free(hid);
       return NULL;
     }
+  free(hid);
   int64_t shape[LV_MAXDIM];
   for (int i = 0; i < a->ndim; i++) shape[i] = a->shape[i];
   shape[dim] = K;
@@ -187,6 +211,7 @@ lv_tensor *lv_index_select(lv_tensor *a, int dim, lv_tensor *idx) {
 
 /* ---- cat along dim (up to LV_MAXIN inputs per node; more are chained) ---- */
 static int cat_fwd(lv_node *n) {
+  if (lv_on_cuda(n->out)) return lv_cuda->cat_fwd(n);
   int dim = (int)n->ia[0];
   lv_tensor *o = n->out;
   int64_t outer = 1, inner = 1;
@@ -204,6 +229,7 @@ static int cat_fwd(lv_node *n) {
   return 0;
 }
 static int cat_bwd(lv_node *n, lv_tensor *gout, lv_tensor **gin) {
+  if (lv_on_cuda(gout)) return lv_cuda->cat_bwd(n, gout, gin);
   int dim = (int)n->ia[0];
   lv_tensor *o = n->out;
   int64_t outer = 1, inner = 1;
@@ -233,6 +259,11 @@ lv_tensor *lv_cat(int n, lv_tensor **ts, int dim) {
     lv_tensor *b = ts[t];
     int bad = b->ndim != a->ndim || b->dtype != a->dtype || b->st->device != a->st->device;
     for (int i = 0; !bad && i < a->ndim; i++) if (i != dim && b->shape[i] != a->shape[i]) bad = 1;
+    if (b->st->device != a->st->device) {
+      lv_set_error(LV_EVALUE, "cat: expected all tensors on the same device, got %s (tensor 0) and %s (tensor %d)",
+                   a->st->device ? "cuda" : "cpu", b->st->device ? "cuda" : "cpu", t);
+      return NULL;
+    }
     if (bad) {
       char s1[96], s2[96];
       lv_set_error(LV_EVALUE, "cat: tensor %d has shape %s, expected %s except in dimension %d", t,
@@ -263,6 +294,7 @@ lv_tensor *lv_cat(int n, lv_tensor **ts, int dim) {
 
 /* ---- expand: broadcast to a shape (copies) ---- */
 static int expand_fwd(lv_node *n) {
+  if (lv_on_cuda(n->out)) return lv_cuda->expand_fwd(n);
   lv_tensor *o = n->out, *a = n->in[0];
   int64_t N = lv_numel(o), idx[LV_MAXDIM] = {0}, off = 0, st[LV_MAXDIM], s = 1;
   for (int i = o->ndim - 1; i >= 0; i--) {
@@ -284,6 +316,7 @@ static int expand_fwd(lv_node *n) {
   return 0;
 }
 static int expand_bwd(lv_node *n, lv_tensor *gout, lv_tensor **gin) {
+  if (lv_on_cuda(gout)) return lv_cuda->expand_bwd(n, gout, gin);
   if (!gin[0]) return 0;
   lv_tensor *o = n->out, *a = n->in[0];
   int64_t N = lv_numel(o), idx[LV_MAXDIM] = {0}, off = 0, st[LV_MAXDIM], s = 1;
@@ -327,6 +360,8 @@ lv_tensor *lv_expand(lv_tensor *a, int ndim, const int64_t *shape) {
 
 /* ---- copy (clone) ---- */
 static int copy_fwd(lv_node *n) {
+  if (lv_on_cuda(n->out))
+    return lv_cuda->memcpy_d2d(lv_data(n->out), lv_data(n->in[0]), lv_numel(n->out) * lv_dtype_size(n->out->dtype));
   memcpy(lv_data(n->out), lv_data(n->in[0]), lv_numel(n->out) * lv_dtype_size(n->out->dtype));
   return 0;
 }
@@ -343,6 +378,10 @@ lv_tensor *lv_to_dtype(lv_tensor *a, int dtype) {
   lv_tensor *o = lv_tensor_new(a->ndim, a->shape, dtype, a->st->device, 0);
   if (!o) return NULL;
   int64_t N = lv_numel(a);
+  if (lv_on_cuda(a)) {
+    if (lv_cuda->cast(lv_data(o), dtype, lv_data(a), a->dtype, N) < 0) { lv_tensor_decref(o); return NULL; }
+    return o;
+  }
   if (a->dtype == dtype) memcpy(lv_data(o), lv_data(a), N * lv_dtype_size(dtype));
   else if (dtype == LV_F32) { const int64_t *s = lv_i64(a); float *d = lv_f32(o); for (int64_t i = 0; i < N; i++) d[i] = (float)s[i]; }
   else { const float *s = lv_f32(a); int64_t *d = lv_i64(o); for (int64_t i = 0; i < N; i++) d[i] = (int64_t)s[i]; }

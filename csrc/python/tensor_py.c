@@ -5,6 +5,7 @@
 #include "lvpy.h"
 #include <numpy/arrayobject.h>
 #include "ops/ops.h"
+#include "cuda_dispatch.h"
 #include "structmember.h"
 
 typedef struct {
@@ -89,6 +90,7 @@ static PyObject *t_grad(PyObject *self, void *c) {
 }
 static int t_set_grad(PyObject *self, PyObject *v, void *c) {
   lv_tensor *t = ((TensorObject *)self)->t;
+  t->grad_stale = 0;
   if (v == NULL || v == Py_None) { lv_tensor_decref(t->grad); t->grad = NULL; return 0; }
   lv_tensor *g = lvpy_get(v, "grad assignment");
   if (!g) return -1;
@@ -267,6 +269,11 @@ static PyObject *f_fill(PyObject *m, PyObject *args) {
   if (!PyArg_ParseTuple(args, "Oi|dd", &o, &kind, &a, &b)) return NULL;
   lv_tensor *t = lvpy_get(o, "fill");
   if (!t) return NULL;
+  if (t->st->device != LV_CPU) {
+    PyErr_SetString(PyExc_RuntimeError, "fill_: in-place random/constant fills of CUDA tensors are "
+                    "not supported; fill a CPU tensor and move it with .to('cuda')");
+    return NULL;
+  }
   int64_t n = lv_numel(t);
   if (t->dtype == LV_I64) {
     int64_t *d = lv_i64(t);
@@ -450,7 +457,9 @@ static PyObject *f_copy_into(PyObject *m, PyObject *args) {
                  lv_shape_str(s, s1, sizeof s1), lv_shape_str(d, s2, sizeof s2));
     return NULL;
   }
-  memmove(lv_data(d), lv_data(s), (size_t)lv_numel(d) * lv_dtype_size(d->dtype));
+  if (lv_copy_bytes(lv_data(d), d->st->device, lv_data(s), s->st->device,
+                    (size_t)lv_numel(d) * lv_dtype_size(d->dtype)) < 0)
+    return lvpy_err();
   Py_RETURN_NONE;
 }
 

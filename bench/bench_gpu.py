@@ -1,0 +1,216 @@
+"""GPU benchmark: seconds per training epoch (batch 60) on full-size synthetic data
+(5993 trials x 5335 neurons x 36x64 images; an epoch = the 4472 train trials), for the course LN,
+the course CNN and the Lurz 2020 model, in lviv_c (when lviv_c.nn / lviv_c.models are present in
+this build and the CUDA backend is available) next to the same models in PyTorch on the same GPU
+(when torch is importable). Prints one line per (framework, model) and writes them to --out.
+
+Not a test: figures only. Runs in about a minute per framework on an H200."""
+import argparse
+import math
+import sys
+import time
+import traceback
+
+import os
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+TRIALS, TRAIN, NEURONS, H, W, B = 5993, 4472, 5335, 36, 64, 60
+
+
+def data(seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.uniform(0, 255, (TRIALS, 1, H, W)).astype(np.float32)
+    Y = rng.poisson(0.5, (TRIALS, NEURONS)).astype(np.float32)
+    grid = rng.uniform(-1, 1, (NEURONS, 2)).astype(np.float32)
+    return X, Y, grid
+
+
+# ------------------------------------------------------------------ PyTorch reference models
+def torch_models(torch, grid):
+    nn, F = torch.nn, torch.nn.functional
+
+    class LN(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bn = nn.BatchNorm2d(1, affine=False)
+            self.fc = nn.Linear(H * W, NEURONS)
+            nn.init.normal_(self.fc.weight, 0, 1e-3)
+
+        def forward(self, x):
+            return F.elu(self.fc(self.bn(x).flatten(1))) + 1
+
+        def regularizer(self):
+            return 0.1 * self.fc.weight.abs().sum()
+
+    class CNN(nn.Module):
+        def __init__(self):
+            super().__init__()
+            layers, c = [], 1
+            for k in (15, 13, 13, 13):
+                layers += [nn.Conv2d(c, 8, k, padding=k // 2, bias=False), nn.BatchNorm2d(8, momentum=0.1), nn.ELU()]
+                c = 8
+            self.core = nn.Sequential(*layers)
+            self.fc = nn.Linear(H * W * 8, NEURONS)
+            self.bn = nn.BatchNorm1d(NEURONS)
+
+        def forward(self, x):
+            return F.elu(self.bn(self.fc(self.core(x).flatten(1)))) + 1
+
+        def regularizer(self):
+            return 0.1 * self.fc.weight.abs().sum()
+
+    class Lurz(nn.Module):
+        """Lurz 2020 course config: 64 channels, k=15 then 3 depth-separable k=13 layers, Gaussian
+        readout (cortex grid predictor), 440,057 parameters for 5335 neurons."""
+
+        def __init__(self):
+            super().__init__()
+            C = 64
+            self.l0 = nn.Sequential(nn.Conv2d(1, C, 15, bias=False), nn.BatchNorm2d(C, momentum=0.9), nn.ELU())
+            self.ls = nn.ModuleList()
+            for _ in range(3):
+                self.ls.append(nn.Sequential(nn.Conv2d(C, C, 1, bias=False),
+                                             nn.Conv2d(C, C, 13, padding=6, groups=C, bias=False),
+                                             nn.Conv2d(C, C, 1, bias=False), nn.BatchNorm2d(C, momentum=0.9),
+                                             nn.ELU()))
+            self.register_buffer("grid", torch.as_tensor(grid))
+            self.mu = nn.Linear(2, 2)
+            self.sigma = nn.Parameter(torch.empty(NEURONS, 2, 2).uniform_(-0.4, 0.4))
+            self.features = nn.Parameter(torch.randn(C, NEURONS) * 1e-3)
+            self.bias = nn.Parameter(torch.zeros(NEURONS))
+            lap = torch.tensor([[0, -1, 0], [-1, 4, -1], [0, -1, 0]], dtype=torch.float32)
+            self.register_buffer("lap", lap.view(1, 1, 3, 3))
+
+        def forward(self, x):
+            z = self.l0(x)
+            for l in self.ls:
+                z = l(z)
+            mu = self.mu(self.grid)  # (N, 2)
+            if self.training:
+                eps = torch.randn(x.shape[0], NEURONS, 2, device=x.device)
+                pos = (mu + torch.einsum("nij,bnj->bni", self.sigma, eps)).clamp(-1, 1)
+            else:
+                pos = mu.clamp(-1, 1).expand(x.shape[0], NEURONS, 2)
+            s = F.grid_sample(z, pos.unsqueeze(2), align_corners=True).squeeze(-1)  # (B, C, N)
+            return F.elu((s * self.features).sum(1) + self.bias) + 1
+
+        def regularizer(self):
+            w = self.l0[0].weight
+            lw = F.conv2d(w.view(-1, 1, 15, 15), self.lap, padding=1)
+            return 1.0 * lw.pow(2).sum() / w.pow(2).sum() + 2.439 * self.features.abs().sum()
+
+    return {"LN": LN, "CNN": CNN, "Lurz2020": Lurz}
+
+
+def bench_torch(X, Y, grid, steps):
+    import torch
+    if not torch.cuda.is_available():
+        return [("torch", "-", "torch.cuda.is_available() is False")]
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cudnn.benchmark = True
+    dev = torch.device("cuda")
+    Xd, Yd = torch.as_tensor(X, device=dev), torch.as_tensor(Y, device=dev)
+    scale = math.sqrt(TRIALS / B)
+    out = []
+    for name, cls in torch_models(torch, grid).items():
+        try:
+            torch.manual_seed(0)
+            m = cls().to(dev).train()
+            opt = torch.optim.Adam(m.parameters(), lr=0.005)
+            order = torch.randperm(TRAIN, device=dev)
+
+            def step(i):
+                idx = order[(i * B) % (TRAIN - B):][:B]
+                x, y = Xd[idx], Yd[idx]
+                yh = m(x)
+                loss = scale * (yh - y * torch.log(yh + 1e-12)).sum() + m.regularizer()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            for i in range(5):
+                step(i)
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            for i in range(steps):
+                step(i)
+            torch.cuda.synchronize()
+            dt = (time.perf_counter() - t0) / steps
+            nparam = sum(p.numel() for p in m.parameters())
+            out.append(("torch", name, f"{dt * math.ceil(TRAIN / B):.3f} s/epoch  ({B / dt:,.0f} images/s, "
+                                       f"{nparam:,} params)"))
+        except Exception as e:
+            out.append(("torch", name, f"failed: {type(e).__name__}: {e}"))
+    return out
+
+
+# ------------------------------------------------------------------ lviv_c
+def bench_lviv(X, Y, grid, steps):
+    import lviv_c as L
+    if not L.cuda.is_available():
+        return [("lviv_c", "-", f"CUDA unavailable: {L.cuda.why_unavailable()}")]
+    out = []
+    try:
+        from lviv_c import nn  # noqa: F401
+    except ImportError:
+        return [("lviv_c", m, "skipped: lviv_c.nn is not part of this build") for m in ("LN", "CNN", "Lurz2020")]
+    builders = {}
+    try:
+        from lviv_c import models
+        for name, attr in (("LN", "LN"), ("CNN", "CNN"), ("Lurz2020", "build_lurz2020_model")):
+            if hasattr(models, attr):
+                builders[name] = getattr(models, attr)
+    except ImportError:
+        pass
+    if not builders:
+        return [("lviv_c", m, "skipped: lviv_c.models has no builder for it") for m in ("LN", "CNN", "Lurz2020")]
+    for name in ("LN", "CNN", "Lurz2020"):
+        if name not in builders:
+            out.append(("lviv_c", name, "skipped: no builder in lviv_c.models"))
+            continue
+        try:
+            try:
+                from lviv_c.trainers import benchmark_epoch  # the trainer's timing hook, when present
+            except ImportError:
+                out.append(("lviv_c", name, "skipped: lviv_c.trainers.benchmark_epoch is not part of this build"))
+                continue
+            dt = benchmark_epoch(builders[name], X, Y, grid, batch_size=B, train_n=TRAIN, device="cuda",
+                                 steps=steps)
+            out.append(("lviv_c", name, f"{dt * math.ceil(TRAIN / B):.3f} s/epoch  ({B / dt:,.0f} images/s)"))
+        except Exception as e:
+            out.append(("lviv_c", name, f"failed: {type(e).__name__}: {e}"))
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--only", choices=["torch", "lviv_c"], default=None)
+    a = ap.parse_args()
+    X, Y, grid = data()
+    lines = []
+    for fw, fn in (("lviv_c", bench_lviv), ("torch", bench_torch)):
+        if a.only and a.only != fw:
+            continue
+        try:
+            if fw == "torch":
+                import torch  # noqa: F401
+            lines += fn(X, Y, grid, a.steps)
+        except ImportError as e:
+            lines.append((fw, "-", f"not importable: {e}"))
+        except Exception:
+            lines.append((fw, "-", "failed:\n" + traceback.format_exc()))
+    text = "\n".join(f"{fw:7s} {m:9s} {msg}" for fw, m, msg in lines)
+    print(text)
+    if a.out:
+        with open(a.out, "a") as f:
+            f.write(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

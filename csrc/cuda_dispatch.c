@@ -1,0 +1,47 @@
+/* The CUDA op table pointer and the device-independent copy helpers. No CUDA headers here. */
+#include "cuda_dispatch.h"
+#include <stdlib.h>
+#include <string.h>
+
+lv_cuda_table *lv_cuda = NULL;
+
+extern void (*lv_device_free_hook)(void *data);
+
+static int core_set_error(int kind, const char *msg) {
+  return lv_set_error((lv_errkind)kind, "%s", msg);
+}
+
+static void device_free(void *p) { if (lv_cuda) lv_cuda->free(p); }
+
+int lv_cuda_install(lv_cuda_table *t) {
+  if (!t) { lv_cuda = NULL; lv_device_free_hook = NULL; return 0; }
+  if (t->abi != LV_CUDA_TABLE_ABI || t->table_size != (int)sizeof(lv_cuda_table))
+    return lv_set_error(LV_ERUNTIME,
+                        "CUDA backend: op table version %d (size %d) does not match the core's "
+                        "version %d (size %d); rebuild lviv_c",
+                        t->abi, t->table_size, LV_CUDA_TABLE_ABI, (int)sizeof(lv_cuda_table));
+  t->core_set_error = core_set_error;
+  lv_cuda = t;
+  lv_device_free_hook = device_free;
+  return 0;
+}
+
+int lv_copy_bytes(void *dst, int dst_dev, const void *src, int src_dev, size_t n) {
+  if (n == 0) return 0;
+  if (dst_dev == LV_CPU && src_dev == LV_CPU) { memmove(dst, src, n); return 0; }
+  if (!lv_cuda) return lv_set_error(LV_ERUNTIME, "CUDA backend not loaded");
+  if (dst_dev == LV_CPU) return lv_cuda->memcpy_d2h(dst, src, n);
+  if (src_dev == LV_CPU) return lv_cuda->memcpy_h2d(dst, src, n);
+  return lv_cuda->memcpy_d2d(dst, src, n);
+}
+
+lv_tensor *lv_tensor_to_device(lv_tensor *t, int device) {
+  lv_tensor *o = lv_tensor_new(t->ndim, t->shape, t->dtype, device, 0);
+  if (!o) return NULL;
+  if (lv_copy_bytes(lv_data(o), device, lv_data(t), t->st->device,
+                    (size_t)lv_numel(t) * lv_dtype_size(t->dtype)) < 0) {
+    lv_tensor_decref(o);
+    return NULL;
+  }
+  return o;
+}

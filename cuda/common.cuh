@@ -1,0 +1,111 @@
+// Shared declarations of the CUDA backend (lviv_c._cuda). One stream, one cuBLAS and one cuDNN
+// handle, created lazily on first use (device_count() never creates a context).
+#pragma once
+#include <cuda_runtime.h>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+extern "C" {
+#include "cuda_dispatch.h"
+}
+
+// lv_errkind values (lv.h): the backend reports errors through lv_cuda_table::core_set_error
+enum { LVC_EVALUE = LV_EVALUE, LVC_ENOMEM = LV_ENOMEM, LVC_ERUNTIME = LV_ERUNTIME };
+
+namespace lvc {
+
+extern lv_cuda_table table;       // module.cu
+extern cudaStream_t stream;       // module.cu, valid after init()
+extern bool allow_tf32;           // module.cu: TF32 in cuBLAS/cuDNN (off by default)
+int init();                       // 0 or -1 with error set: device, stream, memory pool
+
+int fail(int kind, const char *fmt, ...);  // formats, reports through the table, returns -1
+int cuda_fail(cudaError_t e, const char *what);
+
+void *scratch(size_t nbytes, int slot);    // per-slot growing device scratch (stream-ordered)
+
+// cublas.cu / cudnn.cu helpers used by other files
+int sgemm_rm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+             int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+
+inline int64_t numel(const lv_tensor *t) {
+  int64_t n = 1;
+  for (int i = 0; i < t->ndim; i++) n *= t->shape[i];
+  return n;
+}
+inline unsigned grid_for(int64_t n, int block = 256) {
+  int64_t g = (n + block - 1) / block;
+  if (g < 1) g = 1;
+  if (g > 65535LL * 32) g = 65535LL * 32;  // grid-stride loops cover the rest
+  return (unsigned)g;
+}
+}  // namespace lvc
+
+#define LVC_CHECK(call, what)                                  \
+  do {                                                         \
+    cudaError_t e_ = (call);                                   \
+    if (e_ != cudaSuccess) return lvc::cuda_fail(e_, what);    \
+  } while (0)
+// after a kernel launch
+#define LVC_LAUNCHED(what) LVC_CHECK(cudaGetLastError(), what)
+
+#define LVC_GRID_STRIDE(i, n) \
+  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (int64_t)blockDim.x * gridDim.x)
+
+// table entries implemented in the op files
+namespace lvc {
+// ops_ew.cu
+int binary_fwd(lv_node *n);
+int binary_bwd(lv_node *n, lv_tensor *gout, lv_tensor **gin);
+int unary_fwd(lv_node *n);
+int unary_bwd(lv_node *n, lv_tensor *gout, lv_tensor **gin);
+int reduce_fwd(lv_node *n);
+int reduce_bwd(lv_node *n, lv_tensor *gout, lv_tensor **gin);
+int permute_fwd(lv_node *n);
+int permute_bwd(lv_node *n, lv_tensor *gout, lv_tensor **gin);
+int slice_fwd(lv_node *n);
+int slice_bwd(lv_node *n, lv_tensor *gout, lv_tensor **gin);
+int isel_fwd(lv_node *n);
+int isel_bwd(lv_node *n, lv_tensor *gout, lv_tensor **gin);
+int cat_fwd(lv_node *n);
+int cat_bwd(lv_node *n, lv_tensor *gout, lv_tensor **gin);
+int expand_fwd(lv_node *n);
+int expand_bwd(lv_node *n, lv_tensor *gout, lv_tensor **gin);
+int add_into(float *dst, const float *src, int64_t n);
+int cast(void *dst, int dst_dtype, const void *src, int src_dtype, int64_t n);
+int fill_f32(float *d, float value, int64_t n);
+// blas.cu
+int matmul_fwd(lv_node *n);
+int matmul_bwd(lv_node *n, lv_tensor *gout, lv_tensor **gin);
+// conv.cu
+int conv2d_forward(const lv_conv2d_desc *d, const float *x, const float *w, const float *bias, float *y);
+int conv2d_backward_data(const lv_conv2d_desc *d, const float *gy, const float *w, float *gx);
+int conv2d_backward_weight(const lv_conv2d_desc *d, const float *x, const float *gy, float *gw, float *gb);
+void conv_release();
+// nn.cu
+int bn_forward_train(int N, int C, int HW, const float *x, const float *gamma, const float *beta,
+                     float eps, int elu, float *y, float *mean, float *invstd, float *var_unbiased);
+int bn_forward_eval(int N, int C, int HW, const float *x, const float *gamma, const float *beta,
+                    const float *rmean, const float *rvar, float eps, int elu, float *y);
+int bn_backward_train(int N, int C, int HW, const float *x, const float *y, const float *gy,
+                      const float *gamma, const float *mean, const float *invstd, int elu,
+                      float *gx, float *ggamma, float *gbeta);
+int bn_backward_eval(int N, int C, int HW, const float *x, const float *y, const float *gy,
+                     const float *gamma, const float *rmean, const float *rvar, float eps, int elu,
+                     float *gx, float *ggamma, float *gbeta);
+int bn_update_running(int C, float f, const float *mean, const float *var_unbiased, float *rmean,
+                      float *rvar);
+int readout_forward(int B, int C, int H, int W, int Nn, int shared_pos, const float *x,
+                    const float *pos, const float *feat, const float *bias, float *out);
+int readout_backward(int B, int C, int H, int W, int Nn, int shared_pos, const float *x,
+                     const float *pos, const float *feat, const float *gout, float *gx,
+                     float *gpos, float *gfeat, float *gbias);
+int poisson_loss(int64_t n, const float *yhat, const float *y, float eps, float scale,
+                 float *loss_dev, float *grad);
+int adam_step(int64_t n, float *p, const float *g, float *m, float *v, float lr, float beta1,
+              float beta2, float eps, float weight_decay, int64_t step);
+int gather_rows(float *dst, const float *host_block, int64_t row, const int64_t *idx, int64_t nb);
+int loss_accumulate(const float *val_dev, int reset);
+int loss_read(double *out);
+void nn_release();
+}  // namespace lvc

@@ -1,0 +1,372 @@
+"""CUDA backend: CPU-side guarantees (always run) and CUDA-vs-CPU parity of every op, forward
+and backward, plus captured training steps on the GPU (skipped without a GPU).
+
+Tolerances (TF32 off, the default): elementwise and shape ops are compared at rtol 1e-6 /
+atol 1e-6 (same float32 formulas, possibly different libm ulps); reductions at 1e-5 (double
+accumulation on both sides, different order); cuBLAS/cuDNN results at rtol 1e-4 / atol 1e-4
+(different summation order over K up to ~10^4); the readout's input gradient uses atomicAdd
+(order varies) and is compared at 1e-4."""
+import importlib
+
+import numpy as np
+import pytest
+
+import lviv_c as L
+from lviv_c import _C
+
+HAVE_GPU = L.cuda.is_available()
+gpu = pytest.mark.skipif(not HAVE_GPU, reason="no CUDA GPU (lviv_c.cuda.is_available() is False)")
+
+
+# ---------------------------------------------------------------- CPU-side: always run
+def test_is_available_never_raises_and_is_a_bool():
+    v = L.cuda.is_available()
+    assert isinstance(v, bool)
+    assert isinstance(L.cuda.device_count(), int)
+    if not v:
+        assert isinstance(L.cuda.why_unavailable(), str) and L.cuda.why_unavailable()
+
+
+def test_cuda_module_imports_or_fails_with_importerror_only():
+    try:
+        m = importlib.import_module("lviv_c._cuda")
+    except ImportError:
+        return
+    n = m.device_count()
+    assert isinstance(n, int) and n >= 0
+    if not HAVE_GPU:
+        assert n == 0
+    assert m.TABLE_ABI == 1
+
+
+@pytest.mark.skipif(HAVE_GPU, reason="checks the no-GPU error path")
+def test_to_cuda_without_gpu_raises_clear_runtime_error():
+    x = L.randn(3, 4)
+    for f in (lambda: x.to("cuda"), lambda: x.cuda(), lambda: L.zeros(2, device="cuda"),
+              lambda: L.tensor([1.0], device="cuda"), lambda: L.randn(2, device="cuda:0")):
+        with pytest.raises(RuntimeError, match="no CUDA GPU is available.*device='cpu'"):
+            f()
+
+
+def test_cpu_device_paths_are_identity():
+    x = L.randn(3, 4)
+    assert x.cpu() is x and x.to("cpu") is x and x.to(device="cpu") is x
+    assert L.zeros(2, device="cpu").device == "cpu"
+    assert L.zeros_like(x).device == "cpu"
+
+
+def test_device_storage_without_backend_is_refused():
+    if _C._cuda_loaded():
+        pytest.skip("the backend's table is installed in this process")
+    with pytest.raises(RuntimeError, match="CUDA backend not loaded"):
+        _C._to_device(L.randn(2), 1)
+
+
+def test_allow_tf32_switch_defaults_off():
+    assert L.cuda.allow_tf32 is False
+    L.cuda.allow_tf32 = True
+    try:
+        assert L.cuda.allow_tf32 is True
+    finally:
+        L.cuda.allow_tf32 = False
+
+
+def test_nn_kernel_binding_on_cpu_matches_numpy():
+    rng = np.random.default_rng(0)
+    yh = rng.random(50).astype(np.float32) + 0.5
+    y = rng.random(50).astype(np.float32)
+    loss, g = L.zeros(1), L.zeros(50)
+    _C._nn_kernel("poisson_loss", [L.tensor(yh), L.tensor(y), loss, g], [], [1e-12, 2.0])
+    ref = 2.0 * np.sum(yh - y * np.log(yh + 1e-12))
+    np.testing.assert_allclose(float(loss), ref, rtol=1e-6)
+    np.testing.assert_allclose(g.numpy(), 2.0 * (1 - y / (yh + 1e-12)), rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="unknown kernel"):
+        _C._nn_kernel("nope", [], [], [])
+
+
+# ---------------------------------------------------------------- parity helpers
+def _pair(arr, grad=True):
+    c = L.tensor(arr, requires_grad=grad)
+    g = L.tensor(arr, device="cuda", requires_grad=grad)
+    return c, g
+
+
+def _np(t):
+    return t.detach().cpu().numpy()
+
+
+def _check(fn, arrays, rtol=1e-6, atol=1e-6, grad=True):
+    cpu_in, gpu_in = zip(*[_pair(a, grad) for a in arrays])
+    oc, og = fn(*cpu_in), fn(*gpu_in)
+    assert og.is_cuda
+    np.testing.assert_allclose(_np(og), _np(oc), rtol=rtol, atol=atol)
+    if grad:
+        rng = np.random.default_rng(5)
+        w = rng.standard_normal(tuple(oc.shape)).astype(np.float32)
+        (oc * L.tensor(w)).sum().backward()
+        (og * L.tensor(w, device="cuda")).sum().backward()
+        for a, b in zip(cpu_in, gpu_in):
+            np.testing.assert_allclose(_np(b.grad), _np(a.grad), rtol=rtol * 10, atol=atol * 10)
+
+
+R = np.random.default_rng(42)
+
+
+def rnd(*s, lo=None):
+    a = R.standard_normal(s).astype(np.float32)
+    return np.abs(a) + lo if lo is not None else a
+
+
+# ---------------------------------------------------------------- GPU parity
+@gpu
+def test_roundtrip_and_device_errors():
+    a = rnd(3, 5)
+    g = L.tensor(a, device="cuda")
+    assert g.is_cuda and str(g.device) == "cuda:0"
+    np.testing.assert_array_equal(g.cpu().numpy(), a)
+    with pytest.raises(BufferError, match=r"\.cpu\(\)"):
+        g.numpy()
+    with pytest.raises(ValueError, match="cpu.*cuda|cuda.*cpu"):
+        g + L.tensor(a)
+    with pytest.raises(ValueError, match="cpu.*cuda|cuda.*cpu"):
+        L.tensor(a) @ L.tensor(a.T, device="cuda")
+    z = L.zeros(4, 6, device="cuda")
+    assert float(z.sum().cpu()) == 0.0
+    L.manual_seed(3); r1 = L.randn(5)
+    L.manual_seed(3); r2 = L.randn(5, device="cuda")
+    np.testing.assert_array_equal(r2.cpu().numpy(), r1.numpy())
+
+
+@gpu
+@pytest.mark.parametrize("op", ["add", "sub", "mul", "div", "pow", "maximum", "minimum"])
+@pytest.mark.parametrize("shapes", [((4, 5), (4, 5)), ((4, 5), (5,)), ((3, 1, 5), (4, 1)), ((2, 3), ())])
+def test_binary_parity(op, shapes):
+    sa, sb = shapes
+    a, b = rnd(*sa, lo=0.5), rnd(*sb, lo=0.5) if sb else np.float32(1.7)
+    f = {"add": lambda x, y: x + y, "sub": lambda x, y: x - y, "mul": lambda x, y: x * y,
+         "div": lambda x, y: x / y, "pow": lambda x, y: x ** y,
+         "maximum": L.maximum, "minimum": L.minimum}[op]
+    _check(f, [a, np.asarray(b, np.float32)], rtol=1e-5, atol=1e-6)
+
+
+@gpu
+def test_comparisons_parity():
+    a, b = rnd(6, 7), rnd(7)
+    for f in (lambda x, y: x > y, lambda x, y: x <= y, lambda x, y: x == x):
+        _check(f, [a, b], grad=False)
+
+
+UNARY = {
+    "neg": lambda x: -x, "exp": lambda x: x.exp(), "log": lambda x: (x.abs() + 0.5).log(),
+    "sqrt": lambda x: (x.abs() + 0.5).sqrt(), "abs": lambda x: x.abs(), "tanh": lambda x: x.tanh(),
+    "sigmoid": lambda x: x.sigmoid(), "relu": lambda x: x.relu(), "elu": lambda x: L.nn_elu(x) if hasattr(L, "nn_elu") else _C.unary(6, x, 1.0, 0.0),
+    "clamp": lambda x: x.clamp(-0.5, 0.7), "square": lambda x: x * x, "pows": lambda x: (x.abs() + 0.5) ** 1.5,
+    "rdiv": lambda x: 2.0 / (x.abs() + 0.5), "sin": lambda x: x.sin(), "cos": lambda x: x.cos(),
+    "log1p": lambda x: (x.abs()).log1p(), "softplus": lambda x: _C.unary(16, x, 0.0, 0.0),
+}
+
+
+@gpu
+@pytest.mark.parametrize("name", sorted(UNARY))
+def test_unary_parity(name):
+    a = rnd(7, 9)
+    a[np.abs(a) < 1e-3] = 0.1  # avoid kinks
+    _check(UNARY[name], [a], rtol=1e-5, atol=1e-6)
+
+
+@gpu
+@pytest.mark.parametrize("red", ["sum", "mean", "var", "std", "max", "min"])
+@pytest.mark.parametrize("dim", [None, 0, 1, (0, 2)])
+def test_reduce_parity(red, dim):
+    a = rnd(5, 70, 3)
+    def f(x):
+        m = getattr(x, red)
+        return m() if dim is None else m(dim=dim)
+    if red in ("max", "min") and dim is not None:
+        def f(x):  # noqa: F811 -- values only (indices are compared below)
+            r = getattr(x, red)(dim=dim)
+            return r[0] if isinstance(r, tuple) else r
+    _check(f, [a], rtol=1e-5, atol=1e-5)
+
+
+@gpu
+def test_argmax_parity():
+    a = rnd(6, 40)
+    a[2, 5] = a[2, 9] = 10.0  # a tie: the first index wins on both devices
+    c, g = L.tensor(a), L.tensor(a, device="cuda")
+    np.testing.assert_array_equal(g.argmax(dim=1).cpu().numpy(), c.argmax(dim=1).numpy())
+
+
+@gpu
+@pytest.mark.parametrize("sa,sb", [((7, 33), (33, 5)), ((3, 7, 33), (33, 5)), ((3, 7, 33), (3, 33, 5)),
+                                   ((7, 33), (3, 33, 5)), ((60, 2304), (2304, 300))])
+def test_matmul_parity(sa, sb):
+    _check(lambda x, y: x @ y, [rnd(*sa), rnd(*sb)], rtol=1e-4, atol=1e-4)
+
+
+@gpu
+def test_shape_ops_parity():
+    a = rnd(4, 6, 5)
+    _check(lambda x: x.permute(2, 0, 1) * 1.0, [a])
+    _check(lambda x: x[1:3, ::2, 1:] * 1.0, [a])
+    _check(lambda x: x.reshape(24, 5) * 2.0, [a])
+    _check(lambda x: x.flatten(1).clone(), [a])
+    _check(lambda x: x[:, :1, :].expand(4, 6, 5) * 1.0, [a])
+    _check(lambda x, y: L.cat([x, y], dim=1), [a, rnd(4, 2, 5)])
+    idx = np.array([0, 3, 3, 1], np.int64)
+    c, g = L.tensor(a, requires_grad=True), L.tensor(a, device="cuda", requires_grad=True)
+    oc = _C.index_select(c, 1, L.tensor(idx))
+    og = _C.index_select(g, 1, L.tensor(idx, device="cuda"))
+    np.testing.assert_array_equal(_np(og), _np(oc))
+    oc.sum().backward(); og.sum().backward()
+    np.testing.assert_allclose(_np(g.grad), _np(c.grad), rtol=1e-6)
+    np.testing.assert_array_equal(g.to(L.int64).cpu().numpy(), c.to(L.int64).numpy())
+
+
+# ---------------------------------------------------------------- NN kernels (kernel level)
+def _run_both(name, arrays, ints, floats, outs):
+    """arrays: list of numpy arrays or None; outs: indices of outputs to compare."""
+    cpu = [None if a is None else L.tensor(a) for a in arrays]
+    dev = [None if a is None else L.tensor(a, device="cuda") for a in arrays]
+    _C._nn_kernel(name, cpu, ints, floats)
+    _C._nn_kernel(name, dev, ints, floats)
+    return [(cpu[i].numpy(), dev[i].cpu().numpy()) for i in outs]
+
+
+@gpu
+@pytest.mark.parametrize("cfg", [
+    # N C_in H W C_out kh kw sh sw ph pw dh dw groups
+    (6, 1, 36, 64, 8, 15, 15, 1, 1, 7, 7, 1, 1, 1),     # course CNN layer 0 ('same')
+    (4, 1, 36, 64, 16, 15, 15, 1, 1, 0, 0, 1, 1, 1),    # Lurz layer 0 (no padding)
+    (4, 16, 22, 50, 16, 1, 1, 1, 1, 0, 0, 1, 1, 1),     # 1x1
+    (4, 16, 22, 50, 16, 13, 13, 1, 1, 6, 6, 1, 1, 16),  # depthwise
+    (2, 4, 11, 9, 6, 3, 3, 2, 2, 1, 1, 1, 1, 2),        # strided, grouped
+])
+def test_conv2d_kernels_parity(cfg):
+    N, Ci, H, W, Co, kh, kw, sh, sw, ph, pw, dh, dw, g = cfg
+    Ho = (H + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    Wo = (W + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    x, w, b = rnd(N, Ci, H, W), rnd(Co, Ci // g, kh, kw) * 0.1, rnd(Co)
+    y = np.zeros((N, Co, Ho, Wo), np.float32)
+    for c, d in _run_both("conv2d_forward", [x, w, b, y], list(cfg), [], [3]):
+        np.testing.assert_allclose(d, c, rtol=1e-4, atol=1e-4)
+    gy = rnd(N, Co, Ho, Wo)
+    gx0 = rnd(N, Ci, H, W)  # accumulation: results are added to what is there
+    for c, d in _run_both("conv2d_backward_data", [gy, w, gx0], list(cfg), [], [2]):
+        np.testing.assert_allclose(d, c, rtol=1e-4, atol=1e-3)
+    for c, d in _run_both("conv2d_backward_weight", [x, gy, w.copy(), b.copy()], list(cfg), [], [2, 3]):
+        np.testing.assert_allclose(d, c, rtol=1e-4, atol=1e-2 * max(1.0, np.abs(c).max() * 1e-3))
+
+
+@gpu
+@pytest.mark.parametrize("elu", [0, 1])
+@pytest.mark.parametrize("shape", [(60, 8, 36 * 64), (60, 5335, 1), (60, 1, 2304)])
+def test_batchnorm_kernels_parity(elu, shape):
+    N, C, HW = shape
+    x = rnd(N, C, HW) * 2 + 0.3
+    gam, bet = rnd(C, lo=0.5), rnd(C)
+    z = lambda *s: np.zeros(s, np.float32)
+    out = _run_both("bn_forward_train", [x, gam, bet, z(N, C, HW), z(C), z(C), z(C)], [N, C, HW, elu], [1e-5],
+                    [3, 4, 5, 6])
+    for c, d in out:
+        np.testing.assert_allclose(d, c, rtol=1e-4, atol=1e-5)
+    y, mean, inv = out[0][0], out[1][0], out[2][0]
+    gy = rnd(N, C, HW)
+    for c, d in _run_both("bn_backward_train", [x, y, gy, gam, mean, inv, z(N, C, HW), z(C), z(C)],
+                          [N, C, HW, elu], [], [6, 7, 8]):
+        np.testing.assert_allclose(d, c, rtol=1e-4, atol=1e-4)
+    rm, rv = rnd(C), rnd(C, lo=0.5)
+    out = _run_both("bn_forward_eval", [x, gam, bet, rm, rv, z(N, C, HW)], [N, C, HW, elu], [1e-5], [5])
+    np.testing.assert_allclose(out[0][1], out[0][0], rtol=1e-5, atol=1e-5)
+    ye = out[0][0]
+    for c, d in _run_both("bn_backward_eval", [x, ye, gy, gam, rm, rv, z(N, C, HW), z(C), z(C)],
+                          [N, C, HW, elu], [1e-5], [6, 7, 8]):
+        np.testing.assert_allclose(d, c, rtol=1e-4, atol=1e-4)
+    # affine=False (the course LN's BatchNorm2d(1, affine=False))
+    for c, d in _run_both("bn_forward_train", [x, None, None, z(N, C, HW), z(C), z(C), None], [N, C, HW, elu],
+                          [1e-5], [3]):
+        np.testing.assert_allclose(d, c, rtol=1e-4, atol=1e-5)
+
+
+@gpu
+@pytest.mark.parametrize("shared", [0, 1])
+def test_readout_kernels_parity(shared):
+    B, C, H, W, Nn = 6, 16, 22, 50, 300
+    x = rnd(B, C, H, W)
+    pos = (R.random((Nn, 2) if shared else (B, Nn, 2)).astype(np.float32) * 2.2 - 1.1)  # some outside
+    feat, bias = rnd(C, Nn) * 0.1, rnd(Nn)
+    z = lambda *s: np.zeros(s, np.float32)
+    ints = [B, C, H, W, Nn, shared]
+    for c, d in _run_both("readout_forward", [x, pos, feat, bias, z(B, Nn)], ints, [], [4]):
+        np.testing.assert_allclose(d, c, rtol=1e-5, atol=1e-5)
+    gout = rnd(B, Nn)
+    outs = _run_both("readout_backward", [x, pos, feat, gout, z(B, C, H, W), z(*pos.shape), z(C, Nn), z(Nn)],
+                     ints, [], [4, 5, 6, 7])
+    for c, d in outs:
+        np.testing.assert_allclose(d, c, rtol=1e-4, atol=1e-4)
+
+
+@gpu
+def test_poisson_and_adam_kernels_parity():
+    n = 60 * 5335
+    yh, y = rnd(n, lo=0.05), np.abs(rnd(n))
+    z = lambda *s: np.zeros(s, np.float32)
+    (lc, ld), (gc, gd) = _run_both("poisson_loss", [yh, y, z(1), z(n)], [], [1e-12, 3.5], [2, 3])
+    np.testing.assert_allclose(ld, lc, rtol=1e-6)
+    np.testing.assert_allclose(gd, gc, rtol=1e-6, atol=1e-6)
+    p, g, m, v = rnd(1000), rnd(1000), rnd(1000) * 0.1, np.abs(rnd(1000)) * 0.1
+    for c, d in _run_both("adam_step", [p, g, m, v], [7], [0.005, 0.9, 0.999, 1e-8, 0.01], [0, 2, 3]):
+        np.testing.assert_allclose(d, c, rtol=1e-6, atol=1e-7)
+
+
+# ---------------------------------------------------------------- captured training on the GPU
+class _LN:
+    def __init__(self, d, n, device):
+        L.manual_seed(0)
+        self.W = (L.randn(d, n, device=device) * 0.01).detach()
+        self.W.requires_grad = True
+        self.b = L.zeros(n, device=device, requires_grad=True)
+
+    def params(self):
+        return [self.W, self.b]
+
+    def __call__(self, x):
+        z = x.flatten(1) @ self.W + self.b
+        return _C.unary(6, z, 1.0, 0.0) + 1  # ELU + 1
+
+
+def _train(device, X, Y, order, B, epochs):
+    m = _LN(X[0].size, Y.shape[1], device)
+    graphs = []
+    for nb in (B, len(order) % B):
+        if nb == 0:
+            graphs.append(None)
+            continue
+        x = L.tensor(X[:nb], device=device)
+        y = L.tensor(Y[:nb], device=device)
+        _C.capture_begin()
+        try:
+            out = m(x)
+            rate = out
+            loss = (rate - y * (rate + 1e-12).log()).sum() + m.W.abs().sum() * 0.01
+        except BaseException:
+            _C.capture_abort()
+            raise
+        graphs.append(_C.capture_end(x, y, out, loss, nb))
+    adam = _C.adam_new(m.params(), 0.01)
+    losses = [_C.train_epoch(graphs[0], graphs[1], adam, X, Y, order) for _ in range(epochs)]
+    return m, losses
+
+
+@gpu
+def test_captured_training_steps_gpu_match_cpu():
+    rng = np.random.default_rng(0)
+    n, N = 230, 40
+    X = rng.standard_normal((n, 1, 6, 8)).astype(np.float32)
+    Y = rng.poisson(1.0, (n, N)).astype(np.float32)
+    order = rng.permutation(200).astype(np.int64)  # 200 = 6 x 32 + 8: a short last batch
+    mc, lc = _train("cpu", X, Y, order, 32, 3)
+    mg, lg = _train("cuda", X, Y, order, 32, 3)
+    np.testing.assert_allclose(np.asarray(lg, float), np.asarray(lc, float), rtol=1e-4)
+    np.testing.assert_allclose(_np(mg.W), _np(mc.W), rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(_np(mg.b), _np(mc.b), rtol=1e-3, atol=1e-5)
