@@ -48,8 +48,9 @@ def run(name, model, dl, steps, repeats):
         dt = time.perf_counter() - t0
         prof = L._C.profile(None)
         L._C.profile(False)
-        ops = sum(f + b for f, b, _ in prof.values())
+        ops = sum(f + b for f, b, _ in prof.values())   # kernels incl. Adam and gradient zeroing
         times.append(dt)
+        adam = prof.get("Adam", (0, 0, 0))[1]
         outside.append(max(0.0, dt - ops) / dt)
     dt = statistics.median(times)
     per_img = dt / len(sub)
@@ -59,7 +60,7 @@ def run(name, model, dl, steps, repeats):
     t_eval = time.perf_counter() - t0
     extrap = "" if len(sub) == n_epoch else f" (from {len(sub)} trials)"
     print(f"{name:5s} epoch {epoch:8.1f} s{extrap}  train {1 / per_img:7.1f} img/s  "
-          f"outside kernels {100 * statistics.median(outside):4.1f}%  validation pass {t_eval:5.2f} s "
+          f"outside kernels {100 * statistics.median(outside):4.1f}% (Adam {100 * adam / dt:.0f}%)  validation pass {t_eval:5.2f} s "
           f"({len(dl['validation'].indices) / t_eval:.0f} img/s)")
     return epoch
 

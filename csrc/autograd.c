@@ -12,7 +12,8 @@ static double prof_now(void) {
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return ts.tv_sec + 1e-9 * ts.tv_nsec;
 }
-static void prof_add(const struct lv_op *op, double f, double b);
+void prof_add(const struct lv_op *op, double f, double b);
+static const lv_op op_zero = {"zero-grad", NULL, NULL, NULL};
 int lv_grad_enabled(void) { return grad_enabled; }
 void lv_set_grad_enabled(int on) { grad_enabled = on; }
 
@@ -207,8 +208,10 @@ int lv_backward(lv_tensor *root, lv_tensor *grad) {
         /* reuse the buffer of the previous backward when nobody else holds it */
         lv_tensor *b = x->gbuf[i];
         if (b && b->refcount == 1 && lv_same_shape(b, x->in[i])) {
+          double tz = profiling ? prof_now() : 0;
           if (lv_on_cuda(b)) { if (lv_cuda->memset0(lv_data(b), (size_t)lv_numel(b) * sizeof(float)) < 0) { rc = -1; break; } }
           else memset(lv_data(b), 0, (size_t)lv_numel(b) * sizeof(float));
+          if (profiling) prof_add(&op_zero, 0, prof_now() - tz);
         } else {
           lv_tensor_decref(b);
           b = x->gbuf[i] = lv_tensor_new_like(x->in[i], 1);
@@ -276,6 +279,9 @@ int lv_capture_replay(lv_capture *c) {
 #define PROF_MAX 64
 static struct { const lv_op *op; double f, b; int64_t calls; } prof[PROF_MAX];
 static int nprof = 0;
+int lv_profiling(void) { return profiling; }
+double lv_prof_now(void) { return prof_now(); }
+void lv_profile_add(const lv_op *op, double f, double b) { prof_add(op, f, b); }
 void lv_profile_enable(int on) {
   profiling = on;
   if (on) { nprof = 0; memset(prof, 0, sizeof prof); }
@@ -285,7 +291,7 @@ int lv_profile_get(int i, const char **name, double *fwd_s, double *bwd_s, int64
   *name = prof[i].op->name; *fwd_s = prof[i].f; *bwd_s = prof[i].b; *calls = prof[i].calls;
   return 1;
 }
-static void prof_add(const lv_op *op, double f, double b) {
+void prof_add(const lv_op *op, double f, double b) {
   int i = 0;
   while (i < nprof && prof[i].op != op) i++;
   if (i == nprof) { if (nprof == PROF_MAX) return; prof[nprof++].op = op; }

@@ -134,6 +134,9 @@ int lv_backward(lv_tensor *root, lv_tensor *grad /* NULL: ones for scalars */);
 
 /* per-op timing of forward replays and backward passes (for bench/: time outside kernels) */
 void lv_profile_enable(int on);
+int lv_profiling(void);
+double lv_prof_now(void);
+void lv_profile_add(const struct lv_op *op, double fwd_s, double bwd_s);
 int lv_profile_get(int i, const char **name, double *fwd_s, double *bwd_s, int64_t *calls);
 
 /* capture: while recording, every node created is appended to the list (new reference) */

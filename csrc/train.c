@@ -64,7 +64,10 @@ void lv_adam_free(lv_adam *a) {
   free(a);
 }
 
+static const lv_op op_adam_prof = {"Adam", NULL, NULL, NULL};
+
 int lv_adam_apply(lv_adam *a) {
+  double t0 = lv_profiling() ? lv_prof_now() : 0;
   a->step++;
   for (int i = 0; i < a->n; i++) {
     lv_tensor *p = a->p[i];
@@ -82,6 +85,7 @@ int lv_adam_apply(lv_adam *a) {
       return -1;
     p->grad_stale = 1; /* the next backward overwrites instead of adding (no zeroing pass) */
   }
+  if (lv_profiling()) lv_profile_add(&op_adam_prof, 0, lv_prof_now() - t0);
   return 0;
 }
 

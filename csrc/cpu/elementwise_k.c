@@ -52,7 +52,7 @@ int lv_avg_pool2d_forward(int planes, int H, int W, int kh, int kw, int sh, int 
                           const float *x, float *y) {
   int Ho, Wo;
   if (pool_check("avg_pool2d", planes, H, W, kh, kw, sh, sw, ph, pw, &Ho, &Wo)) return -1;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((double)planes * H * W > 65536)
   for (int p = 0; p < planes; p++) {
     const float *xp = x + (size_t)p * H * W;
     float *yp = y + (size_t)p * Ho * Wo;
@@ -78,7 +78,7 @@ int lv_avg_pool2d_backward(int planes, int H, int W, int kh, int kw, int sh, int
                            const float *gy, float *gx) {
   int Ho, Wo;
   if (pool_check("avg_pool2d_backward", planes, H, W, kh, kw, sh, sw, ph, pw, &Ho, &Wo)) return -1;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((double)planes * H * W > 65536)
   for (int p = 0; p < planes; p++) {
     const float *gp = gy + (size_t)p * Ho * Wo;
     float *xp = gx + (size_t)p * H * W;

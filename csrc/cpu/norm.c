@@ -48,7 +48,7 @@ static int bn_fwd_train(const char *who, int act, int N, int C, int HW, const fl
   if (bn_check(who, N, C, HW, x, y)) return -1;
   if (!mean || !invstd) return lv_set_error(LV_EVALUE, "%s: mean/invstd outputs are required", who), -1;
   double M = (double)N * HW;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((double)N * C * HW > 65536)
   for (int c = 0; c < C; c++) {
     double s = 0;
     for (int n = 0; n < N; n++) {
@@ -88,7 +88,7 @@ static int bn_fwd_eval(const char *who, int act, int N, int C, int HW, const flo
                        float eps, float *y) {
   if (bn_check(who, N, C, HW, x, y)) return -1;
   if (!rm || !rv) return lv_set_error(LV_EVALUE, "%s: running statistics are required", who), -1;
-#pragma omp parallel for schedule(static) collapse(2)
+#pragma omp parallel for schedule(static) collapse(2) if ((double)N * C * HW > 65536)
   for (int n = 0; n < N; n++)
     for (int c = 0; c < C; c++) {
       float is = (float)(1.0 / sqrt((double)rv[c] + eps));
@@ -113,7 +113,7 @@ static int bn_bwd(const char *who, int train, int N, int C, int HW, const float 
   if (train && (!mean || !invstd)) return lv_set_error(LV_EVALUE, "%s: mean/invstd are required", who), -1;
   if (!train && (!rm || !rv)) return lv_set_error(LV_EVALUE, "%s: running statistics are required", who), -1;
   double M = (double)N * HW;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((double)N * C * HW > 65536)
   for (int c = 0; c < C; c++) {
     float mu = train ? mean[c] : rm[c];
     float is = train ? invstd[c] : (float)(1.0 / sqrt((double)rv[c] + eps));

@@ -51,7 +51,7 @@ int lv_grid_sample_forward(int N, int C, int H, int W, int Ho, int Wo, int align
                            const float *x, const float *grid, float *y) {
   if (gs_check("grid_sample", N, C, H, W, Ho, Wo, x, grid) || !y) return y ? -1 : (lv_set_error(LV_EVALUE, "grid_sample: NULL output"), -1);
   size_t HW = (size_t)H * W, P = (size_t)Ho * Wo;
-#pragma omp parallel for schedule(static) collapse(2)
+#pragma omp parallel for schedule(static) collapse(2) if ((double)N * C * Ho * Wo > 65536)
   for (int n = 0; n < N; n++)
     for (int oy = 0; oy < Ho; oy++)
       for (int ox = 0; ox < Wo; ox++) {
@@ -77,7 +77,7 @@ int lv_grid_sample_backward(int N, int C, int H, int W, int Ho, int Wo, int alig
   if (ggrid && !x) return lv_set_error(LV_EVALUE, "grid_sample_backward: x is needed for the grid gradient"), -1;
   size_t HW = (size_t)H * W, P = (size_t)Ho * Wo;
   float sx = align_corners ? 0.5f * (W - 1) : 0.5f * W, sy = align_corners ? 0.5f * (H - 1) : 0.5f * H;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((double)N * C * Ho * Wo > 65536)
   for (int n = 0; n < N; n++)
     for (size_t pix = 0; pix < P; pix++) {
       const float *g = grid + ((size_t)n * P + pix) * 2;
@@ -191,6 +191,7 @@ int lv_readout_forward(int B, int C, int H, int W, int Nn, int shared_pos, const
   if (ro_check("readout", B, C, H, W, Nn, x, pos, feat)) return -1;
   if (!out) return lv_set_error(LV_EVALUE, "readout: NULL output"), -1;
   int nt = omp_get_max_threads();
+  if ((double)B * Nn * C < 200000 || B < 2) nt = 1; /* small problems: no thread wake-ups */
   size_t HW = (size_t)H * W, per = HW * C;
   float *featT = malloc(sizeof(float) * ((size_t)Nn * C + per * nt + 1));
   if (!featT) return lv_set_error(LV_ENOMEM, "readout: out of memory"), -1;
@@ -221,6 +222,7 @@ int lv_readout_backward(int B, int C, int H, int W, int Nn, int shared_pos, cons
       for (int n = 0; n < Nn; n++) gbias[n] += gout[(size_t)b * Nn + n];
   if (!gx && !gpos && !gfeat) return 0;
   int nt = omp_get_max_threads();
+  if ((double)B * Nn * C < 200000 || B < 2) nt = 1; /* small problems: no thread wake-ups */
   size_t HW = (size_t)H * W, per = HW * C, nc = (size_t)Nn * C;
   size_t gpos_priv = (gpos && shared_pos) ? (size_t)Nn * 2 : 0;
   size_t thr = per + (gx ? per : 0) + (gfeat ? nc : 0) + gpos_priv;
