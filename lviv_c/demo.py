@@ -100,14 +100,16 @@ def synthetic_scan(quick=False, cache=None, seed=0, progress=True, **sizes):
     """Path of the synthetic scan in the cache, generated first when it is not complete there.
 
     Full size (the course scan's 5993 x 5335, 36x64) by default, ``QUICK_SCAN`` with ``quick``;
-    ``sizes`` (make_scan's n_trials, n_neurons, ...) override either and name their own folder."""
+    ``sizes`` (make_scan's n_trials, n_neurons, ...) override either. The folder
+    ``<cache>/synthetic-<trials>x<neurons>-test<images>x<repeats>-val<n>-seed<seed>`` is
+    complete once ``ground_truth/params.json`` exists (written last)."""
     from . import synthetic
     params = dict(QUICK_SCAN if quick else synthetic.DEFAULTS)
     params.pop("image_shape", None)
     params.update(sizes)
-    tag = "quick" if quick else "full"
-    if sizes:
-        tag += "-" + "-".join(f"{v}" for _, v in sorted(sizes.items()))
+    # the folder name carries the sizes, so a changed size never reuses an old scan
+    tag = (f"{params['n_trials']}x{params['n_neurons']}-test{params['n_test_images']}x"
+           f"{params['n_repeats']}-val{params['n_validation']}")
     folder = os.path.join(cache_dir(cache), f"synthetic-{tag}-seed{seed}")
     path = os.path.join(folder, synthetic.scan_name())
     if os.path.isfile(os.path.join(path, "ground_truth", "params.json")):
