@@ -66,7 +66,7 @@ def build_parser():
     d.add_argument("--models", default=None, metavar="LIST",
                    help="comma-separated subset of: ln,simple-cnn,cnn,lurz,lurz-linear")
     d.add_argument("--mei-iterations", type=int, default=None, metavar="N",
-                   help="MEI optimisation steps (default 300, 30 with --quick)")
+                   help="MEI optimisation steps (default 300, 20 with --quick)")
     d.add_argument("--no-figures", action="store_true", help="skip the figures")
     d.add_argument("--quiet", action="store_true", help="no progress output")
 

@@ -100,14 +100,16 @@ def synthetic_scan(quick=False, cache=None, seed=0, progress=True, **sizes):
     """Path of the synthetic scan in the cache, generated first when it is not complete there.
 
     Full size (the course scan's 5993 x 5335, 36x64) by default, ``QUICK_SCAN`` with ``quick``;
-    ``sizes`` (make_scan's n_trials, n_neurons, ...) override either and name their own folder."""
+    ``sizes`` (make_scan's n_trials, n_neurons, ...) override either. The folder
+    ``<cache>/synthetic-<trials>x<neurons>-test<images>x<repeats>-val<n>-seed<seed>`` is
+    complete once ``ground_truth/params.json`` exists (written last)."""
     from . import synthetic
     params = dict(QUICK_SCAN if quick else synthetic.DEFAULTS)
     params.pop("image_shape", None)
     params.update(sizes)
-    tag = "quick" if quick else "full"
-    if sizes:
-        tag += "-" + "-".join(f"{v}" for _, v in sorted(sizes.items()))
+    # the folder name carries the sizes, so a changed size never reuses an old scan
+    tag = (f"{params['n_trials']}x{params['n_neurons']}-test{params['n_test_images']}x"
+           f"{params['n_repeats']}-val{params['n_validation']}")
     folder = os.path.join(cache_dir(cache), f"synthetic-{tag}-seed{seed}")
     path = os.path.join(folder, synthetic.scan_name())
     if os.path.isfile(os.path.join(path, "ground_truth", "params.json")):
@@ -482,12 +484,12 @@ def analyse_lurz(models, per_neuron, loaders, out, written, n_neurons=6, mei_ite
 
 def run_demo(data=None, quick=False, out="out", max_iter=None, models=DEMO_MODELS,
              batch_size=30, seed=1234, cache=None, verbose=True, lurz_config=None,
-             mei_iterations=None, n_analysis_neurons=6, figures=True):
+             mei_iterations=None, n_analysis_neurons=None, figures=True):
     """Train, evaluate and plot (see the module docstring). Returns the results dict that is
     also written to ``<out>/results.json``.
 
-    ``quick``: the small synthetic scan (QUICK_SCAN), ``max_iter`` 2 and 30 MEI iterations
-    unless given. ``max_iter``: train_model's epoch limit (default 200, the course's).
+    ``quick``: the small synthetic scan (QUICK_SCAN), ``max_iter`` 2, 20 MEI iterations and 4
+    analysed neurons unless given (else 200, 300 and 6). ``max_iter``: train_model's epoch limit (default 200, the course's).
     ``models``: keys of MODELS. ``lurz_config``: overrides of LURZ_COURSE_CONFIG."""
     from .trainers import resolve_device, train_model
     t_start = time.perf_counter()
@@ -497,7 +499,9 @@ def run_demo(data=None, quick=False, out="out", max_iter=None, models=DEMO_MODEL
     if max_iter is None:
         max_iter = 2 if quick else 200
     if mei_iterations is None:
-        mei_iterations = 30 if quick else 300
+        mei_iterations = 20 if quick else 300
+    if n_analysis_neurons is None:
+        n_analysis_neurons = 4 if quick else 6
     path, synthetic = resolve_data(data, quick=quick, cache=cache, progress=verbose)
     os.makedirs(out, exist_ok=True)
     say = (lambda *a: print(*a, flush=True)) if verbose else (lambda *a: None)

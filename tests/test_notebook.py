@@ -63,6 +63,7 @@ def executed(tmp_path_factory):
     os.environ.update(env)
     try:
         nb = nbformat.read(NB, as_version=4)
+        nb.cells.append(nbformat.v4.new_code_cell("import sys; print('KERNEL', sys.executable)"))
         # the kernel is this interpreter: jupyter_client runs a kernelspec whose command is
         # "python" with sys.executable (ipykernel's own spec when none is installed)
         client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
@@ -75,6 +76,11 @@ def executed(tmp_path_factory):
             else:
                 os.environ[k] = v
     return nb
+
+
+def test_kernel_is_this_python(executed):
+    out = "".join(o.get("text", "") for o in executed.cells[-1].get("outputs", []))
+    assert f"KERNEL {sys.executable}" in out
 
 
 def test_every_cell_ran_without_error(executed):
