@@ -58,7 +58,7 @@ def run(name, model, dl, steps, repeats):
     t0 = time.perf_counter()
     eng.predict(dl["validation"])
     t_eval = time.perf_counter() - t0
-    extrap = "" if len(sub) == n_epoch else f" (from {len(sub)} trials)"
+    extrap = "" if len(sub) == n_epoch else f" (extrapolated from {len(sub)} trials in {dt:.1f} s)"
     print(f"{name:5s} epoch {epoch:8.1f} s{extrap}  train {1 / per_img:7.1f} img/s  "
           f"outside kernels {100 * statistics.median(outside):4.1f}% (Adam {100 * adam / dt:.0f}%)  validation pass {t_eval:5.2f} s "
           f"({len(dl['validation'].indices) / t_eval:.0f} img/s)")
