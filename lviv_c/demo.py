@@ -482,6 +482,9 @@ def analyse_lurz(models, per_neuron, loaders, out, written, n_neurons=6, mei_ite
 
 # ----------------------------------------------------------------------------------- the job
 
+CPU_MAX_ITER = 10
+
+
 def run_demo(data=None, quick=False, out="out", max_iter=None, models=DEMO_MODELS,
              batch_size=30, seed=1234, cache=None, verbose=True, lurz_config=None,
              mei_iterations=None, n_analysis_neurons=None, figures=True):
@@ -497,7 +500,17 @@ def run_demo(data=None, quick=False, out="out", max_iter=None, models=DEMO_MODEL
         if m not in MODELS:
             raise ValueError(f"unknown model {m!r}; expected some of {', '.join(MODELS)}")
     if max_iter is None:
-        max_iter = 2 if quick else 200
+        from . import cuda as _cuda
+        if quick:
+            max_iter = 2
+        elif _cuda.is_available():
+            max_iter = 200
+        else:
+            # the course's 200-epoch schedule takes hours per model on a 2-core CPU
+            max_iter = CPU_MAX_ITER
+            if verbose:
+                print(f"lviv_c demo: no GPU, training at most {CPU_MAX_ITER} epochs per model "
+                      "(--max-iter 200 for the course's full schedule)")
     if mei_iterations is None:
         mei_iterations = 20 if quick else 300
     if n_analysis_neurons is None:
