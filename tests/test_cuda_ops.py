@@ -621,7 +621,8 @@ def test_capture_on_model_device_restores_buffers():
     from lviv_c.capture import capture_graph
     m = CourseCNN(9, 12, 5).to("cuda")
     before = {k: v.cpu().numpy().copy() for k, v in m.state_dict().items()}
-    g = capture_graph(m, np.zeros((4, 1, 9, 12), np.float32), train=False)
-    assert g.x.is_cuda and g.out.is_cuda
+    x = R.standard_normal((4, 1, 9, 12)).astype(np.float32) + 2.0
+    g = capture_graph(m, x, np.ones((4, 5), np.float32), lambda o, y: F.poisson_loss(o, y), train=True)
+    assert g.x.is_cuda and g.y.is_cuda and g.out.is_cuda and g.loss.is_cuda
     for k, v in m.state_dict().items():
         np.testing.assert_array_equal(v.cpu().numpy(), before[k])

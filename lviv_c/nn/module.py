@@ -334,6 +334,8 @@ class Module:
         return self
 
     def cuda(self, device=None):
+        if isinstance(device, int):
+            device = f"cuda:{device}"
         _check_device("cuda" if device is None else device)
         return self._move_tensors(1)
 
