@@ -1,0 +1,362 @@
+/* Gaussian readout ops (FullGaussian2d): sampled read positions and the bilinear read + per-neuron
+ * channel map. Forward is re-runnable (captured-graph replay): the position op draws fresh noise
+ * on every forward from one 64-bit seed taken from the global generator, so lv_manual_seed makes
+ * a run reproducible and the draws do not depend on the number of threads.
+ *
+ * The read itself calls the tuned CPU kernels lv_readout_forward / lv_readout_backward
+ * (csrc/cpu/kernels.h). They are referenced weakly: a build without them falls back to the
+ * straightforward loops below (same semantics, slower). */
+#include "ops/readout_ops.h"
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SHP(t, buf) lv_shape_str((t), (buf), sizeof(buf))
+
+/* CPU kernels (csrc/cpu/sample.c), weak so this file links without them */
+int lv_readout_forward(int B, int C, int H, int W, int Nn, int shared_pos, const float *x,
+                       const float *pos, const float *feat, const float *bias, float *out)
+    __attribute__((weak));
+int lv_readout_backward(int B, int C, int H, int W, int Nn, int shared_pos, const float *x,
+                        const float *pos, const float *feat, const float *gout, float *gx,
+                        float *gpos, float *gfeat, float *gbias) __attribute__((weak));
+
+static int check_cpu_f32(const char *op, const char *what, const lv_tensor *t) {
+  if (!t) return 0;
+  if (t->dtype != LV_F32) return lv_set_error(LV_ETYPE, "%s: %s must be float32, got int64", op, what);
+  if (t->st->device != LV_CPU)
+    return lv_set_error(LV_ERUNTIME, "%s: CUDA tensors are not supported by this op yet", op);
+  return 0;
+}
+
+/* ==================================== read positions ==================================== */
+/* in: 0 mu, 1 sigma (or NULL). aux: 0 eps (B, N, 2) when sampling, 1 clamp mask like out.
+ * ia: 0 batch, 1 sample, 2 gauss type, 3 project, 4 N. */
+#define CHUNK 128
+
+static inline void gauss_pair(lv_rng *r, float *e0, float *e1) {
+  uint64_t u = lv_rng_u64(r);
+  float u1 = (float)((u >> 40) + 1) * 0x1.0p-24f;            /* (0, 1] */
+  float u2 = (float)((u >> 16) & 0xffffff) * 0x1.0p-24f;     /* [0, 1) */
+  float rad = sqrtf(-2.f * logf(u1)), th = 6.2831853071795865f * u2;
+  *e0 = rad * cosf(th);
+  *e1 = rad * sinf(th);
+}
+
+static int pos_fwd(lv_node *nd) {
+  int64_t B = nd->ia[0], N = nd->ia[4];
+  int sample = (int)nd->ia[1], type = (int)nd->ia[2];
+  float *mu = lv_f32(nd->in[0]);
+  float *sg = nd->in[1] ? lv_f32(nd->in[1]) : NULL;
+  float *out = lv_f32(nd->out), *mask = lv_f32(nd->aux[1]);
+  /* projection of the free parameters, in place */
+  if (nd->ia[3] & 1)
+    for (int64_t i = 0; i < 2 * N; i++) mu[i] = mu[i] < -1.f ? -1.f : (mu[i] > 1.f ? 1.f : mu[i]);
+  if (nd->ia[3] & 2) {
+    if (sg && type != LV_GAUSS_FULL) {
+      int64_t m = lv_numel(nd->in[1]);
+      for (int64_t i = 0; i < m; i++) if (sg[i] < 0.f) sg[i] = 0.f;
+    }
+  }
+  if (!sample) {
+    for (int64_t i = 0; i < 2 * N; i++) {
+      float v = mu[i];
+      mask[i] = (v >= -1.f && v <= 1.f) ? 1.f : 0.f;
+      out[i] = v < -1.f ? -1.f : (v > 1.f ? 1.f : v);
+    }
+    return 0;
+  }
+  float *eps = lv_f32(nd->aux[0]);
+  uint64_t seed = lv_rng_next();
+  int64_t nchunks = (N + CHUNK - 1) / CHUNK;
+#pragma omp parallel for schedule(static) if (B * N > 20000)
+  for (int64_t k = 0; k < nchunks; k++) {
+    lv_rng r;
+    lv_rng_seed(&r, seed ^ ((uint64_t)(k + 1) * 0x9E3779B97F4A7C15ULL));
+    int64_t n0 = k * CHUNK, n1 = n0 + CHUNK < N ? n0 + CHUNK : N;
+    for (int64_t b = 0; b < B; b++)
+      for (int64_t n = n0; n < n1; n++) {
+        size_t o = ((size_t)b * N + n) * 2;
+        float e0, e1, v0, v1;
+        gauss_pair(&r, &e0, &e1);
+        eps[o] = e0;
+        eps[o + 1] = e1;
+        if (type == LV_GAUSS_FULL) {
+          const float *s = sg + 4 * n; /* row-major 2x2: pos_c = sum_d s[c][d] eps_d */
+          v0 = mu[2 * n] + s[0] * e0 + s[1] * e1;
+          v1 = mu[2 * n + 1] + s[2] * e0 + s[3] * e1;
+        } else if (type == LV_GAUSS_UNCORRELATED) {
+          v0 = mu[2 * n] + sg[2 * n] * e0;
+          v1 = mu[2 * n + 1] + sg[2 * n + 1] * e1;
+        } else {
+          v0 = mu[2 * n] + sg[n] * e0;
+          v1 = mu[2 * n + 1] + sg[n] * e1;
+        }
+        mask[o] = (v0 >= -1.f && v0 <= 1.f) ? 1.f : 0.f;
+        mask[o + 1] = (v1 >= -1.f && v1 <= 1.f) ? 1.f : 0.f;
+        out[o] = v0 < -1.f ? -1.f : (v0 > 1.f ? 1.f : v0);
+        out[o + 1] = v1 < -1.f ? -1.f : (v1 > 1.f ? 1.f : v1);
+      }
+  }
+  return 0;
+}
+
+static int pos_bwd(lv_node *nd, lv_tensor *gout, lv_tensor **gin) {
+  int64_t B = nd->ia[0], N = nd->ia[4];
+  int sample = (int)nd->ia[1], type = (int)nd->ia[2];
+  const float *g = lv_f32(gout), *mask = lv_f32(nd->aux[1]);
+  float *gmu = gin[0] ? lv_f32(gin[0]) : NULL;
+  float *gsg = gin[1] ? lv_f32(gin[1]) : NULL;
+  if (!sample) {
+    if (gmu) for (int64_t i = 0; i < 2 * N; i++) gmu[i] += g[i] * mask[i];
+    return 0;
+  }
+  const float *eps = lv_f32(nd->aux[0]);
+#pragma omp parallel for schedule(static) if (B * N > 20000)
+  for (int64_t n = 0; n < N; n++) {
+    double m0 = 0, m1 = 0, s00 = 0, s01 = 0, s10 = 0, s11 = 0;
+    for (int64_t b = 0; b < B; b++) {
+      size_t o = ((size_t)b * N + n) * 2;
+      float g0 = g[o] * mask[o], g1 = g[o + 1] * mask[o + 1];
+      float e0 = eps[o], e1 = eps[o + 1];
+      m0 += g0; m1 += g1;
+      s00 += g0 * e0; s01 += g0 * e1; s10 += g1 * e0; s11 += g1 * e1;
+    }
+    if (gmu) { gmu[2 * n] += (float)m0; gmu[2 * n + 1] += (float)m1; }
+    if (gsg) {
+      if (type == LV_GAUSS_FULL) {
+        float *d = gsg + 4 * n;
+        d[0] += (float)s00; d[1] += (float)s01; d[2] += (float)s10; d[3] += (float)s11;
+      } else if (type == LV_GAUSS_UNCORRELATED) {
+        gsg[2 * n] += (float)s00;
+        gsg[2 * n + 1] += (float)s11;
+      } else {
+        gsg[n] += (float)(s00 + s11);
+      }
+    }
+  }
+  return 0;
+}
+
+static const lv_op op_positions = {"ReadoutPositions", pos_fwd, pos_bwd, NULL};
+
+lv_tensor *lv_readout_positions(lv_tensor *mu, lv_tensor *sigma, int64_t batch, int sample,
+                                int gauss_type, int project) {
+  const char *op = "readout_positions";
+  char s1[96], s2[96];
+  if (check_cpu_f32(op, "mu", mu) || check_cpu_f32(op, "sigma", sigma)) return NULL;
+  if (gauss_type < 0 || gauss_type > 2) {
+    lv_set_error(LV_EVALUE, "%s: gauss_type must be 0 (full), 1 (uncorrelated) or 2 (isotropic), got %d", op, gauss_type);
+    return NULL;
+  }
+  int64_t m = lv_numel(mu);
+  if (m % 2) {
+    lv_set_error(LV_EVALUE, "%s: mu must hold 2 values per neuron, got shape %s", op, SHP(mu, s1));
+    return NULL;
+  }
+  int64_t N = m / 2;
+  if (sample) {
+    if (!sigma) { lv_set_error(LV_EVALUE, "%s: sampling needs sigma", op); return NULL; }
+    if (batch < 1) { lv_set_error(LV_EVALUE, "%s: sampling needs a batch size >= 1, got %lld", op, (long long)batch); return NULL; }
+  }
+  if (sigma) {
+    int64_t per = gauss_type == LV_GAUSS_FULL ? 4 : (gauss_type == LV_GAUSS_UNCORRELATED ? 2 : 1);
+    if (lv_numel(sigma) != per * N) {
+      lv_set_error(LV_EVALUE, "%s: sigma has shape %s, expected %lld values per neuron for %lld neurons (mu shape %s)",
+                   op, SHP(sigma, s1), (long long)per, (long long)N, SHP(mu, s2));
+      return NULL;
+    }
+  }
+  if (((project & 1) && mu->grad_fn) || ((project & 2) && sigma && sigma->grad_fn)) {
+    lv_set_error(LV_EVALUE, "%s: project clamps mu / sigma in place and needs leaf parameters", op);
+    return NULL;
+  }
+  lv_tensor *in[2] = {mu, sample ? sigma : NULL};
+  lv_node *nd = lv_node_new(&op_positions, 2, in);
+  if (!nd) return NULL;
+  nd->ia[0] = sample ? batch : 0;
+  nd->ia[1] = sample ? 1 : 0;
+  nd->ia[2] = gauss_type;
+  nd->ia[3] = project & 3;
+  nd->ia[4] = N;
+  nd->training = sample ? 1 : 0;
+  int64_t shape[3] = {batch, N, 2};
+  int ndim = sample ? 3 : 2;
+  const int64_t *shp = sample ? shape : shape + 1;
+  if (sample) {
+    nd->aux[0] = lv_tensor_new(3, shape, LV_F32, LV_CPU, 1);
+    if (!nd->aux[0]) { lv_node_decref(nd); return NULL; }
+  }
+  nd->aux[1] = lv_tensor_new(ndim, shp, LV_F32, LV_CPU, 1);
+  if (!nd->aux[1]) { lv_node_decref(nd); return NULL; }
+  return lv_node_finish(nd, ndim, shp, LV_F32);
+}
+
+/* ============================== bilinear read + channel map ============================== */
+/* Fallback loops (used when the CPU kernels are not linked in). Same conventions as
+ * lv_readout_forward / lv_readout_backward. */
+typedef struct { int64_t idx[4]; float w[4]; float tx, ty; } taps;
+
+static void make_taps(float px, float py, int H, int W, taps *t) {
+  float ix = (px + 1.f) * 0.5f * (float)(W - 1), iy = (py + 1.f) * 0.5f * (float)(H - 1);
+  float fx = floorf(ix), fy = floorf(iy);
+  int x0 = (int)fx, y0 = (int)fy;
+  float tx = ix - fx, ty = iy - fy;
+  t->tx = tx;
+  t->ty = ty;
+  t->w[0] = (1.f - tx) * (1.f - ty);
+  t->w[1] = tx * (1.f - ty);
+  t->w[2] = (1.f - tx) * ty;
+  t->w[3] = tx * ty;
+  int vx0 = x0 >= 0 && x0 < W, vx1 = x0 + 1 >= 0 && x0 + 1 < W;
+  int vy0 = y0 >= 0 && y0 < H, vy1 = y0 + 1 >= 0 && y0 + 1 < H;
+  t->idx[0] = (vx0 && vy0) ? (int64_t)y0 * W + x0 : -1;
+  t->idx[1] = (vx1 && vy0) ? (int64_t)y0 * W + x0 + 1 : -1;
+  t->idx[2] = (vx0 && vy1) ? (int64_t)(y0 + 1) * W + x0 : -1;
+  t->idx[3] = (vx1 && vy1) ? (int64_t)(y0 + 1) * W + x0 + 1 : -1;
+}
+
+static int ref_forward(int B, int C, int H, int W, int N, int shared, const float *x,
+                       const float *pos, const float *feat, const float *bias, float *out) {
+  size_t HW = (size_t)H * W;
+#pragma omp parallel for schedule(static)
+  for (int b = 0; b < B; b++) {
+    const float *xb = x + (size_t)b * C * HW, *pb = pos + (shared ? 0 : (size_t)b * N * 2);
+    for (int n = 0; n < N; n++) {
+      taps t;
+      make_taps(pb[2 * n], pb[2 * n + 1], H, W, &t);
+      float s = bias ? bias[n] : 0.f;
+      for (int c = 0; c < C; c++) {
+        const float *xc = xb + (size_t)c * HW;
+        float v = 0.f;
+        for (int k = 0; k < 4; k++) if (t.idx[k] >= 0) v += t.w[k] * xc[t.idx[k]];
+        s += feat[(size_t)c * N + n] * v;
+      }
+      out[(size_t)b * N + n] = s;
+    }
+  }
+  return 0;
+}
+
+static int ref_backward(int B, int C, int H, int W, int N, int shared, const float *x,
+                        const float *pos, const float *feat, const float *gout, float *gx,
+                        float *gpos, float *gfeat, float *gbias) {
+  size_t HW = (size_t)H * W;
+  float sx = 0.5f * (float)(W - 1), sy = 0.5f * (float)(H - 1);
+  if (gx) {
+#pragma omp parallel for schedule(static)
+    for (int b = 0; b < B; b++) {
+      float *gxb = gx + (size_t)b * C * HW;
+      const float *pb = pos + (shared ? 0 : (size_t)b * N * 2);
+      for (int n = 0; n < N; n++) {
+        float g = gout[(size_t)b * N + n];
+        taps t;
+        make_taps(pb[2 * n], pb[2 * n + 1], H, W, &t);
+        for (int k = 0; k < 4; k++) {
+          if (t.idx[k] < 0) continue;
+          float a = g * t.w[k];
+          for (int c = 0; c < C; c++) gxb[(size_t)c * HW + t.idx[k]] += a * feat[(size_t)c * N + n];
+        }
+      }
+    }
+  }
+  if (gpos || gfeat || gbias) {
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+      double gb = 0, gp0 = 0, gp1 = 0;
+      for (int b = 0; b < B; b++) {
+        float g = gout[(size_t)b * N + n];
+        const float *pb = pos + (shared ? 0 : (size_t)b * N * 2);
+        const float *xb = x + (size_t)b * C * HW;
+        taps t;
+        make_taps(pb[2 * n], pb[2 * n + 1], H, W, &t);
+        gb += g;
+        float v[4] = {0, 0, 0, 0};
+        for (int c = 0; c < C; c++) {
+          const float *xc = xb + (size_t)c * HW;
+          float xv[4];
+          for (int k = 0; k < 4; k++) xv[k] = t.idx[k] >= 0 ? xc[t.idx[k]] : 0.f;
+          float f = feat[(size_t)c * N + n];
+          for (int k = 0; k < 4; k++) v[k] += f * xv[k];
+          if (gfeat) gfeat[(size_t)c * N + n] += g * (t.w[0] * xv[0] + t.w[1] * xv[1] + t.w[2] * xv[2] + t.w[3] * xv[3]);
+        }
+        float d0 = g * sx * ((v[1] - v[0]) * (1.f - t.ty) + (v[3] - v[2]) * t.ty);
+        float d1 = g * sy * ((v[2] - v[0]) * (1.f - t.tx) + (v[3] - v[1]) * t.tx);
+        if (shared) { gp0 += d0; gp1 += d1; }
+        else if (gpos) { gpos[((size_t)b * N + n) * 2] += d0; gpos[((size_t)b * N + n) * 2 + 1] += d1; }
+      }
+      if (gbias) gbias[n] += (float)gb;
+      if (shared && gpos) { gpos[2 * n] += (float)gp0; gpos[2 * n + 1] += (float)gp1; }
+    }
+  }
+  return 0;
+}
+
+/* in: 0 x (B, C, H, W), 1 pos, 2 feat (C, N), 3 bias (N) or NULL. ia: 0 shared */
+#define RO_ARGS(nd)                                                                               \
+  (int)(nd)->in[0]->shape[0], (int)(nd)->in[0]->shape[1], (int)(nd)->in[0]->shape[2],             \
+      (int)(nd)->in[0]->shape[3], (int)(nd)->out->shape[1], (int)(nd)->ia[0]
+
+static int ro_fwd(lv_node *nd) {
+  const float *bias = nd->in[3] ? lv_f32(nd->in[3]) : NULL;
+  if (nd->out->shape[0] == 0 || nd->out->shape[1] == 0) return 0;
+  if (lv_readout_forward)
+    return lv_readout_forward(RO_ARGS(nd), lv_f32(nd->in[0]), lv_f32(nd->in[1]), lv_f32(nd->in[2]),
+                              bias, lv_f32(nd->out));
+  return ref_forward(RO_ARGS(nd), lv_f32(nd->in[0]), lv_f32(nd->in[1]), lv_f32(nd->in[2]), bias,
+                     lv_f32(nd->out));
+}
+
+static int ro_bwd(lv_node *nd, lv_tensor *gout, lv_tensor **gin) {
+  if (nd->out->shape[0] == 0 || nd->out->shape[1] == 0) return 0;
+  float *g[4];
+  for (int i = 0; i < 4; i++) g[i] = gin[i] ? lv_f32(gin[i]) : NULL;
+  if (lv_readout_backward)
+    return lv_readout_backward(RO_ARGS(nd), lv_f32(nd->in[0]), lv_f32(nd->in[1]), lv_f32(nd->in[2]),
+                               lv_f32(gout), g[0], g[1], g[2], g[3]);
+  return ref_backward(RO_ARGS(nd), lv_f32(nd->in[0]), lv_f32(nd->in[1]), lv_f32(nd->in[2]),
+                      lv_f32(gout), g[0], g[1], g[2], g[3]);
+}
+
+static const lv_op op_readout = {"GaussianReadout", ro_fwd, ro_bwd, NULL};
+
+lv_tensor *lv_gaussian_readout(lv_tensor *x, lv_tensor *pos, lv_tensor *feat, lv_tensor *bias) {
+  const char *op = "gaussian_readout";
+  char s1[96], s2[96], s3[96];
+  if (check_cpu_f32(op, "input", x) || check_cpu_f32(op, "positions", pos) ||
+      check_cpu_f32(op, "features", feat) || check_cpu_f32(op, "bias", bias))
+    return NULL;
+  if (x->ndim != 4) {
+    lv_set_error(LV_EVALUE, "%s: expected a 4-d input (batch, channels, height, width), got shape %s", op, SHP(x, s1));
+    return NULL;
+  }
+  int64_t B = x->shape[0], C = x->shape[1];
+  int shared;
+  int64_t N;
+  if (pos->ndim == 2 && pos->shape[1] == 2) { shared = 1; N = pos->shape[0]; }
+  else if (pos->ndim == 3 && pos->shape[2] == 2 && pos->shape[0] == B) { shared = 0; N = pos->shape[1]; }
+  else {
+    lv_set_error(LV_EVALUE, "%s: positions must be (neurons, 2) or (batch, neurons, 2) with batch %lld, got shape %s (input shape %s)",
+                 op, (long long)B, SHP(pos, s1), SHP(x, s2));
+    return NULL;
+  }
+  if (lv_numel(feat) != C * N) {
+    lv_set_error(LV_EVALUE, "%s: features have shape %s, expected %lld x %lld values (channels x neurons) for input %s and positions %s",
+                 op, SHP(feat, s1), (long long)C, (long long)N, SHP(x, s2), SHP(pos, s3));
+    return NULL;
+  }
+  if (bias && lv_numel(bias) != N) {
+    lv_set_error(LV_EVALUE, "%s: bias has shape %s, expected (%lld,)", op, SHP(bias, s1), (long long)N);
+    return NULL;
+  }
+  if (x->shape[2] < 1 || x->shape[3] < 1) {
+    lv_set_error(LV_EVALUE, "%s: empty feature map %s", op, SHP(x, s1));
+    return NULL;
+  }
+  lv_tensor *in[4] = {x, pos, feat, bias};
+  lv_node *nd = lv_node_new(&op_readout, 4, in);
+  if (!nd) return NULL;
+  nd->ia[0] = shared;
+  int64_t shape[2] = {B, N};
+  return lv_node_finish(nd, 2, shape, LV_F32);
+}
