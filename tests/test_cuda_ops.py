@@ -6,6 +6,7 @@ atol 1e-6 (same float32 formulas, possibly different libm ulps); reductions at 1
 accumulation on both sides, different order); cuBLAS/cuDNN results at rtol 1e-4 / atol 1e-4
 (different summation order over K up to ~10^4); the readout's input gradient uses atomicAdd
 (order varies) and is compared at 1e-4."""
+import collections
 import importlib
 
 import numpy as np
@@ -626,3 +627,120 @@ def test_capture_on_model_device_restores_buffers():
     assert g.x.is_cuda and g.y.is_cuda and g.out.is_cuda and g.loss.is_cuda
     for k, v in m.state_dict().items():
         np.testing.assert_array_equal(v.cpu().numpy(), before[k])
+
+
+# ---------------------------------------------------------------- Lurz 2020: readout ops, model
+def _ro():
+    from lviv_c.models.readouts import gaussian_readout, readout_positions
+    return readout_positions, gaussian_readout
+
+
+@gpu
+@pytest.mark.parametrize("project", [0, 1])
+def test_readout_positions_eval_parity(project):
+    readout_positions, _ = _ro()
+    mu = R.random((37, 2)).astype(np.float32) * 2.6 - 1.3  # some outside [-1, 1]
+    if project:  # in-place projection of a leaf: compare on copies, then the clamped values
+        mc, mg = L.tensor(mu), L.tensor(mu, device="cuda")
+        oc, og = readout_positions(mc, None, 0, False, "full", 1), readout_positions(mg, None, 0, False, "full", 1)
+        np.testing.assert_array_equal(_np(og), _np(oc))
+        np.testing.assert_array_equal(_np(mg), _np(mc))
+        return
+    _check(lambda m: readout_positions(m, None, 0, False, "full", 0) * 1.0, [mu])
+
+
+@gpu
+@pytest.mark.parametrize("gauss", ["full", "uncorrelated", "isotropic"])
+def test_readout_positions_sampling_on_gpu(gauss):
+    readout_positions, _ = _ro()
+    N, B = 50, 400
+    mu = (R.random((N, 2)).astype(np.float32) - 0.5) * 0.5
+    per = {"full": (N, 2, 2), "uncorrelated": (N, 2), "isotropic": (N,)}[gauss]
+    sg = np.full(per, 0.05, np.float32)
+    if gauss == "full":
+        sg[:, 0, 1] = sg[:, 1, 0] = 0.0
+    m = L.tensor(mu, device="cuda", requires_grad=True)
+    s = L.tensor(sg, device="cuda", requires_grad=True)
+    L.manual_seed(3)
+    pos = readout_positions(m, s, B, True, gauss, 0)
+    p = _np(pos)
+    assert pos.is_cuda and p.shape == (B, N, 2)
+    np.testing.assert_allclose(p.mean(0), mu, atol=0.05 * 5 / np.sqrt(B))  # all inside: no clamping
+    np.testing.assert_allclose(p.std(0), 0.05, rtol=0.2)
+    L.manual_seed(3)
+    np.testing.assert_array_equal(_np(readout_positions(m, s, B, True, gauss, 0)), p)  # seeded
+    assert not np.array_equal(_np(readout_positions(m, s, B, True, gauss, 0)), p)  # fresh draw
+    g = R.standard_normal((B, N, 2)).astype(np.float32)
+    L.manual_seed(3)
+    readout_positions(m, s, B, True, gauss, 0).backward(L.tensor(g, device="cuda"))
+    np.testing.assert_allclose(_np(m.grad), g.sum(0), rtol=1e-4, atol=1e-4)  # mask all ones
+    eps = (p - mu) / 0.05  # the draws, recovered from the positions (diagonal sigma)
+    ref = {"full": np.einsum("bnc,bnd->ncd", g, eps),  # d pos_c / d sigma[n, c, d] = eps_d
+           "uncorrelated": np.einsum("bnc,bnc->nc", g, eps),
+           "isotropic": np.einsum("bnc,bnc->n", g, eps)}[gauss]
+    np.testing.assert_allclose(_np(s.grad), ref, rtol=1e-3, atol=1e-2)
+
+
+@gpu
+@pytest.mark.parametrize("shared", [False, True])
+def test_gaussian_readout_op_parity(shared):
+    _, gaussian_readout = _ro()
+    B, C, H, W, N = 5, 6, 9, 13, 40
+    pos = R.random((N, 2) if shared else (B, N, 2)).astype(np.float32) * 2.2 - 1.1
+    _check(lambda x, p, f, b: gaussian_readout(x, p, f, b), [rnd(B, C, H, W), pos, rnd(C, N) * 0.3, rnd(N)],
+           rtol=1e-4, atol=1e-4)
+
+
+def _lurz_small(device):
+    from lviv_c.models import build_lurz2020_model
+    rng = np.random.default_rng(0)
+
+    class NS:
+        pass
+
+    Batch = collections.namedtuple("Batch", "images responses")
+
+    class FakeLoader:  # what build_lurz2020_model reads from a loader
+        def __init__(self):
+            self.dataset = NS()
+            self.dataset.neurons = NS()
+            self.dataset.neurons.cell_motor_coordinates = rng.normal(size=(30, 3)) * 200 + 50
+            self.x = rng.uniform(0, 255, size=(4, 1, 18, 24)).astype(np.float32)
+            self.y = rng.gamma(1.0, size=(4, 30)).astype(np.float32)
+
+        def __iter__(self):
+            yield Batch(L.from_numpy(self.x), L.from_numpy(self.y))
+    cfg = {"init_mu_range": 0.55, "init_sigma": 0.4, "input_kern": 5, "hidden_kern": 3, "gamma_input": 1.0,
+           "hidden_channels": 8, "layers": 3, "gamma_readout": 2.439,
+           "grid_mean_predictor": {"type": "cortex", "input_dimensions": 2, "hidden_layers": 0,
+                                   "hidden_features": 0, "final_tanh": False}}
+    return build_lurz2020_model({"train": FakeLoader()}, 7, **cfg).to(device)
+
+
+@gpu
+def test_lurz_model_eval_parity_and_gpu_training():
+    mc, mg = _lurz_small("cpu"), _lurz_small("cuda")
+    assert all(p.is_cuda for p in mg.parameters()) and all(b.is_cuda for b in mg.buffers())
+    mc.eval(); mg.eval()
+    x = np.random.default_rng(1).uniform(0, 255, (6, 1, 18, 24)).astype(np.float32)
+    oc, og = mc(L.tensor(x)), mg(L.tensor(x, device="cuda"))
+    np.testing.assert_allclose(_np(og), _np(oc), rtol=1e-3, atol=1e-4)
+    (oc.sum() + mc.regularizer()).backward()
+    (og.sum() + mg.regularizer()).backward()
+    for (k, a), (_, b) in zip(mc.named_parameters(), mg.named_parameters()):
+        if a.grad is None:
+            assert b.grad is None, k
+            continue
+        np.testing.assert_allclose(_np(b.grad), _np(a.grad), rtol=2e-3, atol=2e-4, err_msg=k)
+    # training on the GPU through the Engine (sampled positions: draws differ from the CPU's)
+    from lviv_c.trainers import Engine
+    rng = np.random.default_rng(2)
+    X = rng.uniform(0, 255, (70, 1, 18, 24)).astype(np.float32)
+    Y = rng.gamma(1.0, size=(70, 30)).astype(np.float32)
+    mg.train()
+    before = {k: v.cpu().numpy().copy() for k, v in mg.state_dict().items()}
+    eng = Engine(mg, _Loader(X, Y, np.arange(70), 16, (L.tensor(X, device="cuda"), L.tensor(Y, device="cuda"))))
+    losses = [eng.train_epoch(rng.permutation(70).astype(np.int64)) for _ in range(2)]
+    assert all(np.isfinite(losses))
+    assert any(not np.array_equal(v.cpu().numpy(), before[k]) for k, v in mg.state_dict().items())
+    assert np.isfinite(eng.predict(_Loader(X, Y, np.arange(20), 16))).all()
