@@ -744,3 +744,21 @@ def test_lurz_model_eval_parity_and_gpu_training():
     assert all(np.isfinite(losses))
     assert any(not np.array_equal(v.cpu().numpy(), before[k]) for k, v in mg.state_dict().items())
     assert np.isfinite(eng.predict(_Loader(X, Y, np.arange(20), 16))).all()
+
+
+@gpu
+def test_inplace_fills_of_cuda_tensors_match_cpu_draws():
+    for fill in (lambda t: t.normal_(), lambda t: t.uniform_(-1, 2), lambda t: t.fill_(3.5), lambda t: t.zero_()):
+        g, c = L.empty(4, 5, device="cuda"), L.empty(4, 5)
+        L.manual_seed(11); fill(g)
+        L.manual_seed(11); fill(c)
+        assert g.is_cuda
+        np.testing.assert_array_equal(g.cpu().numpy(), c.numpy())
+    m = L.nn.Linear(3, 2).cuda()
+    m(L.randn(4, 3, device="cuda")).sum().backward()
+    m.zero_grad(set_to_none=False)
+    assert float(m.weight.grad.abs().sum().cpu()) == 0.0
+    bn = L.nn.BatchNorm2d(3).cuda()
+    bn(L.randn(4, 3, 2, 2, device="cuda"))
+    bn.reset_running_stats()
+    assert int(bn.num_batches_tracked.cpu().item()) == 0 and float(bn.running_var.sum().cpu()) == 3.0
