@@ -1,11 +1,13 @@
 """GPU benchmark: seconds per training epoch (batch 60) on full-size synthetic data
 (5993 trials x 5335 neurons x 36x64 images; an epoch = the 4472 train trials), for the course LN,
-the course CNN and the Lurz 2020 model, in lviv_c (when lviv_c.nn / lviv_c.models are present in
-this build and the CUDA backend is available) next to the same models in PyTorch on the same GPU
-(when torch is importable). Prints one line per (framework, model) and writes them to --out.
+the course CNN and the Lurz 2020 model, in lviv_c (train_model's Engine: captured graphs replayed
+by the C loop, data resident on the GPU; Lurz 2020 when lviv_c.models has it) next to the same
+models in PyTorch on the same GPU (when torch is importable). Prints one line per (framework,
+model) and writes them to --out. --steps: batches timed (lviv_c rounds up to whole epochs).
 
 Not a test: figures only. Runs in about a minute per framework on an H200."""
 import argparse
+import collections
 import math
 import sys
 import time
@@ -148,38 +150,123 @@ def bench_torch(X, Y, grid, steps):
 
 
 # ------------------------------------------------------------------ lviv_c
+def lviv_models(L, grid):
+    """The course LN and CNN in lviv_c.nn (the same layers as torch_models above); the Lurz 2020
+    model comes from lviv_c.models when that module is part of this build."""
+    nn, F = L.nn, L.nn.functional
+
+    class LN(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bn = nn.BatchNorm2d(1, affine=False)
+            self.fc = nn.Linear(H * W, NEURONS)
+            nn.init.normal_(self.fc.weight, 0, 1e-3)
+
+        def forward(self, x):
+            return F.elu(self.fc(self.bn(x).flatten(1))) + 1
+
+        def regularizer(self):
+            return 0.1 * self.fc.weight.abs().sum()
+
+    class CNN(nn.Module):
+        def __init__(self):
+            super().__init__()
+            layers, c = [], 1
+            for k in (15, 13, 13, 13):
+                layers += [nn.Conv2d(c, 8, k, padding=k // 2, bias=False), nn.BatchNorm2d(8, momentum=0.1), nn.ELU()]
+                c = 8
+            self.core = nn.Sequential(*layers)
+            self.fc = nn.Linear(H * W * 8, NEURONS)
+            self.bn = nn.BatchNorm1d(NEURONS)
+
+        def forward(self, x):
+            return F.elu(self.bn(self.fc(self.core(x).flatten(1)))) + 1
+
+        def regularizer(self):
+            return 0.1 * self.fc.weight.abs().sum()
+
+    builders = {"LN": LN, "CNN": CNN}
+    try:
+        from lviv_c.models import build_lurz2020_model
+    except ImportError:
+        return builders
+
+    class _NS:
+        pass
+
+    Batch = collections.namedtuple("Batch", "images responses")
+
+    class _BuildLoader:
+        """What build_lurz2020_model reads: one (images, responses) batch and the neurons' cortex
+        coordinates (random here; the benchmark times training, not fit quality)."""
+
+        def __init__(self):
+            rng = np.random.default_rng(1)
+            self.dataset = _NS()
+            self.dataset.neurons = _NS()
+            self.dataset.neurons.cell_motor_coordinates = rng.normal(size=(NEURONS, 3)) * 200 + 50
+            self.x = rng.uniform(0, 255, (B, 1, H, W)).astype(np.float32)
+            self.y = rng.poisson(0.5, (B, NEURONS)).astype(np.float32)
+
+        def __iter__(self):
+            yield Batch(L.from_numpy(self.x), L.from_numpy(self.y))
+
+    course = {"init_mu_range": 0.55, "init_sigma": 0.4, "input_kern": 15, "hidden_kern": 13, "gamma_input": 1.0,
+              "grid_mean_predictor": {"type": "cortex", "input_dimensions": 2, "hidden_layers": 0,
+                                      "hidden_features": 0, "final_tanh": False},
+              "gamma_readout": 2.439}
+    builders["Lurz2020"] = lambda: build_lurz2020_model({"train": _BuildLoader()}, 0, **course)
+    return builders
+
+
+class _Loader:
+    """The attributes of a lviv_c DataLoader that trainers.Engine reads; the blocks are also
+    kept on the GPU (as load_dataset(..., cuda=True) does) so batches are gathered there."""
+
+    def __init__(self, X, Y, idx, dev_blocks):
+        self.images_block, self.responses_block = X, Y
+        self.indices = np.asarray(idx, np.int64)
+        self.batch_size = B
+        self.dataset = range(len(X))
+        self._dev = dev_blocks
+
+    def device_blocks(self):
+        return self._dev
+
+
 def bench_lviv(X, Y, grid, steps):
+    """Epochs of train_model's Engine (captured graphs replayed by the C loop, Adam on the
+    device, data resident on the GPU): one warm-up epoch, then `epochs` timed ones."""
     import lviv_c as L
     if not L.cuda.is_available():
         return [("lviv_c", "-", f"CUDA unavailable: {L.cuda.why_unavailable()}")]
+    from lviv_c.trainers import Engine
     out = []
-    try:
-        from lviv_c import nn  # noqa: F401
-    except ImportError:
-        return [("lviv_c", m, "skipped: lviv_c.nn is not part of this build") for m in ("LN", "CNN", "Lurz2020")]
-    builders = {}
-    try:
-        from lviv_c import models
-        for name, attr in (("LN", "LN"), ("CNN", "CNN"), ("Lurz2020", "build_lurz2020_model")):
-            if hasattr(models, attr):
-                builders[name] = getattr(models, attr)
-    except ImportError:
-        pass
-    if not builders:
-        return [("lviv_c", m, "skipped: lviv_c.models has no builder for it") for m in ("LN", "CNN", "Lurz2020")]
+    dev_blocks = (L.tensor(X, device="cuda"), L.tensor(Y, device="cuda"))
+    loader = _Loader(X, Y, np.arange(TRAIN), dev_blocks)
+    builders = lviv_models(L, grid)
+    nb = math.ceil(TRAIN / B)
+    epochs = max(1, steps // nb)
     for name in ("LN", "CNN", "Lurz2020"):
         if name not in builders:
-            out.append(("lviv_c", name, "skipped: no builder in lviv_c.models"))
+            out.append(("lviv_c", name, "skipped: lviv_c.models.build_lurz2020_model is not in this build"))
             continue
         try:
-            try:
-                from lviv_c.trainers import benchmark_epoch  # the trainer's timing hook, when present
-            except ImportError:
-                out.append(("lviv_c", name, "skipped: lviv_c.trainers.benchmark_epoch is not part of this build"))
-                continue
-            dt = benchmark_epoch(builders[name], X, Y, grid, batch_size=B, train_n=TRAIN, device="cuda",
-                                 steps=steps)
-            out.append(("lviv_c", name, f"{dt * math.ceil(TRAIN / B):.3f} s/epoch  ({B / dt:,.0f} images/s)"))
+            L.manual_seed(0)
+            b = builders[name]
+            m = b()
+            m.to("cuda").train()
+            eng = Engine(m, loader, lr=0.005)
+            order = np.random.default_rng(0).permutation(TRAIN).astype(np.int64)
+            eng.train_epoch(order)  # capture + warm-up (cuDNN algorithm search)
+            L.cuda.synchronize()
+            t0 = time.perf_counter()
+            for _ in range(epochs):
+                eng.train_epoch(order)
+            L.cuda.synchronize()
+            dt = (time.perf_counter() - t0) / epochs
+            nparam = sum(p.numel() for p in m.parameters())
+            out.append(("lviv_c", name, f"{dt:.3f} s/epoch  ({TRAIN / dt:,.0f} images/s, {nparam:,} params)"))
         except Exception as e:
             out.append(("lviv_c", name, f"failed: {type(e).__name__}: {e}"))
     return out

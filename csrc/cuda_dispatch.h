@@ -19,11 +19,19 @@
 #include "lv.h"
 #include "cpu/kernels.h"
 
-#define LV_CUDA_TABLE_ABI 1
+#define LV_CUDA_TABLE_ABI 2
 
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* constant padding (csrc/ops/nn_ops.c pad): output dim i = in[i] + before[i] + after[i] */
+typedef struct lv_pad_desc {
+  int nd;
+  int64_t in[LV_MAXDIM];     /* input shape */
+  int64_t before[LV_MAXDIM]; /* leading pad per dim */
+  int64_t out[LV_MAXDIM];    /* output shape */
+} lv_pad_desc;
 
 typedef struct lv_cuda_table {
   int abi;          /* LV_CUDA_TABLE_ABI */
@@ -108,6 +116,48 @@ typedef struct lv_cuda_table {
    * val_dev is not NULL, adds *val_dev (a device float) to it. No host synchronisation. */
   int (*loss_accumulate)(const float *val_dev, int reset);
   int (*loss_read)(double *out); /* waits for the stream */
+
+  /* ---- nn op layer (csrc/ops/nn_ops.c), ABI 2 ---- */
+  int (*linear_fwd)(lv_node *n);
+  int (*linear_bwd)(lv_node *n, lv_tensor *gout, lv_tensor **gin);
+  int (*grid_sample_forward)(int N, int C, int H, int W, int Ho, int Wo, int align_corners,
+                             const float *x, const float *grid, float *y);
+  int (*grid_sample_backward)(int N, int C, int H, int W, int Ho, int Wo, int align_corners,
+                              const float *x, const float *grid, const float *gy,
+                              float *gx /* += nullable */, float *ggrid /* += nullable */);
+  int (*avg_pool2d_forward)(int planes, int H, int W, int kh, int kw, int sh, int sw, int ph,
+                            int pw, const float *x, float *y);
+  int (*avg_pool2d_backward)(int planes, int H, int W, int kh, int kw, int sh, int sw, int ph,
+                             int pw, const float *gy, float *gx /* += */);
+  int (*pad_forward)(const lv_pad_desc *d, float value, const float *x, float *y);
+  int (*pad_backward)(const lv_pad_desc *d, const float *gy, float *gx /* += */);
+  /* mask[i] = u(seed, i) >= p ? 1/(1-p) : 0 (counter-based hash: a new seed redraws the
+   * mask), y = x * mask; n floats */
+  int (*dropout_forward)(int64_t n, const float *x, float p, uint64_t seed, float *mask, float *y);
+  /* d[i] += a[i] * b[i] for n floats */
+  int (*mul_add)(float *d, const float *a, const float *b, int64_t n);
+  /* Poisson loss backward with the output gradient a device scalar *gout:
+   * gyhat[i] += *gout * grad[i] (nullable); gy[i] -= *gout * scale * log(yhat[i] + eps) (nullable) */
+  int (*poisson_loss_backward)(int64_t n, const float *gout, const float *grad, const float *yhat,
+                               float eps, float scale, float *gyhat, float *gy);
+  /* BatchNorm running statistics after a batch-statistics forward, without host sync:
+   * nbt (device int64, nullable) += 1; f = momentum < 0 ? (nbt ? 1/nbt : 0) : momentum;
+   * running = (1 - f) * running + f * batch (computed in double; rmean/rvar nullable) */
+  int (*bn_track)(int C, double momentum, const float *mean, const float *var_unbiased,
+                  float *rmean, float *rvar, int64_t *nbt);
+  /* dst (nb, row) <- rows idx[i] of a DEVICE-resident block; idx on the host (staged) */
+  int (*gather_rows_dev)(float *dst, const float *dev_block, int64_t row, const int64_t *idx,
+                         int64_t nb);
+  /* Gaussian readout read positions (csrc/ops/readout_ops.c ReadoutPositions). project bit 0:
+   * clamp mu (2N) to [-1, 1] in place; bit 1: sigma >= 0 in place unless type 0 (full).
+   * sample: out/eps/mask (B, N, 2), eps ~ N(0, 1) from a counter-based generator keyed by seed;
+   * pos = mu + sigma eps (type 0 full 2x2 row-major (N, 2, 2), 1 uncorrelated (N, 2),
+   * 2 isotropic (N)); else out/mask (N, 2) from mu. out = clamp(pos, -1, 1), mask = inside. */
+  int (*readout_pos_forward)(int64_t B, int64_t N, int sample, int type, int project, float *mu,
+                             float *sigma, uint64_t seed, float *eps, float *mask, float *out);
+  /* gmu (2N) += sum_b g*mask; gsigma += sum_b (g*mask) eps^T per type (both nullable) */
+  int (*readout_pos_backward)(int64_t B, int64_t N, int sample, int type, const float *g,
+                              const float *mask, const float *eps, float *gmu, float *gsigma);
 } lv_cuda_table;
 
 /* NULL until lviv_c._cuda has been imported and registered its table */

@@ -2,6 +2,7 @@
  * bias corrections in double). Used by lviv_c.optim and the C training loop. */
 #include "ops/nn_ops.h"
 #include "cpu/kernels.h"
+#include "cuda_dispatch.h"
 #include <math.h>
 
 int lv_adam_update(int nslots, lv_optim_slot *s, double lr, double beta1, double beta2, double eps,
@@ -11,6 +12,15 @@ int lv_adam_update(int nslots, lv_optim_slot *s, double lr, double beta1, double
     if (!q->g) continue;
     if (q->step < 1) return lv_set_error(LV_EVALUE, "adam: step must be >= 1");
     if (amsgrad && !q->vmax) return lv_set_error(LV_EVALUE, "adam: amsgrad needs max_exp_avg_sq");
+    if (q->device == LV_CUDA) { /* the backend's Adam kernel (same formula) */
+      if (amsgrad || maximize)
+        return lv_set_error(LV_ERUNTIME, "adam: amsgrad and maximize are not supported for CUDA parameters yet");
+      if (!lv_cuda) return lv_set_error(LV_ERUNTIME, "adam: CUDA backend not loaded");
+      if (lv_cuda->adam_step(q->n, q->p, q->g, q->m, q->v, (float)lr, (float)beta1, (float)beta2, (float)eps,
+                             (float)weight_decay, q->step) < 0)
+        return -1;
+      continue;
+    }
     if (!amsgrad && !maximize) { /* the common case: the SIMD kernel */
       if (lv_adam_step(q->n, q->p, q->g, q->m, q->v, (float)lr, (float)beta1, (float)beta2, (float)eps,
                        (float)weight_decay, q->step) < 0)
@@ -44,6 +54,8 @@ int lv_sgd_update(int nslots, lv_optim_slot *s, double lr, double momentum, doub
   for (int k = 0; k < nslots; k++) {
     lv_optim_slot *q = &s[k];
     if (!q->g) continue;
+    if (q->device == LV_CUDA)
+      return lv_set_error(LV_ERUNTIME, "sgd: CUDA parameters are not supported yet (use Adam, or the model on the CPU)");
     if (mo != 0.f && !q->m) return lv_set_error(LV_EVALUE, "sgd: momentum needs a buffer");
     float *p = q->p, *b = q->m;
     const float *g = q->g;

@@ -90,8 +90,14 @@ int lv_adam_apply(lv_adam *a) {
 }
 
 int lv_graph_gather(lv_graph *g, const float *xblock, int64_t xrow, const float *yblock, int64_t yrow,
-                    const int64_t *idx, int64_t nb) {
+                    const int64_t *idx, int64_t nb, int block_dev) {
   if (nb != g->batch) return lv_set_error(LV_EVALUE, "graph captured for batch %lld, got %lld", (long long)g->batch, (long long)nb);
+  if (block_dev == LV_CUDA) { /* device-resident blocks: a gather kernel, no host copy */
+    if (!lv_on_cuda(g->x)) return lv_set_error(LV_EVALUE, "the data blocks are on the GPU but the model's graph is on the CPU");
+    if (lv_cuda->gather_rows_dev(lv_f32(g->x), xblock, xrow, idx, nb) < 0) return -1;
+    if (g->y && yblock && lv_cuda->gather_rows_dev(lv_f32(g->y), yblock, yrow, idx, nb) < 0) return -1;
+    return 0;
+  }
   if (lv_on_cuda(g->x)) { /* host blocks -> device placeholders through pinned staging */
     if (lv_cuda->gather_rows(lv_f32(g->x), xblock, xrow, idx, nb) < 0) return -1;
     if (g->y && yblock && lv_cuda->gather_rows(lv_f32(g->y), yblock, yrow, idx, nb) < 0) return -1;
@@ -114,7 +120,7 @@ static double now(void) {
 
 int lv_train_epoch(lv_graph *full, lv_graph *rem, lv_adam *opt, const float *xblock, int64_t xrow,
                    const float *yblock, int64_t yrow, const int64_t *order, int64_t n, int accum,
-                   lv_progress_fn cb, void *ctx, double *loss_sum) {
+                   lv_progress_fn cb, void *ctx, double *loss_sum, int block_dev) {
   int64_t B = full->batch;
   int64_t nbatch = (n + B - 1) / B;
   if (accum < 1) accum = 1;
@@ -128,7 +134,7 @@ int lv_train_epoch(lv_graph *full, lv_graph *rem, lv_adam *opt, const float *xbl
     int64_t s = b * B, nb = n - s < B ? n - s : B;
     lv_graph *g = nb == B ? full : rem;
     if (!g) return lv_set_error(LV_ERUNTIME, "no graph for the last batch of %lld items", (long long)nb);
-    if (lv_graph_gather(g, xblock, xrow, yblock, yrow, order + s, nb) < 0) return -1;
+    if (lv_graph_gather(g, xblock, xrow, yblock, yrow, order + s, nb, block_dev) < 0) return -1;
     if (lv_capture_replay(&g->cap) < 0) return -1;
     if (dev) { if (lv_cuda->loss_accumulate(lv_f32(g->loss), 0) < 0) return -1; }
     else total += lv_f32(g->loss)[0];
@@ -150,7 +156,7 @@ int lv_train_epoch(lv_graph *full, lv_graph *rem, lv_adam *opt, const float *xbl
 }
 
 int lv_predict(lv_graph *full, lv_graph *rem, const float *xblock, int64_t xrow, const int64_t *idx,
-               int64_t n, float *out, lv_progress_fn cb, void *ctx) {
+               int64_t n, float *out, lv_progress_fn cb, void *ctx, int block_dev) {
   int64_t B = full->batch;
   int64_t N = lv_numel(full->out) / B;
   double last = now();
@@ -158,7 +164,7 @@ int lv_predict(lv_graph *full, lv_graph *rem, const float *xblock, int64_t xrow,
     int64_t nb = n - s < B ? n - s : B;
     lv_graph *g = nb == B ? full : rem;
     if (!g) return lv_set_error(LV_ERUNTIME, "no graph for the last batch of %lld items", (long long)nb);
-    if (lv_graph_gather(g, xblock, xrow, NULL, 0, idx + s, nb) < 0) return -1;
+    if (lv_graph_gather(g, xblock, xrow, NULL, 0, idx + s, nb, block_dev) < 0) return -1;
     if (lv_capture_replay(&g->cap) < 0) return -1;
     if (lv_copy_bytes(out + s * N, LV_CPU, lv_f32(g->out), g->out->st->device, (size_t)(nb * N) * sizeof(float)) < 0)
       return -1;

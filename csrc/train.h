@@ -30,18 +30,19 @@ int lv_adam_apply(lv_adam *a);
 /* called about every `interval` seconds from the loop; returns non-zero to stop (Ctrl-C) */
 typedef int (*lv_progress_fn)(void *ctx, int64_t done, int64_t total, double loss_sum);
 
-/* Gather rows `order[i*B ...]` of the blocks into the graph's placeholders. */
+/* Gather rows `order[i*B ...]` of the blocks into the graph's placeholders. block_dev: where the
+ * blocks live (LV_CPU: host arrays; LV_CUDA: device-resident copies, gathered on the device). */
 int lv_graph_gather(lv_graph *g, const float *xblock, int64_t xrow, const float *yblock, int64_t yrow,
-                    const int64_t *idx, int64_t nb);
+                    const int64_t *idx, int64_t nb, int block_dev);
 
 /* One training epoch over `order` (n indices into the blocks), batches of full->batch and a
  * last short batch through `rem` (may be NULL when n % B == 0). `accum` batches per step.
  * Returns 0, -1 on error, 1 when stopped by the progress callback. */
 int lv_train_epoch(lv_graph *full, lv_graph *rem, lv_adam *opt, const float *xblock, int64_t xrow,
                    const float *yblock, int64_t yrow, const int64_t *order, int64_t n, int accum,
-                   lv_progress_fn cb, void *ctx, double *loss_sum);
+                   lv_progress_fn cb, void *ctx, double *loss_sum, int block_dev);
 
 /* Predictions of the graphs for rows idx (n of them) into out (n, N). */
 int lv_predict(lv_graph *full, lv_graph *rem, const float *xblock, int64_t xrow, const int64_t *idx,
-               int64_t n, float *out, lv_progress_fn cb, void *ctx);
+               int64_t n, float *out, lv_progress_fn cb, void *ctx, int block_dev);
 #endif

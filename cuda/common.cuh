@@ -108,4 +108,28 @@ int gather_rows(float *dst, const float *host_block, int64_t row, const int64_t 
 int loss_accumulate(const float *val_dev, int reset);
 int loss_read(double *out);
 void nn_release();
+// nn_ops.cu
+int linear_fwd(lv_node *n);
+int linear_bwd(lv_node *n, lv_tensor *gout, lv_tensor **gin);
+int grid_sample_forward(int N, int C, int H, int W, int Ho, int Wo, int ac, const float *x, const float *grid,
+                        float *y);
+int grid_sample_backward(int N, int C, int H, int W, int Ho, int Wo, int ac, const float *x, const float *grid,
+                         const float *gy, float *gx, float *ggrid);
+int avg_pool2d_forward(int planes, int H, int W, int kh, int kw, int sh, int sw, int ph, int pw, const float *x,
+                       float *y);
+int avg_pool2d_backward(int planes, int H, int W, int kh, int kw, int sh, int sw, int ph, int pw, const float *gy,
+                        float *gx);
+int pad_forward(const lv_pad_desc *d, float value, const float *x, float *y);
+int pad_backward(const lv_pad_desc *d, const float *gy, float *gx);
+int dropout_forward(int64_t n, const float *x, float p, uint64_t seed, float *mask, float *y);
+int mul_add(float *d, const float *a, const float *b, int64_t n);
+int poisson_loss_backward(int64_t n, const float *gout, const float *grad, const float *yhat, float eps, float scale,
+                          float *gyhat, float *gy);
+int bn_track(int C, double momentum, const float *mean, const float *var_unbiased, float *rmean, float *rvar,
+             int64_t *nbt);
+int gather_rows_dev(float *dst, const float *dev_block, int64_t row, const int64_t *idx, int64_t nb);
+int readout_pos_forward(int64_t B, int64_t N, int sample, int type, int project, float *mu, float *sigma,
+                        uint64_t seed, float *eps, float *mask, float *out);
+int readout_pos_backward(int64_t B, int64_t N, int sample, int type, const float *g, const float *mask,
+                         const float *eps, float *gmu, float *gsigma);
 }  // namespace lvc

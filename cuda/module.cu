@@ -116,6 +116,10 @@ lv_cuda_table table = {
     bn_forward_train, bn_forward_eval, bn_backward_train, bn_backward_eval, bn_update_running,
     readout_forward, readout_backward, poisson_loss, adam_step,
     gather_rows, loss_accumulate, loss_read,
+    linear_fwd, linear_bwd, grid_sample_forward, grid_sample_backward,
+    avg_pool2d_forward, avg_pool2d_backward, pad_forward, pad_backward,
+    dropout_forward, mul_add, poisson_loss_backward, bn_track, gather_rows_dev,
+    readout_pos_forward, readout_pos_backward,
 };
 
 }  // namespace lvc

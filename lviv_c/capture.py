@@ -33,6 +33,36 @@ def _buffers(model):
     return []
 
 
+# ---- device placement: graphs are built on the model's device (its first parameter's) ----
+def model_device(model):
+    """'cuda' when the model's parameters live on the GPU, else 'cpu'."""
+    params = getattr(model, "parameters", None)
+    if params is not None:
+        for p in params():
+            return "cuda" if p.is_cuda else "cpu"
+    return "cpu"
+
+
+def to_device(arr, device):
+    """A fresh float32 tensor holding a copy of `arr` on `device` (a placeholder)."""
+    t = from_numpy(np.ascontiguousarray(np.asarray(arr, dtype=np.float32)).copy())
+    return _C._to_device(t, 1) if device == "cuda" else t
+
+
+def host_copy(t):
+    """A NumPy copy of a tensor's values on either device."""
+    return np.array(t.detach().cpu() if t.is_cuda else memoryview(t), copy=True)
+
+
+def write_into(t, arr):
+    """Overwrite tensor t (either device) with the values of arr (same number of elements)."""
+    if t.is_cuda:
+        dt = np.float32 if t._dtype_code == 0 else np.int64
+        _C.copy_into(t, from_numpy(np.ascontiguousarray(np.asarray(arr).reshape(tuple(t.shape)), dtype=dt)))
+    else:
+        np.asarray(memoryview(t))[...] = arr
+
+
 class Graph:
     """A captured computation: `x` (and `y`) placeholders in, `out` (and `loss`) out."""
 
@@ -52,13 +82,13 @@ def capture_graph(model, x_example, y_example=None, loss_fn=None, train=False, c
 
     The model's buffers (BatchNorm running statistics) are restored after the capture forward,
     so capturing does not change the model. Returns a Graph."""
-    x_np = np.ascontiguousarray(np.asarray(x_example, dtype=np.float32)).copy()
-    x = from_numpy(x_np)
+    dev = model_device(model)
+    x = to_device(x_example, dev)
     y = None
     if y_example is not None:
-        y = from_numpy(np.ascontiguousarray(np.asarray(y_example, dtype=np.float32)).copy())
+        y = to_device(y_example, dev)
     bufs = _buffers(model)
-    saved = [np.array(memoryview(b), copy=True) for b in bufs]
+    saved = [host_copy(b) for b in bufs]
     was_training = getattr(model, "training", None)
     if hasattr(model, "train"):
         model.train(train)
@@ -77,7 +107,7 @@ def capture_graph(model, x_example, y_example=None, loss_fn=None, train=False, c
         raise
     finally:
         for b, s in zip(bufs, saved):
-            np.asarray(memoryview(b))[...] = s
+            write_into(b, s)
         if was_training is not None and hasattr(model, "train"):
             model.train(was_training)
     if not isinstance(out, Tensor):
@@ -98,9 +128,9 @@ def capture_graph(model, x_example, y_example=None, loss_fn=None, train=False, c
     g = Graph(h, x, y, out, loss, x.shape[0])
     if not train:
         # sanity check: a replay on the same batch reproduces the eager output
-        ref = np.array(out, copy=True)
+        ref = host_copy(out)
         g.replay()
-        if not np.allclose(np.asarray(out), ref, rtol=1e-4, atol=1e-5, equal_nan=True):
+        if not np.allclose(host_copy(out), ref, rtol=1e-4, atol=1e-5, equal_nan=True):
             raise CaptureError("replaying the captured forward does not reproduce the eager output; "
                                "the forward depends on something outside the recorded ops")
     return g

@@ -546,6 +546,21 @@ class FileTreeDataset:
         self._loader_cache = (sig, out)
         return out
 
+    def _device_blocks(self):
+        """The blocks of ``_loader_blocks`` copied once to the GPU (a dict key -> float32 CUDA
+        tensor), kept while the blocks are unchanged; None when the loaders' device is 'cpu'.
+        Batches are then gathered on the device (``DataLoader.__iter__``, the C training loop)."""
+        blocks, _, device = self._loader_blocks()
+        if device != "cuda":
+            return None
+        sig = tuple((k, b.__array_interface__["data"][0], b.shape) for k, b in blocks.items())
+        cache = getattr(self, "_device_cache", None)
+        if cache is not None and cache[0] == sig:
+            return cache[1]
+        dev = {k: _to_tensor(b, "cuda") for k, b in blocks.items()}
+        self._device_cache = (sig, dev)
+        return dev
+
 
 # ------------------------------------------------------------------------------------ samplers
 
@@ -667,6 +682,16 @@ class DataLoader:
     def device(self):
         return self.dataset._loader_blocks()[2]
 
+    def device_blocks(self):
+        """(images, responses) as GPU-resident float32 tensors (uploaded once per dataset) when
+        the loader's device is 'cuda' (``load_dataset(..., cuda=True)`` with a GPU), else None."""
+        dev = self.dataset._device_blocks()
+        if dev is None:
+            return None
+        x = dev["images"] if "images" in dev else dev.get("inputs")
+        y = dev["responses"] if "responses" in dev else dev.get("targets")
+        return x, y
+
     def batch_indices(self):
         if self.batch_sampler is not None:
             return list(self.batch_sampler.batches)
@@ -682,6 +707,13 @@ class DataLoader:
         blocks, batch_tr, device = self.dataset._loader_blocks()
         keys = self.dataset.data_keys
         point = _batch_type(keys)
+        if device == "cuda" and not batch_tr and all(k in blocks for k in keys):
+            # device-resident blocks: the batch is an index_select on the GPU
+            dev = self.dataset._device_blocks()
+            for idx in self.batch_indices():
+                ix = _lv.tensor(np.asarray(idx, np.int64), device="cuda")
+                yield point(*[_C.index_select(dev[k], 0, ix) for k in keys])
+            return
         for idx in self.batch_indices():
             vals = []
             for k in keys:

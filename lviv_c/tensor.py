@@ -232,6 +232,8 @@ class Tensor(_C.TensorBase):
         _capture_guard("Tensor.item()")
         if self.numel() != 1:
             raise ValueError(f"only one element tensors can be converted to Python scalars (shape {tuple(self.shape)})")
+        if self.is_cuda:  # like torch: a synchronising copy of the one value
+            return _C._to_device(_C.detach(self), 0).item()
         return np.asarray(memoryview(self)).reshape(-1)[0].item()
 
     def __float__(self):

@@ -13,7 +13,7 @@ import numpy as np
 
 from . import _C
 from . import cuda as _cuda
-from .capture import CaptureError, capture_graph
+from .capture import CaptureError, capture_graph, host_copy, model_device, to_device, write_into
 from .tensor import Tensor, from_numpy, manual_seed, no_grad
 
 _warned_cpu = {"done": False}
@@ -84,6 +84,13 @@ class Engine:
         for p in self.params:
             p.grad = None
         self.adam = _C.adam_new(self.params, float(lr))
+        # device placement: graphs live on the model's device; with the model on the GPU the C
+        # loop gathers batches from GPU-resident blocks (load_dataset(..., cuda=True)) or, when
+        # the loader is on the CPU, from the host blocks through pinned staging
+        self.device = model_device(model)
+        self._dev_blocks = {}
+        dev_xy = self._device_blocks(train_loader)
+        self.XL, self.YL = dev_xy if dev_xy is not None else (self.X, self.Y)
         self.lr = float(lr)
         self.capture = capture
         self._train_graphs = {}
@@ -91,6 +98,16 @@ class Engine:
         self._fallback_reason = None
         self.version = 0
         self._pred_cache = {}
+
+    def _device_blocks(self, loader):
+        """(images, responses) device tensors of a loader when the model is on the GPU and the
+        loader keeps its blocks there; None otherwise. Remembered by the host block's address."""
+        if self.device != "cuda" or not hasattr(loader, "device_blocks"):
+            return None
+        xy = loader.device_blocks()
+        if xy is not None:
+            self._dev_blocks[loader.images_block.__array_interface__["data"][0]] = xy[0]
+        return xy
 
     # -- graphs
     def _loss_fn(self, bsz):
@@ -143,7 +160,7 @@ class Engine:
                 print(f"lviv_c: training with the Python forward per batch: {e}", file=sys.stderr)
             else:
                 status, loss = _C.train_epoch(full.handle, rem.handle if rem else None, self.adam,
-                                              self.X, self.Y, order, int(accum or 1), progress)
+                                              self.XL, self.YL, order, int(accum or 1), progress)
                 return loss
         return self._eager_epoch(order, accum, progress)
 
@@ -153,7 +170,7 @@ class Engine:
         nb = -(-len(order) // self.B)
         for b in range(nb):
             idx = order[b * self.B:(b + 1) * self.B]
-            x, y = from_numpy(self.X[idx]), from_numpy(self.Y[idx])
+            x, y = to_device(self.X[idx], self.device), to_device(self.Y[idx], self.device)
             loss = self._loss_fn(len(idx))(self.call(x), y)
             total += float(loss.detach().item())
             loss.backward()
@@ -171,6 +188,7 @@ class Engine:
         if loader is not None:
             X, _ = _blocks(loader, "evaluation")
             idx = loader.indices
+            self._device_blocks(loader)
         idx = np.ascontiguousarray(idx, dtype=np.int64)
         key = (id(loader), self.version) if loader is not None else None
         if key is not None and key in self._pred_cache:
@@ -182,7 +200,8 @@ class Engine:
             try:
                 full = self._eval_graph(bsz, X)
                 rem = self._eval_graph(n % bsz, X) if n % bsz and n > bsz else None
-                out = _C.predict(full.handle, rem.handle if rem else None, X, idx, progress)
+                XB = self._dev_blocks.get(X.__array_interface__["data"][0], X)
+                out = _C.predict(full.handle, rem.handle if rem else None, XB, idx, progress)
             except CaptureError as e:
                 self._fallback_reason = str(e)
                 out = self._eager_predict(X, idx, bsz)
@@ -198,7 +217,7 @@ class Engine:
         outs = []
         with no_grad():
             for s in range(0, len(idx), bsz):
-                outs.append(np.array(self.call(from_numpy(X[idx[s:s + bsz]])), copy=True))
+                outs.append(host_copy(self.call(to_device(X[idx[s:s + bsz]], self.device))))
         self.model.train(was)
         return np.concatenate(outs, 0)
 
@@ -225,12 +244,12 @@ class Engine:
         return items
 
     def get_state(self):
-        return {k: np.array(memoryview(v), copy=True) for k, v in self._state_tensors()}
+        return {k: host_copy(v) for k, v in self._state_tensors()}
 
     def set_state(self, state):
         for k, v in self._state_tensors():
             if k in state:
-                np.asarray(memoryview(v))[...] = state[k]
+                write_into(v, state[k])
         self.version += 1
 
 

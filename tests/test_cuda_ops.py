@@ -6,6 +6,7 @@ atol 1e-6 (same float32 formulas, possibly different libm ulps); reductions at 1
 accumulation on both sides, different order); cuBLAS/cuDNN results at rtol 1e-4 / atol 1e-4
 (different summation order over K up to ~10^4); the readout's input gradient uses atomicAdd
 (order varies) and is compared at 1e-4."""
+import collections
 import importlib
 
 import numpy as np
@@ -36,7 +37,7 @@ def test_cuda_module_imports_or_fails_with_importerror_only():
     assert isinstance(n, int) and n >= 0
     if not HAVE_GPU:
         assert n == 0
-    assert m.TABLE_ABI == 1
+    assert m.TABLE_ABI == 2
 
 
 @pytest.mark.skipif(HAVE_GPU, reason="checks the no-GPU error path")
@@ -370,3 +371,394 @@ def test_captured_training_steps_gpu_match_cpu():
     np.testing.assert_allclose(np.asarray(lg, float), np.asarray(lc, float), rtol=1e-4)
     np.testing.assert_allclose(_np(mg.W), _np(mc.W), rtol=1e-3, atol=1e-5)
     np.testing.assert_allclose(_np(mg.b), _np(mc.b), rtol=1e-3, atol=1e-5)
+
+
+# ---------------------------------------------------------------- nn op layer (csrc/ops/nn_ops.c)
+F = L.nn.functional
+
+
+@gpu
+@pytest.mark.parametrize("shape", [(7, 33), (3, 5, 33)])
+def test_linear_op_parity(shape):
+    _check(lambda x, w, b: F.linear(x, w, b), [rnd(*shape), rnd(11, 33) * 0.2, rnd(11)], rtol=1e-4, atol=1e-4)
+    _check(lambda x, w: F.linear(x, w), [rnd(*shape), rnd(11, 33) * 0.2], rtol=1e-4, atol=1e-4)
+
+
+@gpu
+@pytest.mark.parametrize("cfg", [  # x shape, w shape, stride, padding, groups, bias
+    ((4, 1, 18, 20), (8, 1, 5, 5), 1, 2, 1, False),
+    ((3, 6, 11, 9), (6, 3, 3, 3), 2, 1, 2, True),
+    ((2, 8, 10, 12), (8, 1, 7, 7), 1, 3, 8, False),  # depthwise
+])
+def test_conv2d_op_parity(cfg):
+    xs, ws, st, pd, g, bias = cfg
+    arrays = [rnd(*xs), rnd(*ws) * 0.2] + ([rnd(ws[0])] if bias else [])
+    _check(lambda x, w, *b: F.conv2d(x, w, b[0] if b else None, stride=st, padding=pd, groups=g), arrays,
+           rtol=1e-4, atol=1e-4)
+
+
+def _bn_pair(C, affine, device, momentum):
+    bn = L.nn.BatchNorm2d(C, affine=affine, momentum=momentum)
+    if affine:
+        _C.copy_into(bn.weight, L.tensor(R.random(C).astype(np.float32) + 0.5))
+        _C.copy_into(bn.bias, L.tensor(R.standard_normal(C).astype(np.float32)))
+    return bn.to(device)
+
+
+@gpu
+@pytest.mark.parametrize("elu", [False, True])
+@pytest.mark.parametrize("affine", [False, True])
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_batchnorm_op_parity_with_running_stats(elu, affine, momentum):
+    C = 5
+    x = rnd(6, C, 7, 9) * 2 + 0.3
+    bc = _bn_pair(C, affine, "cpu", momentum)
+    bg = L.nn.BatchNorm2d(C, affine=affine, momentum=momentum)
+    bg.load_state_dict(bc.state_dict())
+    bg.to("cuda")
+    assert bg.running_mean.is_cuda and bg.num_batches_tracked.is_cuda
+    for step in range(3):  # training forwards update running stats and num_batches_tracked
+        f = (lambda m: (lambda t: m._forward(t, fuse_elu=True) if elu else m(t)))
+        xc, xg = L.tensor(x + step, requires_grad=True), L.tensor(x + step, device="cuda", requires_grad=True)
+        oc, og = f(bc)(xc), f(bg)(xg)
+        np.testing.assert_allclose(_np(og), _np(oc), rtol=1e-4, atol=1e-5)
+        w = R.standard_normal(tuple(oc.shape)).astype(np.float32)
+        (oc * L.tensor(w)).sum().backward()
+        (og * L.tensor(w, device="cuda")).sum().backward()
+        np.testing.assert_allclose(_np(xg.grad), _np(xc.grad), rtol=1e-3, atol=1e-4)
+        if affine:
+            np.testing.assert_allclose(_np(bg.weight.grad), _np(bc.weight.grad), rtol=1e-3, atol=1e-4)
+            np.testing.assert_allclose(_np(bg.bias.grad), _np(bc.bias.grad), rtol=1e-3, atol=1e-4)
+    for name in ("running_mean", "running_var"):
+        np.testing.assert_allclose(_np(getattr(bg, name)), _np(getattr(bc, name)), rtol=1e-5, atol=1e-6)
+    assert int(bg.num_batches_tracked.cpu().item()) == int(bc.num_batches_tracked.item()) == 3
+    bc.eval(); bg.eval()  # eval: running statistics, forward and backward
+    _check_modules(bc, bg, x, rtol=1e-4, atol=1e-5)
+
+
+def _check_modules(mc, mg, x, rtol, atol):
+    xc, xg = L.tensor(x, requires_grad=True), L.tensor(x, device="cuda", requires_grad=True)
+    oc, og = mc(xc), mg(xg)
+    np.testing.assert_allclose(_np(og), _np(oc), rtol=rtol, atol=atol)
+    w = R.standard_normal(tuple(oc.shape)).astype(np.float32)
+    (oc * L.tensor(w)).sum().backward()
+    (og * L.tensor(w, device="cuda")).sum().backward()
+    np.testing.assert_allclose(_np(xg.grad), _np(xc.grad), rtol=rtol * 10, atol=atol * 10)
+
+
+@gpu
+@pytest.mark.parametrize("align", [False, True])
+def test_grid_sample_op_parity(align):
+    x = rnd(3, 4, 9, 11)
+    grid = (R.random((3, 5, 7, 2)).astype(np.float32) * 2.4 - 1.2)  # some samples outside
+    _check(lambda a, g: F.grid_sample(a, g, align_corners=align), [x, grid], rtol=1e-4, atol=1e-4)
+
+
+@gpu
+@pytest.mark.parametrize("cfg", [((4, 3, 10, 12), 2, None, 0), ((4, 3, 11, 9), 3, 2, 1), ((3, 10, 12), (2, 3), 1, 0)])
+def test_avg_pool2d_op_parity(cfg):
+    shape, k, s, p = cfg
+    _check(lambda x: F.avg_pool2d(x, k, s, p), [rnd(*shape)], rtol=1e-5, atol=1e-6)
+
+
+@gpu
+@pytest.mark.parametrize("pads", [(1, 2), (0, 3, 2, 1), (1, 1, 0, 2, 3, 0)])
+def test_pad_op_parity(pads):
+    _check(lambda x: F.pad(x, pads, value=0.5), [rnd(2, 3, 4, 5)])
+
+
+@gpu
+def test_dropout_op_on_gpu():
+    x = rnd(40, 50)
+    xg = L.tensor(x, device="cuda", requires_grad=True)
+    L.manual_seed(0)
+    y = F.dropout(xg, 0.3)
+    m = _np(y) / np.where(x == 0, 1, x)
+    kept = np.isclose(m, 1 / 0.7, rtol=1e-5)
+    assert np.all(kept | np.isclose(_np(y), 0))
+    assert 0.6 < kept.mean() < 0.8  # 2000 draws of Bernoulli(0.7)
+    g = rnd(40, 50)
+    y.backward(L.tensor(g, device="cuda"))
+    np.testing.assert_allclose(_np(xg.grad), g * np.where(kept, 1 / 0.7, 0), rtol=1e-5, atol=1e-6)
+    L.manual_seed(0); y2 = F.dropout(L.tensor(x, device="cuda"), 0.3)
+    np.testing.assert_array_equal(_np(y2), _np(y))  # reproducible under a seed
+    y3 = F.dropout(L.tensor(x, device="cuda"), 0.3)
+    assert not np.array_equal(_np(y3), _np(y))  # a new draw
+
+
+@gpu
+@pytest.mark.parametrize("avg", [False, True])
+def test_poisson_loss_op_parity(avg):
+    yh, y = rnd(30, 70, lo=0.05), np.abs(rnd(30, 70))
+    _check(lambda a, b: F.poisson_loss(a, b, avg=avg) * 1.5, [yh, y], rtol=1e-5, atol=1e-5)
+
+
+# ---------------------------------------------------------------- Module.to('cuda') semantics
+@gpu
+def test_module_to_cuda_keeps_parameter_identity_and_values():
+    L.manual_seed(0)
+    m = L.nn.Sequential(L.nn.Conv2d(1, 4, 3, padding=1), L.nn.BatchNorm2d(4), L.nn.ELU(), L.nn.Flatten(),
+                        L.nn.Linear(4 * 6 * 7, 5))
+    params = list(m.parameters())
+    before = {k: v.detach().cpu().numpy().copy() for k, v in m.state_dict().items()}
+    assert m.to("cuda") is m
+    assert [id(p) for p in m.parameters()] == [id(p) for p in params]
+    for k, v in m.state_dict().items():
+        assert v.is_cuda, k
+        np.testing.assert_array_equal(v.cpu().numpy(), before[k])
+    out = m(L.randn(2, 1, 6, 7, device="cuda"))
+    assert out.is_cuda
+    out.sum().backward()
+    assert all(p.grad is not None and p.grad.is_cuda for p in m.parameters())
+    m.cpu()
+    assert all(not p.is_cuda and not p.grad.is_cuda for p in m.parameters())
+    assert m.cuda() is m and all(p.is_cuda for p in m.parameters())
+
+
+@gpu
+def test_optimizer_state_on_parameter_device_matches_cpu():
+    def run(device):
+        L.manual_seed(0)
+        m = L.nn.Linear(20, 7).to(device)
+        opt = L.optim.Adam(m.parameters(), lr=0.01, weight_decay=0.01)
+        x = L.tensor(rnd(16, 20), device=device)
+        for _ in range(5):
+            opt.zero_grad()
+            F.poisson_loss(F.elu(m(x)) + 1, L.tensor(np.ones((16, 7), np.float32), device=device)).backward()
+            opt.step()
+        return m, opt
+    mc, oc = run("cpu")
+    mg, og = run("cuda")
+    st = og.state[mg.weight]
+    assert st["exp_avg"].is_cuda and st["exp_avg_sq"].is_cuda
+    np.testing.assert_allclose(_np(mg.weight), _np(mc.weight), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(_np(mg.bias), _np(mc.bias), rtol=1e-4, atol=1e-5)
+    sd = og.state_dict()  # round trip of CUDA optimizer state
+    og.load_state_dict(sd)
+    assert og.state[mg.weight]["exp_avg"].is_cuda
+
+
+# ---------------------------------------------------------------- course LN / CNN: train steps
+class CourseLN(L.nn.Module):
+    def __init__(self, h, w, n):
+        super().__init__()
+        self.bn = L.nn.BatchNorm2d(1, affine=False)
+        self.fc = L.nn.Linear(h * w, n)
+        L.nn.init.normal_(self.fc.weight, 0, 1e-3)
+
+    def forward(self, x):
+        return F.elu(self.fc(self.bn(x).flatten(1))) + 1
+
+    def regularizer(self):
+        return 0.1 * self.fc.weight.abs().sum()
+
+
+class CourseCNN(L.nn.Module):
+    def __init__(self, h, w, n, c=4, ks=(7, 5)):
+        super().__init__()
+        layers, ci = [], 1
+        for k in ks:
+            layers += [L.nn.Conv2d(ci, c, k, padding=k // 2, bias=False), L.nn.BatchNorm2d(c), L.nn.ELU()]
+            ci = c
+        self.core = L.nn.Sequential(*layers)
+        self.fc = L.nn.Linear(h * w * c, n)
+        self.bn = L.nn.BatchNorm1d(n)
+
+    def forward(self, x):
+        return F.elu(self.bn(self.fc(self.core(x).flatten(1)))) + 1
+
+    def regularizer(self):
+        return 0.1 * self.fc.weight.abs().sum()
+
+
+class _Loader:
+    """The attributes of a lviv_c DataLoader that trainers.Engine uses."""
+
+    def __init__(self, X, Y, idx, B, device_blocks=None):
+        self.images_block, self.responses_block = X, Y
+        self.indices = np.asarray(idx, np.int64)
+        self.batch_size = B
+        self.dataset = range(len(X))
+        self._dev = device_blocks
+
+    def device_blocks(self):
+        return self._dev
+
+
+def _engine_run(cls, device, X, Y, order, B, epochs, dev_blocks=False):
+    from lviv_c.trainers import Engine
+    L.manual_seed(0)
+    m = cls(X.shape[2], X.shape[3], Y.shape[1]).to(device)
+    db = (L.tensor(X, device="cuda"), L.tensor(Y, device="cuda")) if dev_blocks else None
+    eng = Engine(m, _Loader(X, Y, np.arange(len(X)), B, db), lr=0.005)
+    losses = [eng.train_epoch(order) for _ in range(epochs)]
+    val = _Loader(X, Y, np.arange(len(X))[:50], B, db)
+    return m, eng, losses, eng.predict(val)
+
+
+@gpu
+@pytest.mark.parametrize("cls", [CourseLN, CourseCNN])
+@pytest.mark.parametrize("dev_blocks", [False, True])
+def test_course_models_train_steps_gpu_match_cpu(cls, dev_blocks):
+    rng = np.random.default_rng(1)
+    n, N = 130, 23
+    X = rng.standard_normal((n, 1, 9, 12)).astype(np.float32)
+    Y = rng.poisson(1.0, (n, N)).astype(np.float32)
+    order = rng.permutation(100).astype(np.int64)  # 3 x 32 + 4: a short last batch
+    mc, ec, lc, pc = _engine_run(cls, "cpu", X, Y, order, 32, 2)
+    mg, eg, lg, pg = _engine_run(cls, "cuda", X, Y, order, 32, 2, dev_blocks)
+    assert eg.device == "cuda" and all(p.is_cuda for p in mg.parameters())
+    np.testing.assert_allclose(np.asarray(lg), np.asarray(lc), rtol=1e-3)
+    for (k, a), (_, b) in zip(mc.state_dict().items(), mg.state_dict().items()):
+        np.testing.assert_allclose(b.cpu().numpy(), a.numpy(), rtol=2e-3, atol=2e-4, err_msg=k)
+    np.testing.assert_allclose(pg, pc, rtol=2e-3, atol=2e-4)
+    st = eg.get_state()  # state round trip on the device
+    eg.set_state(st)
+    np.testing.assert_allclose(eg.get_state()[next(iter(st))], st[next(iter(st))])
+
+
+@gpu
+def test_capture_on_model_device_restores_buffers():
+    from lviv_c.capture import capture_graph
+    m = CourseCNN(9, 12, 5).to("cuda")
+    before = {k: v.cpu().numpy().copy() for k, v in m.state_dict().items()}
+    x = R.standard_normal((4, 1, 9, 12)).astype(np.float32) + 2.0
+    g = capture_graph(m, x, np.ones((4, 5), np.float32), lambda o, y: F.poisson_loss(o, y), train=True)
+    assert g.x.is_cuda and g.y.is_cuda and g.out.is_cuda and g.loss.is_cuda
+    for k, v in m.state_dict().items():
+        np.testing.assert_array_equal(v.cpu().numpy(), before[k])
+
+
+# ---------------------------------------------------------------- Lurz 2020: readout ops, model
+def _ro():
+    from lviv_c.models.readouts import gaussian_readout, readout_positions
+    return readout_positions, gaussian_readout
+
+
+@gpu
+@pytest.mark.parametrize("project", [0, 1])
+def test_readout_positions_eval_parity(project):
+    readout_positions, _ = _ro()
+    mu = R.random((37, 2)).astype(np.float32) * 2.6 - 1.3  # some outside [-1, 1]
+    if project:  # in-place projection of a leaf: compare on copies, then the clamped values
+        mc, mg = L.tensor(mu), L.tensor(mu, device="cuda")
+        oc, og = readout_positions(mc, None, 0, False, "full", 1), readout_positions(mg, None, 0, False, "full", 1)
+        np.testing.assert_array_equal(_np(og), _np(oc))
+        np.testing.assert_array_equal(_np(mg), _np(mc))
+        return
+    _check(lambda m: readout_positions(m, None, 0, False, "full", 0) * 1.0, [mu])
+
+
+@gpu
+@pytest.mark.parametrize("gauss", ["full", "uncorrelated", "isotropic"])
+def test_readout_positions_sampling_on_gpu(gauss):
+    readout_positions, _ = _ro()
+    N, B = 50, 400
+    mu = (R.random((N, 2)).astype(np.float32) - 0.5) * 0.5
+    per = {"full": (N, 2, 2), "uncorrelated": (N, 2), "isotropic": (N,)}[gauss]
+    sg = np.full(per, 0.05, np.float32)
+    if gauss == "full":
+        sg[:, 0, 1] = sg[:, 1, 0] = 0.0
+    m = L.tensor(mu, device="cuda", requires_grad=True)
+    s = L.tensor(sg, device="cuda", requires_grad=True)
+    L.manual_seed(3)
+    pos = readout_positions(m, s, B, True, gauss, 0)
+    p = _np(pos)
+    assert pos.is_cuda and p.shape == (B, N, 2)
+    np.testing.assert_allclose(p.mean(0), mu, atol=0.05 * 5 / np.sqrt(B))  # all inside: no clamping
+    np.testing.assert_allclose(p.std(0), 0.05, rtol=0.2)
+    L.manual_seed(3)
+    np.testing.assert_array_equal(_np(readout_positions(m, s, B, True, gauss, 0)), p)  # seeded
+    assert not np.array_equal(_np(readout_positions(m, s, B, True, gauss, 0)), p)  # fresh draw
+    g = R.standard_normal((B, N, 2)).astype(np.float32)
+    L.manual_seed(3)
+    readout_positions(m, s, B, True, gauss, 0).backward(L.tensor(g, device="cuda"))
+    np.testing.assert_allclose(_np(m.grad), g.sum(0), rtol=1e-4, atol=1e-4)  # mask all ones
+    eps = (p - mu) / 0.05  # the draws, recovered from the positions (diagonal sigma)
+    ref = {"full": np.einsum("bnc,bnd->ncd", g, eps),  # d pos_c / d sigma[n, c, d] = eps_d
+           "uncorrelated": np.einsum("bnc,bnc->nc", g, eps),
+           "isotropic": np.einsum("bnc,bnc->n", g, eps)}[gauss]
+    np.testing.assert_allclose(_np(s.grad), ref, rtol=1e-3, atol=1e-2)
+
+
+@gpu
+@pytest.mark.parametrize("shared", [False, True])
+def test_gaussian_readout_op_parity(shared):
+    _, gaussian_readout = _ro()
+    B, C, H, W, N = 5, 6, 9, 13, 40
+    pos = R.random((N, 2) if shared else (B, N, 2)).astype(np.float32) * 2.2 - 1.1
+    _check(lambda x, p, f, b: gaussian_readout(x, p, f, b), [rnd(B, C, H, W), pos, rnd(C, N) * 0.3, rnd(N)],
+           rtol=1e-4, atol=1e-4)
+
+
+def _lurz_small(device):
+    from lviv_c.models import build_lurz2020_model
+    rng = np.random.default_rng(0)
+
+    class NS:
+        pass
+
+    Batch = collections.namedtuple("Batch", "images responses")
+
+    class FakeLoader:  # what build_lurz2020_model reads from a loader
+        def __init__(self):
+            self.dataset = NS()
+            self.dataset.neurons = NS()
+            self.dataset.neurons.cell_motor_coordinates = rng.normal(size=(30, 3)) * 200 + 50
+            self.x = rng.uniform(0, 255, size=(4, 1, 18, 24)).astype(np.float32)
+            self.y = rng.gamma(1.0, size=(4, 30)).astype(np.float32)
+
+        def __iter__(self):
+            yield Batch(L.from_numpy(self.x), L.from_numpy(self.y))
+    cfg = {"init_mu_range": 0.55, "init_sigma": 0.4, "input_kern": 5, "hidden_kern": 3, "gamma_input": 1.0,
+           "hidden_channels": 8, "layers": 3, "gamma_readout": 2.439,
+           "grid_mean_predictor": {"type": "cortex", "input_dimensions": 2, "hidden_layers": 0,
+                                   "hidden_features": 0, "final_tanh": False}}
+    return build_lurz2020_model({"train": FakeLoader()}, 7, **cfg).to(device)
+
+
+@gpu
+def test_lurz_model_eval_parity_and_gpu_training():
+    mc, mg = _lurz_small("cpu"), _lurz_small("cuda")
+    assert all(p.is_cuda for p in mg.parameters()) and all(b.is_cuda for b in mg.buffers())
+    mc.eval(); mg.eval()
+    x = np.random.default_rng(1).uniform(0, 255, (6, 1, 18, 24)).astype(np.float32)
+    oc, og = mc(L.tensor(x)), mg(L.tensor(x, device="cuda"))
+    np.testing.assert_allclose(_np(og), _np(oc), rtol=1e-3, atol=1e-4)
+    (oc.sum() + mc.regularizer()).backward()
+    (og.sum() + mg.regularizer()).backward()
+    for (k, a), (_, b) in zip(mc.named_parameters(), mg.named_parameters()):
+        if a.grad is None:
+            assert b.grad is None, k
+            continue
+        np.testing.assert_allclose(_np(b.grad), _np(a.grad), rtol=2e-3, atol=2e-4, err_msg=k)
+    # training on the GPU through the Engine (sampled positions: draws differ from the CPU's)
+    from lviv_c.trainers import Engine
+    rng = np.random.default_rng(2)
+    X = rng.uniform(0, 255, (70, 1, 18, 24)).astype(np.float32)
+    Y = rng.gamma(1.0, size=(70, 30)).astype(np.float32)
+    mg.train()
+    before = {k: v.cpu().numpy().copy() for k, v in mg.state_dict().items()}
+    eng = Engine(mg, _Loader(X, Y, np.arange(70), 16, (L.tensor(X, device="cuda"), L.tensor(Y, device="cuda"))))
+    losses = [eng.train_epoch(rng.permutation(70).astype(np.int64)) for _ in range(2)]
+    assert all(np.isfinite(losses))
+    assert any(not np.array_equal(v.cpu().numpy(), before[k]) for k, v in mg.state_dict().items())
+    assert np.isfinite(eng.predict(_Loader(X, Y, np.arange(20), 16))).all()
+
+
+@gpu
+def test_inplace_fills_of_cuda_tensors_match_cpu_draws():
+    for fill in (lambda t: t.normal_(), lambda t: t.uniform_(-1, 2), lambda t: t.fill_(3.5), lambda t: t.zero_()):
+        g, c = L.empty(4, 5, device="cuda"), L.empty(4, 5)
+        L.manual_seed(11); fill(g)
+        L.manual_seed(11); fill(c)
+        assert g.is_cuda
+        np.testing.assert_array_equal(g.cpu().numpy(), c.numpy())
+    m = L.nn.Linear(3, 2).cuda()
+    m(L.randn(4, 3, device="cuda")).sum().backward()
+    m.zero_grad(set_to_none=False)
+    assert float(m.weight.grad.abs().sum().cpu()) == 0.0
+    bn = L.nn.BatchNorm2d(3).cuda()
+    bn(L.randn(4, 3, 2, 2, device="cuda"))
+    bn.reset_running_stats()
+    assert int(bn.num_batches_tracked.cpu().item()) == 0 and float(bn.running_var.sum().cpu()) == 3.0

@@ -1,9 +1,14 @@
 /* Autograd ops for neural networks: linear, conv2d, batch_norm (+ fused ELU), grid_sample,
  * avg_pool2d, pad, dropout, poisson_loss. Each op validates its arguments (messages name the op
  * and the shapes), and its forward is re-runnable on the same buffers (captured-graph replay):
- * per-forward state (batch statistics, dropout masks, loss gradients) lives in node->aux. */
+ * per-forward state (batch statistics, dropout masks, loss gradients) lives in node->aux.
+ *
+ * CUDA: each forward/backward starts with one dispatch branch to the backend's op table
+ * (csrc/cuda_dispatch.h) when its tensors live on the GPU; op-owned buffers (aux) are allocated
+ * on the input's device. The CPU code below the branch is unchanged. */
 #include "ops/nn_ops.h"
 #include "cpu/kernels.h"
+#include "cuda_dispatch.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,7 +28,7 @@ static int check_dev(const char *op, lv_tensor **ts, int n) {
     else if (ts[i]->st->device != dev)
       return lv_set_error(LV_EVALUE, "%s: expected all tensors on the same device, got cpu and cuda", op);
   }
-  if (dev == LV_CUDA) return lv_set_error(LV_ERUNTIME, "%s: CUDA tensors are not supported by this op yet", op);
+  if (dev == LV_CUDA && !lv_cuda) return lv_set_error(LV_ERUNTIME, "%s: CUDA backend not loaded", op);
   return 0;
 }
 
@@ -31,6 +36,7 @@ static lv_tensor *aux_view(lv_tensor *t) { return t ? lv_tensor_detach(t) : NULL
 
 /* ======================================== linear ======================================== */
 static int linear_fwd(lv_node *n) {
+  if (lv_on_cuda(n->out)) return lv_cuda->linear_fwd(n);
   lv_tensor *x = n->in[0], *w = n->in[1], *b = n->in[2];
   int64_t K = w->shape[1], O = w->shape[0], M = O ? lv_numel(n->out) / O : 0;
   float *y = lv_f32(n->out);
@@ -46,6 +52,7 @@ static int linear_fwd(lv_node *n) {
 }
 
 static int linear_bwd(lv_node *n, lv_tensor *gout, lv_tensor **gin) {
+  if (lv_on_cuda(gout)) return lv_cuda->linear_bwd(n, gout, gin);
   lv_tensor *x = n->in[0], *w = n->in[1];
   int64_t K = w->shape[1], O = w->shape[0], M = O ? lv_numel(gout) / O : 0;
   const float *g = lv_f32(gout);
@@ -109,6 +116,9 @@ static float *conv_ws(lv_node *n) { return n->aux[0] ? lv_f32(n->aux[0]) : NULL;
 static int conv_fwd(lv_node *n) {
   lv_conv2d_desc d;
   if (conv_desc(n, &d) < 0) return -1;
+  if (lv_on_cuda(n->out))
+    return lv_cuda->conv2d_forward(&d, lv_f32(n->in[0]), lv_f32(n->in[1]), n->in[2] ? lv_f32(n->in[2]) : NULL,
+                                   lv_f32(n->out));
   return lv_conv2d_forward(&d, lv_f32(n->in[0]), lv_f32(n->in[1]), n->in[2] ? lv_f32(n->in[2]) : NULL,
                            lv_f32(n->out), conv_ws(n));
 }
@@ -116,6 +126,13 @@ static int conv_fwd(lv_node *n) {
 static int conv_bwd(lv_node *n, lv_tensor *gout, lv_tensor **gin) {
   lv_conv2d_desc d;
   if (conv_desc(n, &d) < 0) return -1;
+  if (lv_on_cuda(gout)) { /* cuDNN keeps its own shared workspace */
+    if (gin[0] && lv_cuda->conv2d_backward_data(&d, lv_f32(gout), lv_f32(n->in[1]), lv_f32(gin[0])) < 0) return -1;
+    if (gin[1] || gin[2])
+      return lv_cuda->conv2d_backward_weight(&d, lv_f32(n->in[0]), lv_f32(gout), gin[1] ? lv_f32(gin[1]) : NULL,
+                                             gin[2] ? lv_f32(gin[2]) : NULL);
+    return 0;
+  }
   if (gin[0] && lv_conv2d_backward_data(&d, lv_f32(gout), lv_f32(n->in[1]), lv_f32(gin[0]), conv_ws(n)) < 0)
     return -1;
   if (gin[1] || gin[2])
@@ -171,7 +188,7 @@ lv_tensor *lv_conv2d(lv_tensor *x, lv_tensor *w, lv_tensor *b, int sh, int sw, i
   lv_conv2d_desc d;
   if (conv_desc(n, &d) < 0) { lv_node_decref(n); return NULL; }
   int64_t wsf = (int64_t)lv_conv2d_workspace_floats(&d);
-  if (wsf > 1 && wsf <= ((int64_t)64 << 20)) { /* up to 256 MB kept with the node */
+  if (!lv_on_cuda(x) && wsf > 1 && wsf <= ((int64_t)64 << 20)) { /* up to 256 MB kept with the node */
     n->aux[0] = lv_tensor_new(1, &wsf, LV_F32, LV_CPU, 0);
     if (!n->aux[0]) lv_clear_error(); /* fall back to per-call allocation */
   }
@@ -201,6 +218,14 @@ static int bn_fwd(lv_node *n) {
   int elu = (int)n->ia[1];
   lv_tensor *rm = n->aux[0], *rv = n->aux[1], *nbt = n->aux[2];
   float *y = lv_f32(n->out);
+  if (lv_on_cuda(n->out)) {
+    if (!n->ia[0]) return lv_cuda->bn_forward_eval(N, C, HW, x, g, b, lv_f32(rm), lv_f32(rv), eps, elu, y);
+    float *sd = lv_f32(n->aux[3]); /* (3, C): mean, invstd, unbiased var */
+    if (lv_cuda->bn_forward_train(N, C, HW, x, g, b, eps, elu, y, sd, sd + C, sd + 2 * C) < 0) return -1;
+    /* running stats and num_batches_tracked updated on the device (no host sync) */
+    return lv_cuda->bn_track(C, n->fa[1], sd, sd + 2 * C, rm ? lv_f32(rm) : NULL, rv ? lv_f32(rv) : NULL,
+                             nbt ? lv_i64(nbt) : NULL);
+  }
   if (!n->ia[0])
     return elu ? lv_bn_elu_forward_eval(N, C, HW, x, g, b, lv_f32(rm), lv_f32(rv), eps, y)
                : lv_batchnorm_forward_eval(N, C, HW, x, g, b, lv_f32(rm), lv_f32(rv), eps, y);
@@ -232,6 +257,13 @@ static int bn_bwd(lv_node *n, lv_tensor *gout, lv_tensor **gin) {
   float *gx = gin[0] ? lv_f32(gin[0]) : NULL, *gg = gin[1] ? lv_f32(gin[1]) : NULL,
         *gb = gin[2] ? lv_f32(gin[2]) : NULL;
   int elu = (int)n->ia[1];
+  if (lv_on_cuda(gout)) {
+    if (!n->ia[0])
+      return lv_cuda->bn_backward_eval(N, C, HW, x, y, gy, g, lv_f32(n->aux[0]), lv_f32(n->aux[1]), (float)n->fa[0],
+                                       elu, gx, gg, gb);
+    const float *sd = lv_f32(n->aux[3]);
+    return lv_cuda->bn_backward_train(N, C, HW, x, y, gy, g, sd, sd + C, elu, gx, gg, gb);
+  }
   if (!n->ia[0]) {
     const float *rm = lv_f32(n->aux[0]), *rv = lv_f32(n->aux[1]);
     float eps = (float)n->fa[0];
@@ -293,7 +325,7 @@ lv_tensor *lv_batch_norm(lv_tensor *x, lv_tensor *weight, lv_tensor *bias, lv_te
     n->aux[1] = aux_view(running_var);
     n->aux[2] = aux_view(nbt);
     int64_t sshape[2] = {3, C};
-    n->aux[3] = lv_tensor_new(2, sshape, LV_F32, LV_CPU, 1);
+    n->aux[3] = lv_tensor_new(2, sshape, LV_F32, x->st->device, 1);
     if (!n->aux[3]) { lv_node_decref(n); return NULL; }
   } else {
     n->aux[0] = aux_view(running_mean);
@@ -305,12 +337,20 @@ lv_tensor *lv_batch_norm(lv_tensor *x, lv_tensor *weight, lv_tensor *bias, lv_te
 /* ===================================== grid_sample ===================================== */
 static int gs_fwd(lv_node *n) {
   lv_tensor *x = n->in[0], *gr = n->in[1];
+  if (lv_on_cuda(n->out))
+    return lv_cuda->grid_sample_forward((int)x->shape[0], (int)x->shape[1], (int)x->shape[2], (int)x->shape[3],
+                                        (int)gr->shape[1], (int)gr->shape[2], (int)n->ia[0], lv_f32(x), lv_f32(gr),
+                                        lv_f32(n->out));
   return lv_grid_sample_forward((int)x->shape[0], (int)x->shape[1], (int)x->shape[2], (int)x->shape[3],
                                    (int)gr->shape[1], (int)gr->shape[2], (int)n->ia[0], lv_f32(x),
                                    lv_f32(gr), lv_f32(n->out));
 }
 static int gs_bwd(lv_node *n, lv_tensor *gout, lv_tensor **gin) {
   lv_tensor *x = n->in[0], *gr = n->in[1];
+  if (lv_on_cuda(gout))
+    return lv_cuda->grid_sample_backward((int)x->shape[0], (int)x->shape[1], (int)x->shape[2], (int)x->shape[3],
+                                         (int)gr->shape[1], (int)gr->shape[2], (int)n->ia[0], lv_f32(x), lv_f32(gr),
+                                         lv_f32(gout), gin[0] ? lv_f32(gin[0]) : NULL, gin[1] ? lv_f32(gin[1]) : NULL);
   return lv_grid_sample_backward((int)x->shape[0], (int)x->shape[1], (int)x->shape[2], (int)x->shape[3],
                                     (int)gr->shape[1], (int)gr->shape[2], (int)n->ia[0], lv_f32(x),
                                     lv_f32(gr), lv_f32(gout), gin[0] ? lv_f32(gin[0]) : NULL,
@@ -345,6 +385,10 @@ static int ap_planes(const lv_tensor *x) {
 }
 static int ap_fwd(lv_node *n) {
   lv_tensor *x = n->in[0];
+  if (lv_on_cuda(n->out))
+    return lv_cuda->avg_pool2d_forward(ap_planes(x), (int)x->shape[x->ndim - 2], (int)x->shape[x->ndim - 1],
+                                       (int)n->ia[0], (int)n->ia[1], (int)n->ia[2], (int)n->ia[3], (int)n->ia[4],
+                                       (int)n->ia[5], lv_f32(x), lv_f32(n->out));
   return lv_avg_pool2d_forward(ap_planes(x), (int)x->shape[x->ndim - 2], (int)x->shape[x->ndim - 1],
                                   (int)n->ia[0], (int)n->ia[1], (int)n->ia[2], (int)n->ia[3],
                                   (int)n->ia[4], (int)n->ia[5], lv_f32(x), lv_f32(n->out));
@@ -352,6 +396,10 @@ static int ap_fwd(lv_node *n) {
 static int ap_bwd(lv_node *n, lv_tensor *gout, lv_tensor **gin) {
   if (!gin[0]) return 0;
   lv_tensor *x = n->in[0];
+  if (lv_on_cuda(gout))
+    return lv_cuda->avg_pool2d_backward(ap_planes(x), (int)x->shape[x->ndim - 2], (int)x->shape[x->ndim - 1],
+                                        (int)n->ia[0], (int)n->ia[1], (int)n->ia[2], (int)n->ia[3], (int)n->ia[4],
+                                        (int)n->ia[5], lv_f32(gout), lv_f32(gin[0]));
   return lv_avg_pool2d_backward(ap_planes(x), (int)x->shape[x->ndim - 2], (int)x->shape[x->ndim - 1],
                                    (int)n->ia[0], (int)n->ia[1], (int)n->ia[2], (int)n->ia[3],
                                    (int)n->ia[4], (int)n->ia[5], lv_f32(gout), lv_f32(gin[0]));
@@ -409,7 +457,20 @@ static void pad_walk(lv_node *n, const float *src, float *dst, int to_out, const
     else for (int64_t k = 0; k < last; k++) gdst[r * last + k] += gsrc[off + k];
   }
 }
+static void pad_desc(const lv_node *n, lv_pad_desc *d) {
+  d->nd = n->in[0]->ndim;
+  for (int i = 0; i < d->nd; i++) {
+    d->in[i] = n->in[0]->shape[i];
+    d->before[i] = n->ia[i];
+    d->out[i] = n->out->shape[i];
+  }
+}
 static int pad_fwd(lv_node *n) {
+  if (lv_on_cuda(n->out)) {
+    lv_pad_desc d;
+    pad_desc(n, &d);
+    return lv_cuda->pad_forward(&d, (float)n->fa[0], lv_f32(n->in[0]), lv_f32(n->out));
+  }
   float *y = lv_f32(n->out);
   int64_t N = lv_numel(n->out);
   float v = (float)n->fa[0];
@@ -418,6 +479,11 @@ static int pad_fwd(lv_node *n) {
   return 0;
 }
 static int pad_bwd(lv_node *n, lv_tensor *gout, lv_tensor **gin) {
+  if (gin[0] && lv_on_cuda(gout)) {
+    lv_pad_desc d;
+    pad_desc(n, &d);
+    return lv_cuda->pad_backward(&d, lv_f32(gout), lv_f32(gin[0]));
+  }
   if (gin[0]) pad_walk(n, NULL, NULL, 0, lv_f32(gout), lv_f32(gin[0]));
   return 0;
 }
@@ -458,6 +524,9 @@ static int do_fwd(lv_node *n) {
   float *m = lv_f32(n->aux[0]), *y = lv_f32(n->out);
   const float *x = lv_f32(n->in[0]);
   double p = n->fa[0];
+  /* GPU: a counter-based mask from a seed drawn from the global generator on every forward, so
+   * replays redraw and seeded runs repeat (the masks differ from the CPU's draws) */
+  if (lv_on_cuda(n->out)) return lv_cuda->dropout_forward(N, x, (float)p, lv_rng_next(), m, y);
   float keep = p < 1 ? (float)(1.0 / (1.0 - p)) : 0.f;
   for (int64_t i = 0; i < N; i++) m[i] = lv_rng_uniform() >= p ? keep : 0.f;
   for (int64_t i = 0; i < N; i++) y[i] = x[i] * m[i];
@@ -467,6 +536,7 @@ static int do_bwd(lv_node *n, lv_tensor *gout, lv_tensor **gin) {
   if (!gin[0]) return 0;
   int64_t N = lv_numel(n->in[0]);
   const float *m = lv_f32(n->aux[0]), *g = lv_f32(gout);
+  if (lv_on_cuda(gout)) return lv_cuda->mul_add(lv_f32(gin[0]), g, m, N);
   float *d = lv_f32(gin[0]);
   for (int64_t i = 0; i < N; i++) d[i] += g[i] * m[i];
   return 0;
@@ -489,6 +559,9 @@ lv_tensor *lv_dropout(lv_tensor *x, double p) {
 /* ==================================== poisson loss ==================================== */
 /* in: yhat, y. aux[0]: d loss / d yhat (refreshed every forward). fa: 0 eps, 1 scale */
 static int pl_fwd(lv_node *n) {
+  if (lv_on_cuda(n->out)) /* the loss stays on the device (no host sync) */
+    return lv_cuda->poisson_loss(lv_numel(n->in[0]), lv_f32(n->in[0]), lv_f32(n->in[1]), (float)n->fa[0],
+                                 (float)n->fa[1], lv_f32(n->out), lv_f32(n->aux[0]));
   double loss;
   int rc = lv_poisson_loss(lv_numel(n->in[0]), lv_f32(n->in[0]), lv_f32(n->in[1]), (float)n->fa[0],
                               (float)n->fa[1], &loss, lv_f32(n->aux[0]));
@@ -497,6 +570,10 @@ static int pl_fwd(lv_node *n) {
 }
 static int pl_bwd(lv_node *n, lv_tensor *gout, lv_tensor **gin) {
   int64_t N = lv_numel(n->in[0]);
+  if (lv_on_cuda(gout))
+    return lv_cuda->poisson_loss_backward(N, lv_f32(gout), lv_f32(n->aux[0]), lv_f32(n->in[0]), (float)n->fa[0],
+                                          (float)n->fa[1], gin[0] ? lv_f32(gin[0]) : NULL,
+                                          gin[1] ? lv_f32(gin[1]) : NULL);
   float g = lv_f32(gout)[0];
   if (gin[0]) {
     const float *d = lv_f32(n->aux[0]);

@@ -42,6 +42,7 @@ typedef struct {
   float *vmax;     /* (n) Adam max_exp_avg_sq (amsgrad), else NULL */
   int64_t n;
   int64_t step;    /* Adam: step count after this update (>= 1); SGD: 1 on the first step */
+  int device;      /* LV_CPU or LV_CUDA: where p, g and the state live (all on one device) */
 } lv_optim_slot;
 
 int lv_adam_update(int nslots, lv_optim_slot *s, double lr, double beta1, double beta2, double eps,

@@ -5,8 +5,14 @@
  *
  * The read itself calls the tuned CPU kernels lv_readout_forward / lv_readout_backward
  * (csrc/cpu/kernels.h). They are referenced weakly: a build without them falls back to the
- * straightforward loops below (same semantics, slower). */
+ * straightforward loops below (same semantics, slower).
+ *
+ * CUDA: one dispatch branch at the top of each forward/backward calls the backend's table
+ * (readout_pos_forward/backward, readout_forward/backward); aux buffers live on mu's device. The
+ * GPU draws its position noise from a counter-based generator keyed by the same per-forward seed
+ * (replays redraw, seeded runs repeat; the draws differ from the CPU's). */
 #include "ops/readout_ops.h"
+#include "cuda_dispatch.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,8 +30,18 @@ int lv_readout_backward(int B, int C, int H, int W, int Nn, int shared_pos, cons
 static int check_cpu_f32(const char *op, const char *what, const lv_tensor *t) {
   if (!t) return 0;
   if (t->dtype != LV_F32) return lv_set_error(LV_ETYPE, "%s: %s must be float32, got int64", op, what);
-  if (t->st->device != LV_CPU)
-    return lv_set_error(LV_ERUNTIME, "%s: CUDA tensors are not supported by this op yet", op);
+  if (t->st->device == LV_CUDA && !lv_cuda) return lv_set_error(LV_ERUNTIME, "%s: CUDA backend not loaded", op);
+  return 0;
+}
+
+static int check_same_dev(const char *op, lv_tensor **ts, int n) {
+  int dev = -1;
+  for (int i = 0; i < n; i++) {
+    if (!ts[i]) continue;
+    if (dev < 0) dev = ts[i]->st->device;
+    else if (ts[i]->st->device != dev)
+      return lv_set_error(LV_EVALUE, "%s: expected all tensors on the same device, got cpu and cuda", op);
+  }
   return 0;
 }
 
@@ -49,6 +65,9 @@ static int pos_fwd(lv_node *nd) {
   float *mu = lv_f32(nd->in[0]);
   float *sg = nd->in[1] ? lv_f32(nd->in[1]) : NULL;
   float *out = lv_f32(nd->out), *mask = lv_f32(nd->aux[1]);
+  if (lv_on_cuda(nd->out))
+    return lv_cuda->readout_pos_forward(B, N, sample, type, (int)nd->ia[3], mu, sg, sample ? lv_rng_next() : 0,
+                                        sample ? lv_f32(nd->aux[0]) : NULL, mask, out);
   /* projection of the free parameters, in place */
   if (nd->ia[3] & 1)
     for (int64_t i = 0; i < 2 * N; i++) mu[i] = mu[i] < -1.f ? -1.f : (mu[i] > 1.f ? 1.f : mu[i]);
@@ -107,6 +126,8 @@ static int pos_bwd(lv_node *nd, lv_tensor *gout, lv_tensor **gin) {
   const float *g = lv_f32(gout), *mask = lv_f32(nd->aux[1]);
   float *gmu = gin[0] ? lv_f32(gin[0]) : NULL;
   float *gsg = gin[1] ? lv_f32(gin[1]) : NULL;
+  if (lv_on_cuda(gout))
+    return lv_cuda->readout_pos_backward(B, N, sample, type, g, mask, sample ? lv_f32(nd->aux[0]) : NULL, gmu, gsg);
   if (!sample) {
     if (gmu) for (int64_t i = 0; i < 2 * N; i++) gmu[i] += g[i] * mask[i];
     return 0;
@@ -144,7 +165,8 @@ lv_tensor *lv_readout_positions(lv_tensor *mu, lv_tensor *sigma, int64_t batch, 
                                 int gauss_type, int project) {
   const char *op = "readout_positions";
   char s1[96], s2[96];
-  if (check_cpu_f32(op, "mu", mu) || check_cpu_f32(op, "sigma", sigma)) return NULL;
+  lv_tensor *both[2] = {mu, sample ? sigma : NULL};
+  if (check_cpu_f32(op, "mu", mu) || check_cpu_f32(op, "sigma", sigma) || check_same_dev(op, both, 2)) return NULL;
   if (gauss_type < 0 || gauss_type > 2) {
     lv_set_error(LV_EVALUE, "%s: gauss_type must be 0 (full), 1 (uncorrelated) or 2 (isotropic), got %d", op, gauss_type);
     return NULL;
@@ -184,10 +206,10 @@ lv_tensor *lv_readout_positions(lv_tensor *mu, lv_tensor *sigma, int64_t batch, 
   int ndim = sample ? 3 : 2;
   const int64_t *shp = sample ? shape : shape + 1;
   if (sample) {
-    nd->aux[0] = lv_tensor_new(3, shape, LV_F32, LV_CPU, 1);
+    nd->aux[0] = lv_tensor_new(3, shape, LV_F32, mu->st->device, 1);
     if (!nd->aux[0]) { lv_node_decref(nd); return NULL; }
   }
-  nd->aux[1] = lv_tensor_new(ndim, shp, LV_F32, LV_CPU, 1);
+  nd->aux[1] = lv_tensor_new(ndim, shp, LV_F32, mu->st->device, 1);
   if (!nd->aux[1]) { lv_node_decref(nd); return NULL; }
   return lv_node_finish(nd, ndim, shp, LV_F32);
 }
@@ -300,6 +322,9 @@ static int ref_backward(int B, int C, int H, int W, int N, int shared, const flo
 static int ro_fwd(lv_node *nd) {
   const float *bias = nd->in[3] ? lv_f32(nd->in[3]) : NULL;
   if (nd->out->shape[0] == 0 || nd->out->shape[1] == 0) return 0;
+  if (lv_on_cuda(nd->out))
+    return lv_cuda->readout_forward(RO_ARGS(nd), lv_f32(nd->in[0]), lv_f32(nd->in[1]), lv_f32(nd->in[2]), bias,
+                                    lv_f32(nd->out));
   if (lv_readout_forward)
     return lv_readout_forward(RO_ARGS(nd), lv_f32(nd->in[0]), lv_f32(nd->in[1]), lv_f32(nd->in[2]),
                               bias, lv_f32(nd->out));
@@ -311,6 +336,9 @@ static int ro_bwd(lv_node *nd, lv_tensor *gout, lv_tensor **gin) {
   if (nd->out->shape[0] == 0 || nd->out->shape[1] == 0) return 0;
   float *g[4];
   for (int i = 0; i < 4; i++) g[i] = gin[i] ? lv_f32(gin[i]) : NULL;
+  if (lv_on_cuda(gout))
+    return lv_cuda->readout_backward(RO_ARGS(nd), lv_f32(nd->in[0]), lv_f32(nd->in[1]), lv_f32(nd->in[2]),
+                                     lv_f32(gout), g[0], g[1], g[2], g[3]);
   if (lv_readout_backward)
     return lv_readout_backward(RO_ARGS(nd), lv_f32(nd->in[0]), lv_f32(nd->in[1]), lv_f32(nd->in[2]),
                                lv_f32(gout), g[0], g[1], g[2], g[3]);
@@ -326,6 +354,8 @@ lv_tensor *lv_gaussian_readout(lv_tensor *x, lv_tensor *pos, lv_tensor *feat, lv
   if (check_cpu_f32(op, "input", x) || check_cpu_f32(op, "positions", pos) ||
       check_cpu_f32(op, "features", feat) || check_cpu_f32(op, "bias", bias))
     return NULL;
+  lv_tensor *all[4] = {x, pos, feat, bias};
+  if (check_same_dev(op, all, 4)) return NULL;
   if (x->ndim != 4) {
     lv_set_error(LV_EVALUE, "%s: expected a 4-d input (batch, channels, height, width), got shape %s", op, SHP(x, s1));
     return NULL;

@@ -37,6 +37,38 @@ static PyObject *f_to_device(PyObject *m, PyObject *args) {
   return lvpy_wrap(r);
 }
 
+/* move t's data to `device` IN PLACE: t gets a fresh storage there (offset 0) holding its
+ * values, so every Python object and C structure that holds this lv_tensor (a Parameter, a
+ * module's buffer, the C Adam's parameter list) sees it on the new device. Views made earlier
+ * keep the old storage (like torch's param.data = ...). The gradient moves too. Leaves only. */
+static int move_one(lv_tensor *t, int dev) {
+  if (t->st->device == dev) return 0;
+  size_t nb = (size_t)lv_numel(t) * lv_dtype_size(t->dtype);
+  lv_storage *s = lv_storage_new(nb, dev, 0);
+  if (!s) return -1;
+  if (lv_copy_bytes(s->data, dev, lv_data(t), t->st->device, nb) < 0) { lv_storage_decref(s); return -1; }
+  lv_storage_decref(t->st);
+  t->st = s;
+  t->offset = 0;
+  return 0;
+}
+static PyObject *f_move_storage(PyObject *m, PyObject *args) {
+  PyObject *o; int dev;
+  if (!PyArg_ParseTuple(args, "Oi", &o, &dev)) return NULL;
+  lv_tensor *t = lvpy_get(o, "_move_storage");
+  if (!t) return NULL;
+  if (dev != LV_CPU && dev != LV_CUDA) { PyErr_Format(PyExc_ValueError, "_move_storage: unknown device code %d", dev); return NULL; }
+  if (t->grad_fn) { PyErr_SetString(PyExc_RuntimeError, "_move_storage: only leaf tensors can be moved in place"); return NULL; }
+  if (dev == LV_CUDA && !lv_cuda) { PyErr_SetString(PyExc_RuntimeError, "CUDA backend not loaded"); return NULL; }
+  int rc;
+  Py_BEGIN_ALLOW_THREADS
+  rc = move_one(t, dev);
+  if (rc == 0 && t->grad) rc = move_one(t->grad, dev);
+  Py_END_ALLOW_THREADS
+  if (rc < 0) return lvpy_err();
+  Py_RETURN_NONE;
+}
+
 static PyObject *f_cuda_synchronize(PyObject *m, PyObject *noarg) {
   if (!lv_cuda) Py_RETURN_NONE;
   int rc;
@@ -158,6 +190,7 @@ static PyMethodDef cuda_methods[] = {
     {"_cuda_loaded", f_cuda_loaded, METH_NOARGS, NULL},
     {"_to_device", f_to_device, METH_VARARGS, "copy a tensor to device code 0 (cpu) or 1 (cuda)"},
     {"_cuda_synchronize", f_cuda_synchronize, METH_NOARGS, NULL},
+    {"_move_storage", f_move_storage, METH_VARARGS, "move a leaf tensor (and its grad) to device code 0/1 in place"},
     {NULL}};
 
 int lv_py_init_cuda(PyObject *m) { return PyModule_AddFunctions(m, cuda_methods); }

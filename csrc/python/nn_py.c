@@ -128,6 +128,11 @@ static lv_tensor *list_tensor(PyObject *lst, Py_ssize_t i, const char *what) {
 
 static int check_state(lv_tensor *p, lv_tensor *s, const char *what) {
   if (!s) return 0;
+  if (s->st->device != p->st->device) {
+    PyErr_Format(PyExc_ValueError, "optimizer: %s is on %s, the parameter on %s", what,
+                 s->st->device ? "cuda" : "cpu", p->st->device ? "cuda" : "cpu");
+    return -1;
+  }
   if (lv_numel(s) != lv_numel(p) || s->dtype != LV_F32) {
     char a[96], b[96];
     PyErr_Format(PyExc_ValueError, "optimizer: %s has shape %s, the parameter %s", what,
@@ -161,6 +166,12 @@ static int make_slots(PyObject *params, PyObject *ms, PyObject *vs, PyObject *vm
     if (p->dtype != LV_F32) { free(s); PyErr_SetString(PyExc_TypeError, "optimizer: parameters must be float32"); return -1; }
     s[i].p = lv_f32(p);
     s[i].n = lv_numel(p);
+    s[i].device = p->st->device;
+    if (p->grad && p->grad->st->device != p->st->device) {
+      free(s);
+      PyErr_SetString(PyExc_ValueError, "optimizer: a gradient is on another device than its parameter");
+      return -1;
+    }
     if (p->grad) {
       if (lv_numel(p->grad) != s[i].n) { free(s); PyErr_SetString(PyExc_ValueError, "optimizer: gradient and parameter differ in size"); return -1; }
       s[i].g = lv_f32(p->grad);

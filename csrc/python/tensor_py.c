@@ -269,12 +269,24 @@ static PyObject *f_fill(PyObject *m, PyObject *args) {
   if (!PyArg_ParseTuple(args, "Oi|dd", &o, &kind, &a, &b)) return NULL;
   lv_tensor *t = lvpy_get(o, "fill");
   if (!t) return NULL;
-  if (t->st->device != LV_CPU) {
-    PyErr_SetString(PyExc_RuntimeError, "fill_: in-place random/constant fills of CUDA tensors are "
-                    "not supported; fill a CPU tensor and move it with .to('cuda')");
-    return NULL;
-  }
   int64_t n = lv_numel(t);
+  if (t->st->device != LV_CPU) {
+    /* CUDA: fill a host tensor with the same code (so a seeded fill draws the same numbers on
+     * both devices) and copy it over */
+    lv_tensor *h = lv_tensor_new(t->ndim, t->shape, t->dtype, LV_CPU, 0);
+    if (!h) return lvpy_err();
+    PyObject *ho = lvpy_wrap(h);
+    if (!ho) return NULL;
+    PyObject *a2 = Py_BuildValue("(Oidd)", ho, kind, a, b);
+    PyObject *r = a2 ? f_fill(m, a2) : NULL; /* h is on the CPU: no further recursion */
+    Py_XDECREF(a2);
+    if (!r) { Py_DECREF(ho); return NULL; }
+    Py_DECREF(r);
+    int rc = lv_copy_bytes(lv_data(t), t->st->device, lv_data(h), LV_CPU, (size_t)n * lv_dtype_size(t->dtype));
+    Py_DECREF(ho);
+    if (rc < 0) return lvpy_err();
+    Py_RETURN_NONE;
+  }
   if (t->dtype == LV_I64) {
     int64_t *d = lv_i64(t);
     for (int64_t i = 0; i < n; i++) d[i] = kind == 2 ? (int64_t)a : (int64_t)(a + (b - a) * lv_rng_uniform());

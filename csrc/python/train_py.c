@@ -148,7 +148,32 @@ static int check_idx(PyObject *o, int64_t nrows, const char *what, PyArrayObject
   return 0;
 }
 
-static int64_t row_size(PyArrayObject *a) { return PyArray_NDIM(a) ? (int64_t)(PyArray_SIZE(a) / PyArray_DIM(a, 0)) : 1; }
+/* a data block: a C-contiguous float32 NumPy array (host) or a float32 lviv_c Tensor on the GPU
+ * (load_dataset(..., cuda=True) keeps a device-resident copy); rows = dim 0 */
+typedef struct { const float *data; int64_t rows, row; int dev; } block_t;
+static int get_block(PyObject *o, const char *what, block_t *b) {
+  if (lvpy_is_tensor(o)) {
+    lv_tensor *t = lvpy_get(o, what);
+    if (!t) return -1;
+    if (t->dtype != LV_F32 || t->ndim < 1 || t->st->device != LV_CUDA) {
+      PyErr_Format(PyExc_TypeError, "%s: a tensor block must be a float32 CUDA tensor (host blocks are NumPy arrays)", what);
+      return -1;
+    }
+    b->data = lv_f32(t);
+    b->rows = t->shape[0];
+    b->row = t->shape[0] ? lv_numel(t) / t->shape[0] : 0;
+    b->dev = LV_CUDA;
+    return 0;
+  }
+  PyArrayObject *a = as_f32_block(o, what);
+  if (!a) return -1;
+  b->data = PyArray_DATA(a);
+  b->rows = PyArray_DIM(a, 0);
+  b->row = PyArray_NDIM(a) ? (int64_t)(PyArray_SIZE(a) / (PyArray_DIM(a, 0) ? PyArray_DIM(a, 0) : 1)) : 1;
+  b->dev = LV_CPU;
+  return 0;
+}
+
 
 static int check_graph_shapes(lv_graph *g, int64_t xrow, int64_t yrow, const char *what) {
   if (lv_numel(g->x) != g->batch * xrow) {
@@ -172,10 +197,12 @@ static PyObject *f_train_epoch(PyObject *m, PyObject *args) {
   lv_adam *a = PyCapsule_GetPointer(ad, "lviv_c.adam");
   if (!full || (gr != Py_None && !rem) || !a) return NULL;
   if (!full->loss || (rem && !rem->loss)) { PyErr_SetString(PyExc_ValueError, "train_epoch: the graph has no loss"); return NULL; }
-  PyArrayObject *X = as_f32_block(xb, "train_epoch images"), *Y = X ? as_f32_block(yb, "train_epoch responses") : NULL, *O;
-  if (!Y) return NULL;
-  if (check_idx(ord, PyArray_DIM(X, 0) < PyArray_DIM(Y, 0) ? PyArray_DIM(X, 0) : PyArray_DIM(Y, 0), "train_epoch order", &O) < 0) return NULL;
-  int64_t xrow = row_size(X), yrow = row_size(Y);
+  block_t X, Y;
+  PyArrayObject *O;
+  if (get_block(xb, "train_epoch images", &X) < 0 || get_block(yb, "train_epoch responses", &Y) < 0) return NULL;
+  if (X.dev != Y.dev) { PyErr_SetString(PyExc_ValueError, "train_epoch: images and responses blocks are on different devices"); return NULL; }
+  if (check_idx(ord, X.rows < Y.rows ? X.rows : Y.rows, "train_epoch order", &O) < 0) return NULL;
+  int64_t xrow = X.row, yrow = Y.row;
   if (check_graph_shapes(full, xrow, yrow, "train_epoch") < 0 || (rem && check_graph_shapes(rem, xrow, yrow, "train_epoch") < 0)) return NULL;
   int64_t n = PyArray_SIZE(O);
   if (n % full->batch && (!rem || rem->batch != n % full->batch)) {
@@ -186,8 +213,8 @@ static PyObject *f_train_epoch(PyObject *m, PyObject *args) {
   double loss = 0;
   int rc;
   c.ts = PyEval_SaveThread();
-  rc = lv_train_epoch(full, rem, a, PyArray_DATA(X), xrow, PyArray_DATA(Y), yrow, PyArray_DATA(O), n, accum,
-                      progress_cb, &c, &loss);
+  rc = lv_train_epoch(full, rem, a, X.data, xrow, Y.data, yrow, PyArray_DATA(O), n, accum,
+                      progress_cb, &c, &loss, X.dev);
   PyEval_RestoreThread(c.ts);
   if (rc < 0) return lvpy_err();
   if (rc == 1 && PyErr_Occurred()) return NULL; /* KeyboardInterrupt or the callback's error */
@@ -200,10 +227,11 @@ static PyObject *f_predict(PyObject *m, PyObject *args) {
   lv_graph *full = PyCapsule_GetPointer(gf, "lviv_c.graph");
   lv_graph *rem = gr == Py_None ? NULL : PyCapsule_GetPointer(gr, "lviv_c.graph");
   if (!full || (gr != Py_None && !rem)) return NULL;
-  PyArrayObject *X = as_f32_block(xb, "predict images"), *O;
-  if (!X) return NULL;
-  if (check_idx(ord, PyArray_DIM(X, 0), "predict indices", &O) < 0) return NULL;
-  int64_t xrow = row_size(X);
+  block_t X;
+  PyArrayObject *O;
+  if (get_block(xb, "predict images", &X) < 0) return NULL;
+  if (check_idx(ord, X.rows, "predict indices", &O) < 0) return NULL;
+  int64_t xrow = X.row;
   if (check_graph_shapes(full, xrow, -1, "predict") < 0 || (rem && check_graph_shapes(rem, xrow, -1, "predict") < 0)) return NULL;
   int64_t n = PyArray_SIZE(O);
   if (n % full->batch && (!rem || rem->batch != n % full->batch)) {
@@ -216,7 +244,7 @@ static PyObject *f_predict(PyObject *m, PyObject *args) {
   if (!out) return NULL;
   cbctx c = {cb, NULL, 0};
   c.ts = PyEval_SaveThread();
-  int rc = lv_predict(full, rem, PyArray_DATA(X), xrow, PyArray_DATA(O), n, PyArray_DATA((PyArrayObject *)out), progress_cb, &c);
+  int rc = lv_predict(full, rem, X.data, xrow, PyArray_DATA(O), n, PyArray_DATA((PyArrayObject *)out), progress_cb, &c, X.dev);
   PyEval_RestoreThread(c.ts);
   if (rc < 0) { Py_DECREF(out); return lvpy_err(); }
   if (rc == 1) { Py_DECREF(out); if (!PyErr_Occurred()) PyErr_SetNone(PyExc_KeyboardInterrupt); return NULL; }

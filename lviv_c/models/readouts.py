@@ -210,6 +210,8 @@ class FullGaussian2d(nn.Module):
             if out_idx.dtype == bool:
                 out_idx = np.where(out_idx)[0]
             idx = from_numpy(out_idx.astype(np.int64))
+            if feat.is_cuda:  # device placement: the index follows the parameters
+                idx = idx.cuda()
             feat = feat.index_select(2, idx)
             grid = grid.index_select(1, idx)
             if bias is not None:

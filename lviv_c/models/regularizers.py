@@ -121,6 +121,8 @@ class GaussianLaplaceL2(nn.Module):
         out = self.laplace(w)
         k1, k2 = out.shape[-2:]
         mask = from_numpy(np.ascontiguousarray(1 - np.asarray(self.gaussian2d)[:k1, :k2]).reshape(1, 1, k1, k2))
+        if out.is_cuda:  # device placement: the mask follows the weights
+            mask = mask.cuda()
         out = (out * mask).square()
         w2 = w.square()
         return (out.mean() / w2.mean()) if avg else (out.sum() / w2.sum())
@@ -141,6 +143,8 @@ class GaussianLaplaceL2Adaptive(nn.Module):
         out = self.laplace(w)
         g = gaussian2d(size=(k1, k2), sigma=sigma)
         mask = from_numpy(np.ascontiguousarray(1 - g[:out.shape[-2], :out.shape[-1]]).reshape(1, 1, *out.shape[-2:]))
+        if out.is_cuda:  # device placement: the mask follows the weights
+            mask = mask.cuda()
         out = (out * mask).square()
         w2 = w.square()
         return (out.mean() / w2.mean()) if avg else (out.sum() / w2.sum())

@@ -314,8 +314,10 @@ class Module:
                 p.grad.zero_()
 
     def to(self, *args, **kwargs):
-        """Move to a device / cast. lviv_c keeps float32 parameters; 'cuda' without a GPU (or in a
-        CPU-only build) raises a clear RuntimeError, 'cpu' is a no-op."""
+        """Move parameters and buffers to a device, in place (like torch: the Parameter objects
+        stay the same, so optimizers built before or after the move see them; build captured
+        graphs after it). lviv_c keeps float32 parameters. 'cuda' without a GPU (or in a CPU-only
+        build) raises a clear RuntimeError and leaves the module untouched."""
         dev = kwargs.get("device")
         for a in args:
             if isinstance(a, (str, _device)):
@@ -326,14 +328,30 @@ class Module:
                 pass
             else:
                 raise TypeError(f"to() received an invalid combination of arguments: {a!r}")
-        _check_device(dev)
+        dev = _check_device(dev)
+        if dev is not None:
+            self._move_tensors(1 if dev.type == "cuda" else 0)
         return self
 
     def cuda(self, device=None):
-        _check_device("cuda")
-        return self
+        if isinstance(device, int):
+            device = f"cuda:{device}"
+        _check_device("cuda" if device is None else device)
+        return self._move_tensors(1)
 
     def cpu(self):
+        return self._move_tensors(0)
+
+    def _move_tensors(self, code):
+        # every parameter and buffer (and its .grad) gets new storage on the device; the Python
+        # objects are kept (C-level storage swap, csrc/python/cuda_py.c)
+        seen = set()
+        for t in list(self.parameters()) + list(self.buffers()):
+            if not isinstance(t, Tensor) or id(t) in seen:
+                continue
+            seen.add(id(t))
+            if t._device_code != code:
+                _C._move_storage(t, code)
         return self
 
     def float(self):
@@ -387,7 +405,7 @@ class Module:
                 continue
             value = state_dict[key]
             try:
-                arr = np.asarray(value.detach() if isinstance(value, Tensor) else value)
+                arr = np.asarray(value.detach().cpu() if isinstance(value, Tensor) else value)
             except Exception as e:  # noqa: BLE001
                 error_msgs.append(f'While copying the parameter named "{key}", an exception occurred: {e}')
                 continue
@@ -396,6 +414,10 @@ class Module:
             if arr.shape != pshape and not (pshape == () and arr.size == 1):
                 error_msgs.append(f"size mismatch for {key}: copying a param with shape {_shape_str(arr.shape)} "
                                   f"from checkpoint, the shape in current model is {_shape_str(pshape)}.")
+                continue
+            if param.is_cuda:  # device parameter: copy through a host tensor
+                src = np.ascontiguousarray(arr.reshape(pshape), dtype=np.float32 if param._dtype_code == 0 else np.int64)
+                _C.copy_into(param, _C.from_numpy(src))
                 continue
             dst = np.asarray(memoryview(param))
             np.copyto(dst, arr.reshape(pshape).astype(dst.dtype, copy=False), casting="unsafe")

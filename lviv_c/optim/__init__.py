@@ -76,7 +76,8 @@ class Optimizer:
                     p.grad.zero_()
 
     def _state_tensor(self, p):
-        return zeros(*p.shape)
+        # optimizer state lives on the parameter's device
+        return zeros(*p.shape, device="cuda") if p.is_cuda else zeros(*p.shape)
 
     # ------------------------------------------------------------ state dict
     def state_dict(self):
@@ -121,13 +122,15 @@ class Optimizer:
             st = {}
             for name, val in v.items():
                 if isinstance(val, (Tensor, np.ndarray)) or (hasattr(val, "shape") and hasattr(val, "__array__")):
-                    arr = np.asarray(val.detach() if isinstance(val, Tensor) else val)
+                    arr = np.asarray(val.detach().cpu() if isinstance(val, Tensor) else val)
                     if name == "step" or arr.ndim == 0:
                         st[name] = int(arr) if name == "step" else float(arr)
                     else:
                         if arr.shape != tuple(p.shape):
                             raise ValueError(f"optimizer state '{name}' has shape {arr.shape}, the parameter {tuple(p.shape)}")
                         st[name] = _C.from_numpy(np.ascontiguousarray(arr, dtype=np.float32).copy())
+                        if p.is_cuda:
+                            st[name] = _C._to_device(st[name], 1)
                 else:
                     st[name] = int(val) if name == "step" else copy.deepcopy(val)
             self.state[p] = st
