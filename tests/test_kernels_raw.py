@@ -57,6 +57,12 @@ CONV_CASES = [
     (2, 5, 11, 13, 5, 5, 5, (1, 1), (2, 2), (1, 1), 5),      # depthwise 'same'
     (3, 6, 14, 19, 6, 7, 3, (1, 1), (1, 0), (2, 1), 6),      # depthwise, dilation, odd pad
     (2, 4, 13, 21, 4, 13, 13, (1, 1), (6, 6), (1, 1), 4),    # depthwise k13 'same'
+    # depthwise, C % 8 == 0: channels-last path (8x8 transposes, 10-column tiles + remainders)
+    (3, 16, 9, 50, 16, 13, 13, (1, 1), (6, 6), (1, 1), 16),  # Lurz k13 'same' (Wo = 5 tiles of 10)
+    (2, 8, 11, 23, 8, 5, 3, (1, 1), (2, 1), (1, 1), 8),      # Wo = 23: 2 tiles + 3, W % 8 = 7
+    (1, 8, 6, 7, 8, 3, 3, (1, 1), (1, 1), (1, 1), 8),        # N=1 (one image chunk), W < 8
+    (9, 8, 14, 19, 8, 7, 3, (1, 1), (1, 0), (2, 1), 8),      # dilation, odd pad, N > 8 chunks
+    (2, 8, 5, 40, 8, 1, 17, (1, 1), (0, 8), (1, 1), 8),      # kw 17: two tap blocks of 9 + 8
     (2, 3, 9, 9, 6, 3, 3, (1, 1), (4, 1), (1, 1), 3),        # grouped, pad > d(k-1) (col2im)
     (3, 8, 36, 64, 8, 13, 13, (1, 1), (6, 6), (1, 1), 1),    # course CNN layer (row im2col)
     (1, 8, 36, 64, 8, 13, 13, (1, 1), (6, 6), (1, 1), 1),    # same with N=1 (serial path)
