@@ -5,8 +5,8 @@
  *   P_DW   depthwise (groups == C_in == C_out), stride 1. With C % 8 == 0 ("channels-last"):
  *          each (image, 8-channel group) is transposed into a zero-padded (Hp, Wp, 8) buffer,
  *          so that every tap is one aligned 8-channel FMA with a per-tap weight vector (no
- *          broadcasts, no width rounding, no horizontal sums); forward tiles are 1 row x 10
- *          output columns, backward-weight keeps up to 13 taps of a kernel row in registers.
+ *          broadcasts, no width rounding, no horizontal sums); forward tiles are 1 row x up to
+ *          14 output columns, backward-weight keeps up to 13 taps of a kernel row in registers.
  *          Otherwise: register-blocked kernel on a zero-padded copy of each plane (8 output
  *          rows x 8 columns per block).
  *   P_FULL im2col (K = C_in/g*kh*kw rows, Ho*Wo columns) + one GEMM per image and group.
@@ -399,23 +399,29 @@ static inline __attribute__((always_inline)) void cl_fwd_tile(const float *xt, s
   for (int j = 0; j < XO; j++) lv_st8(yt + j * 8, acc[j]);
 }
 
-#define CL_XO 10
-/* yt (Ho, Wo, 8) = depthwise correlation of xt (Hp, Wp, 8) with wt (kh, kw, 8) */
+#define CL_XO 14 /* widest forward tile: 14 accumulators + the tap's weight vector */
+/* yt (Ho, Wo, 8) = depthwise correlation of xt (Hp, Wp, 8) with wt (kh, kw, 8); each output row
+ * is split into ceil(Wo / CL_XO) tiles of near-equal width (Wo 50: 13+13+12+12), so that every
+ * tile has enough independent accumulators to hide the FMA latency */
 LV_HOT static void cl_fwd_plane(const float *xt, int Wp, const float *wt, int kh, int kw, int dh,
                                 int dw, float *yt, int Ho, int Wo) {
   size_t ldr = (size_t)Wp * 8;
+  int nt = (Wo + CL_XO - 1) / CL_XO, base = Wo / nt, rem = Wo % nt;
   for (int oy = 0; oy < Ho; oy++) {
     const float *xr = xt + oy * ldr;
     float *yr = yt + (size_t)oy * Wo * 8;
-    int ox = 0;
-    for (; ox + CL_XO <= Wo; ox += CL_XO) cl_fwd_tile(xr + ox * 8, ldr, wt, kh, kw, dh, dw, yr + ox * 8, CL_XO);
-    const float *xo = xr + ox * 8;
-    float *yo = yr + ox * 8;
-    switch (Wo - ox) {
+    for (int t = 0, ox = 0; t < nt; t++) {
+      int n = base + (t < rem);
+      const float *xo = xr + ox * 8;
+      float *yo = yr + ox * 8;
+      switch (n) {
 #define CASE(n) case n: cl_fwd_tile(xo, ldr, wt, kh, kw, dh, dw, yo, n); break;
-      CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8) CASE(9)
+        CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8) CASE(9) CASE(10) CASE(11)
+        CASE(12) CASE(13) CASE(14)
 #undef CASE
-      default: break;
+        default: break;
+      }
+      ox += n;
     }
   }
 }
