@@ -14,6 +14,13 @@
  *          and one column per (padded input row, output column); the GEMM for kernel row ky
  *          reads it at a row offset ky*dh*Wo, so kh GEMMs share one column buffer that is kh
  *          times smaller than the full one.
+ *   P_DIRECT groups 1, stride 1, few channels (C_out % 8 == 0, C_in and C_out <= 16: the course
+ *          CNN's 1->8 and 8->8 'same' layers, where OpenBLAS is weak with M = 8): direct
+ *          convolution vectorised over 8 output channels. Per image a zero-padded copy of x;
+ *          forward tiles are 1 output row x up to 14 columns, each tap one weight-vector load and
+ *          one broadcast input per column; output goes through an (Ho*Wo, 8) buffer and 8x8
+ *          transposes. Backward-weight keeps up to 13 kx taps of one (ci, ky) in registers,
+ *          reduced over fixed image chunks (deterministic).
  * Batch-parallel (OpenMP over images, single-threaded BLAS inside) when N >= threads, else a
  * serial loop over images with multi-threaded BLAS. backward_data with stride 1 is a forward
  * conv of gy with the flipped, transposed kernel (padding d*(k-1)-p), accumulating into gx.
@@ -26,7 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { P_1X1 = 0, P_DW, P_FULL, P_ROW };
+enum { P_1X1 = 0, P_DW, P_FULL, P_ROW, P_DIRECT };
 #define ROW_THRESHOLD ((size_t)1 << 20) /* full column matrix above this many floats -> P_ROW */
 
 typedef struct {
@@ -104,6 +111,13 @@ static void conv_plan_make(const lv_conv2d_desc *d, conv_plan *p) {
       p->nch = d->N < DW_CL_CHUNKS ? (d->N > 0 ? d->N : 1) : DW_CL_CHUNKS;
       p->col = (size_t)p->Hp * p->Wp * 8 + (size_t)d->Ho * d->Wo * 8;
     }
+  } else if (d->groups == 1 && d->sh == 1 && d->sw == 1 && d->C_out % 8 == 0 && d->C_out <= 16 &&
+             d->C_in <= 16 && d->kh * d->kw > 1) {
+    p->path = P_DIRECT;
+    p->Hp = d->Ho + d->dh * (d->kh - 1);
+    p->Wp = d->Wo + d->dw * (d->kw - 1);
+    p->nch = d->N < DW_CL_CHUNKS ? (d->N > 0 ? d->N : 1) : DW_CL_CHUNKS;
+    p->col = (size_t)round8(d->C_in * p->Hp * p->Wp) + (size_t)d->Ho * d->Wo * 8;
   } else if (d->sh == 1 && d->kh > 1 && (size_t)p->K * howo > ROW_THRESHOLD) {
     p->path = P_ROW;
     p->Hr = d->Ho + d->dh * (d->kh - 1);
@@ -393,6 +407,7 @@ static inline __attribute__((always_inline)) void cl_fwd_tile(const float *xt, s
     for (int kx = 0; kx < kw; kx++) {
       lv_v8f wv = lv_ld8(wr + kx * 8);
       const float *xk = xr + (size_t)kx * dw * 8;
+      #pragma GCC unroll 16
       for (int j = 0; j < XO; j++) acc[j] += wv * lv_ld8(xk + j * 8);
     }
   }
@@ -438,6 +453,7 @@ static inline __attribute__((always_inline)) void cl_gw_block(const float *xt, s
     for (int ox = 0; ox < Wo; ox++) {
       lv_v8f gv = lv_ld8(g + ox * 8);
       const float *xo = xr + ox * 8;
+      #pragma GCC unroll 16
       for (int j = 0; j < KB; j++) a[j] += gv * lv_ld8(xo + (size_t)j * dw * 8);
     }
   }
@@ -534,6 +550,166 @@ static void cl_dw_backward_weight(const lv_conv2d_desc *d, const conv_plan *p, c
       }
 }
 
+/* ------------------------ direct, 8 output channels per vector (P_DIRECT) ------------------------ */
+
+/* xp (C, Hp, Wp) = x (C, H, W) placed at (ph, pw), zero around */
+static void pad_planes(const float *x, int C, int H, int W, int ph, int pw, int Hp, int Wp, float *xp) {
+  for (int c = 0; c < C; c++)
+    for (int r = 0; r < Hp; r++) {
+      float *row = xp + ((size_t)c * Hp + r) * Wp;
+      int iy = r - ph;
+      if (iy < 0 || iy >= H) { memset(row, 0, sizeof(float) * Wp); continue; }
+      int right = Wp - pw - W;
+      if (pw > 0) memset(row, 0, sizeof(float) * pw);
+      memcpy(row + pw, x + ((size_t)c * H + iy) * W, sizeof(float) * W);
+      if (right > 0) memset(row + pw + W, 0, sizeof(float) * right);
+    }
+}
+
+/* yt[0..XO) (8 output channels each) = sum over (ci, ky, kx) wt[ci][ky][kx] * xp[ci][ky*dh][j + kx*dw] */
+static inline __attribute__((always_inline)) void dr_fwd_tile(const float *xp, size_t ldr, size_t lds,
+                                                              int Cin, const float *wt, int kh, int kw,
+                                                              int dh, int dw, float *yt, const int XO) {
+  lv_v8f acc[XO];
+  for (int j = 0; j < XO; j++) acc[j] = lv_bc8(0.f);
+  for (int ci = 0; ci < Cin; ci++)
+    for (int ky = 0; ky < kh; ky++) {
+      const float *xr = xp + ci * lds + (size_t)ky * dh * ldr;
+      const float *wr = wt + (size_t)(ci * kh + ky) * kw * 8;
+      for (int kx = 0; kx < kw; kx++) {
+        lv_v8f wv = lv_ld8(wr + kx * 8);
+        const float *xk = xr + kx * dw;
+        #pragma GCC unroll 16
+        for (int j = 0; j < XO; j++) acc[j] += wv * lv_bc8(xk[j]);
+      }
+    }
+  for (int j = 0; j < XO; j++) lv_st8(yt + j * 8, acc[j]);
+}
+
+/* yt (Ho, Wo, 8) = conv of the padded image xp (Cin, Hp, Wp) with wt (Cin, kh, kw, 8) */
+LV_HOT_BC static void dr_fwd_image(const float *xp, int Hp, int Wp, int Cin, const float *wt, int kh,
+                                int kw, int dh, int dw, float *yt, int Ho, int Wo) {
+  size_t ldr = (size_t)Wp, lds = (size_t)Hp * Wp;
+  int nt = (Wo + CL_XO - 1) / CL_XO, base = Wo / nt, rem = Wo % nt;
+  for (int oy = 0; oy < Ho; oy++) {
+    const float *xr = xp + oy * ldr;
+    float *yr = yt + (size_t)oy * Wo * 8;
+    for (int t = 0, ox = 0; t < nt; t++) {
+      int n = base + (t < rem);
+      const float *xo = xr + ox;
+      float *yo = yr + ox * 8;
+      switch (n) {
+#define CASE(n) case n: dr_fwd_tile(xo, ldr, lds, Cin, wt, kh, kw, dh, dw, yo, n); break;
+        CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8) CASE(9) CASE(10) CASE(11)
+        CASE(12) CASE(13) CASE(14)
+#undef CASE
+        default: break;
+      }
+      ox += n;
+    }
+  }
+}
+
+/* gk[j] (8 output channels, j < KB) += sum over (oy, ox) gyt[oy][ox] * xr0[oy*ldr + ox + j*dw] */
+static inline __attribute__((always_inline)) void dr_gw_block(const float *xr0, size_t ldr,
+                                                              const float *gyt, int Ho, int Wo,
+                                                              int dw, float *gk, const int KB) {
+  lv_v8f a[KB];
+  for (int j = 0; j < KB; j++) a[j] = lv_bc8(0.f);
+  for (int oy = 0; oy < Ho; oy++) {
+    const float *g = gyt + (size_t)oy * Wo * 8;
+    const float *xr = xr0 + oy * ldr;
+    for (int ox = 0; ox < Wo; ox++) {
+      lv_v8f gv = lv_ld8(g + ox * 8);
+      const float *xo = xr + ox;
+      #pragma GCC unroll 16
+      for (int j = 0; j < KB; j++) a[j] += gv * lv_bc8(xo[j * dw]);
+    }
+  }
+  for (int j = 0; j < KB; j++) lv_st8(gk + j * 8, lv_ld8(gk + j * 8) + a[j]);
+}
+
+/* gk (Cin, kh, kw, 8) += correlation of gyt (Ho, Wo, 8) with the padded image xp (Cin, Hp, Wp) */
+LV_HOT_BC static void dr_gw_image(const float *xp, int Hp, int Wp, int Cin, const float *gyt, int Ho,
+                               int Wo, int kh, int kw, int dh, int dw, float *gk) {
+  size_t ldr = (size_t)Wp;
+  int nb = (kw + CL_KB - 1) / CL_KB, kb = (kw + nb - 1) / nb;
+  for (int ci = 0; ci < Cin; ci++)
+    for (int ky = 0; ky < kh; ky++)
+      for (int kx0 = 0; kx0 < kw; kx0 += kb) {
+        const float *xk = xp + ((size_t)ci * Hp + (size_t)ky * dh) * Wp + (size_t)kx0 * dw;
+        float *g = gk + (((size_t)ci * kh + ky) * kw + kx0) * 8;
+        switch (kw - kx0 < kb ? kw - kx0 : kb) {
+#define CASE(n) case n: dr_gw_block(xk, ldr, gyt, Ho, Wo, dw, g, n); break;
+          CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8) CASE(9) CASE(10) CASE(11)
+          CASE(12) CASE(13)
+#undef CASE
+          default: break;
+        }
+      }
+}
+
+static size_t dr_w_floats(const lv_conv2d_desc *d) { return (size_t)round8(d->C_out * d->C_in * d->kh * d->kw); }
+
+static void dr_forward(const lv_conv2d_desc *d, const conv_plan *p, const float *x, const float *w,
+                       const float *bias, float *y, float beta, float *ws, int nt) {
+  int Cin = d->C_in, G = d->C_out / 8, K = p->K; /* K = Cin*kh*kw */
+  size_t HW = (size_t)d->H * d->W, HoWo = (size_t)d->Ho * d->Wo;
+  ws = align8f(ws);
+  float *wt = ws, *bufs = ws + dr_w_floats(d);
+  for (int g = 0; g < G; g++) /* wt[g][ci][ky][kx][c] = w[g*8 + c][ci][ky][kx] */
+    for (int t = 0; t < K; t++)
+      for (int c = 0; c < 8; c++) wt[((size_t)g * K + t) * 8 + c] = w[(size_t)(g * 8 + c) * K + t];
+#pragma omp parallel num_threads(nt)
+  {
+    float *xp = bufs + (size_t)omp_get_thread_num() * p->col;
+    float *yt = xp + round8(Cin * p->Hp * p->Wp);
+#pragma omp for schedule(dynamic, 1)
+    for (int n = 0; n < d->N; n++) {
+      pad_planes(x + (size_t)n * Cin * HW, Cin, d->H, d->W, d->ph, d->pw, p->Hp, p->Wp, xp);
+      for (int g = 0; g < G; g++) {
+        dr_fwd_image(xp, p->Hp, p->Wp, Cin, wt + (size_t)g * K * 8, d->kh, d->kw, d->dh, d->dw, yt,
+                     d->Ho, d->Wo);
+        cl_unpack(yt, (int)HoWo, HoWo, bias ? bias + g * 8 : NULL, beta,
+                  y + ((size_t)n * d->C_out + (size_t)g * 8) * HoWo);
+      }
+    }
+  }
+}
+
+static void dr_backward_weight(const lv_conv2d_desc *d, const conv_plan *p, const float *x,
+                               const float *gy, float *gw, float *ws, int nt) {
+  int Cin = d->C_in, G = d->C_out / 8, K = p->K, nch = p->nch;
+  size_t HW = (size_t)d->H * d->W, HoWo = (size_t)d->Ho * d->Wo, pst = dr_w_floats(d);
+  ws = align8f(ws);
+  float *part = ws, *bufs = ws + (size_t)nch * pst;
+  memset(part, 0, sizeof(float) * nch * pst);
+#pragma omp parallel num_threads(nt)
+  {
+    float *xp = bufs + (size_t)omp_get_thread_num() * p->col;
+    float *gyt = xp + round8(Cin * p->Hp * p->Wp);
+#pragma omp for schedule(dynamic, 1)
+    for (int ch = 0; ch < nch; ch++) {
+      int n0 = (int)((long)ch * d->N / nch), n1 = (int)((long)(ch + 1) * d->N / nch);
+      for (int n = n0; n < n1; n++) {
+        pad_planes(x + (size_t)n * Cin * HW, Cin, d->H, d->W, d->ph, d->pw, p->Hp, p->Wp, xp);
+        for (int g = 0; g < G; g++) {
+          cl_pack(gy + ((size_t)n * d->C_out + (size_t)g * 8) * HoWo, (int)HoWo, HoWo, gyt);
+          dr_gw_image(xp, p->Hp, p->Wp, Cin, gyt, d->Ho, d->Wo, d->kh, d->kw, d->dh, d->dw,
+                      part + ch * pst + (size_t)g * K * 8);
+        }
+      }
+    }
+  }
+  for (int g = 0; g < G; g++) /* fixed-order reduction over the chunks */
+    for (int t = 0; t < K; t++)
+      for (int c = 0; c < 8; c++) {
+        float s = 0.f;
+        for (int ch = 0; ch < nch; ch++) s += part[ch * pst + ((size_t)g * K + t) * 8 + c];
+        gw[(size_t)(g * 8 + c) * K + t] += s;
+      }
+}
+
 /* ---------------------------------- GEMM paths ---------------------------------- */
 
 /* y (Cout, Ho*Wo) = conv of one image; beta 0 overwrites, 1 accumulates */
@@ -571,6 +747,7 @@ static size_t ws_forward(const lv_conv2d_desc *d, const conv_plan *p, int nt) {
   if (p->path == P_1X1) return 0;
   if (p->path == P_DW && p->cl) return 8 + cl_wt_floats(d) + (size_t)nt * p->col;
   if (p->path == P_DW) return (size_t)nt * p->col;
+  if (p->path == P_DIRECT) return 8 + dr_w_floats(d) + (size_t)nt * p->col;
   return (p->path == P_ROW ? p->wsz : 0) + (size_t)nt * p->col;
 }
 
@@ -579,6 +756,7 @@ static void conv_forward_impl(const lv_conv2d_desc *d, const conv_plan *p, const
                               const float *w, const float *bias, float *y, float beta, float *ws) {
   int nt = nthreads_for(d->N);
   if (p->path == P_DW && p->cl) { cl_dw_forward(d, p, x, w, bias, y, beta, ws, nt); return; }
+  if (p->path == P_DIRECT) { dr_forward(d, p, x, w, bias, y, beta, ws, nt); return; }
   if (p->path == P_DW) { dw_forward(d, p, x, w, bias, y, beta, ws); return; }
   const float *wr = NULL;
   float *cols = ws;
@@ -646,6 +824,7 @@ static size_t ws_backward_data(const lv_conv2d_desc *d, const conv_plan *p, int 
 
 static size_t ws_backward_weight(const lv_conv2d_desc *d, const conv_plan *p, int nt) {
   if (p->path == P_DW && p->cl) return 8 + cl_part_floats(d, p) + (size_t)nt * p->col;
+  if (p->path == P_DIRECT) return 8 + (size_t)p->nch * dr_w_floats(d) + (size_t)nt * p->col;
   if (p->path == P_DW) return (size_t)nt * p->col;
   return (size_t)nt * (p->col + p->wsz);
 }
@@ -761,6 +940,11 @@ int lv_conv2d_backward_weight(const lv_conv2d_desc *d, const float *x, const flo
   size_t need = ws_backward_weight(d, &p, nt);
   float *buf = ws_get(ws, need, &owned);
   if (need && !buf) return -1;
+  if (p.path == P_DIRECT) {
+    dr_backward_weight(d, &p, x, gy, gw, buf, nt);
+    free(owned);
+    return 0;
+  }
   if (p.path == P_DW) {
     if (p.cl)
       cl_dw_backward_weight(d, &p, x, gy, gw, buf, nt);
