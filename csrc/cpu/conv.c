@@ -586,12 +586,79 @@ static inline __attribute__((always_inline)) void dr_fwd_tile(const float *xp, s
   for (int j = 0; j < XO; j++) lv_st8(yt + j * 8, acc[j]);
 }
 
+/* two output rows (dilation_h 1): each broadcast input x[ci][t][j + kx] feeds row 0 with kernel row
+ * t and row 1 with kernel row t - 1; yt0/yt1[0..XO) (8 output channels each) */
+static inline __attribute__((always_inline)) void dr_fwd_tile2(const float *xp, size_t ldr, size_t lds,
+                                                               int Cin, const float *wt, int kh, int kw,
+                                                               int dw, float *yt0, float *yt1,
+                                                               const int XO) {
+  lv_v8f a0[XO], a1[XO];
+  for (int j = 0; j < XO; j++) a0[j] = a1[j] = lv_bc8(0.f);
+  for (int ci = 0; ci < Cin; ci++) {
+    const float *xc = xp + ci * lds;
+    const float *wc = wt + (size_t)ci * kh * kw * 8;
+    for (int kx = 0; kx < kw; kx++) { /* input row 0: output row 0 only */
+      lv_v8f w0 = lv_ld8(wc + kx * 8);
+      const float *xk = xc + kx * dw;
+#pragma GCC unroll 16
+      for (int j = 0; j < XO; j++) a0[j] += w0 * lv_bc8(xk[j]);
+    }
+    for (int t = 1; t < kh; t++) {
+      const float *xr = xc + t * ldr;
+      const float *w0r = wc + (size_t)t * kw * 8, *w1r = w0r - (size_t)kw * 8;
+      for (int kx = 0; kx < kw; kx++) {
+        lv_v8f w0 = lv_ld8(w0r + kx * 8), w1 = lv_ld8(w1r + kx * 8);
+        const float *xk = xr + kx * dw;
+#pragma GCC unroll 16
+        for (int j = 0; j < XO; j++) {
+          lv_v8f b = lv_bc8(xk[j]);
+          a0[j] += w0 * b;
+          a1[j] += w1 * b;
+        }
+      }
+    }
+    const float *xr = xc + kh * ldr, *w1r = wc + (size_t)(kh - 1) * kw * 8;
+    for (int kx = 0; kx < kw; kx++) { /* input row kh: output row 1 only */
+      lv_v8f w1 = lv_ld8(w1r + kx * 8);
+      const float *xk = xr + kx * dw;
+#pragma GCC unroll 16
+      for (int j = 0; j < XO; j++) a1[j] += w1 * lv_bc8(xk[j]);
+    }
+  }
+  for (int j = 0; j < XO; j++) {
+    lv_st8(yt0 + j * 8, a0[j]);
+    lv_st8(yt1 + j * 8, a1[j]);
+  }
+}
+
+#define DR_XO2 6 /* two-row tiles: 2 x 6 accumulators, two weight vectors, one broadcast */
+
 /* yt (Ho, Wo, 8) = conv of the padded image xp (Cin, Hp, Wp) with wt (Cin, kh, kw, 8) */
 LV_HOT_BC static void dr_fwd_image(const float *xp, int Hp, int Wp, int Cin, const float *wt, int kh,
                                 int kw, int dh, int dw, float *yt, int Ho, int Wo) {
   size_t ldr = (size_t)Wp, lds = (size_t)Hp * Wp;
+  int oy = 0;
+  if (dh == 1) {
+    int nt = (Wo + DR_XO2 - 1) / DR_XO2, base = Wo / nt, rem = Wo % nt;
+    for (; oy + 2 <= Ho; oy += 2) {
+      const float *xr = xp + oy * ldr;
+      float *yr = yt + (size_t)oy * Wo * 8;
+      for (int t = 0, ox = 0; t < nt; t++) {
+        int n = base + (t < rem);
+        const float *xo = xr + ox;
+        float *y0 = yr + ox * 8, *y1 = y0 + (size_t)Wo * 8;
+        switch (n) {
+#define CASE(n) case n: dr_fwd_tile2(xo, ldr, lds, Cin, wt, kh, kw, dw, y0, y1, n); break;
+          CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6)
+#undef CASE
+          default: break;
+        }
+        ox += n;
+      }
+    }
+  }
   int nt = (Wo + CL_XO - 1) / CL_XO, base = Wo / nt, rem = Wo % nt;
-  for (int oy = 0; oy < Ho; oy++) {
+  for (; oy < Ho; oy++) {
     const float *xr = xp + oy * ldr;
     float *yr = yt + (size_t)oy * Wo * 8;
     for (int t = 0, ox = 0; t < nt; t++) {
