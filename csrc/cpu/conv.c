@@ -633,14 +633,14 @@ static inline __attribute__((always_inline)) void dr_fwd_tile2(const float *xp, 
 
 #define DR_XO2 6 /* two-row tiles: 2 x 6 accumulators, two weight vectors, one broadcast */
 
-/* rows [oy0, oy1) of yt (Ho, Wo, 8) = conv of the padded image xp (Cin, Hp, Wp) with wt (Cin, kh, kw, 8) */
+/* yt (Ho, Wo, 8) = conv of the padded image xp (Cin, Hp, Wp) with wt (Cin, kh, kw, 8) */
 LV_HOT_BC static void dr_fwd_image(const float *xp, int Hp, int Wp, int Cin, const float *wt, int kh,
-                                int kw, int dh, int dw, float *yt, int oy0, int oy1, int Wo) {
+                                int kw, int dh, int dw, float *yt, int Ho, int Wo) {
   size_t ldr = (size_t)Wp, lds = (size_t)Hp * Wp;
-  int oy = oy0;
+  int oy = 0;
   if (dh == 1) {
     int nt = (Wo + DR_XO2 - 1) / DR_XO2, base = Wo / nt, rem = Wo % nt;
-    for (; oy + 2 <= oy1; oy += 2) {
+    for (; oy + 2 <= Ho; oy += 2) {
       const float *xr = xp + oy * ldr;
       float *yr = yt + (size_t)oy * Wo * 8;
       for (int t = 0, ox = 0; t < nt; t++) {
@@ -658,7 +658,7 @@ LV_HOT_BC static void dr_fwd_image(const float *xp, int Hp, int Wp, int Cin, con
     }
   }
   int nt = (Wo + CL_XO - 1) / CL_XO, base = Wo / nt, rem = Wo % nt;
-  for (; oy < oy1; oy++) {
+  for (; oy < Ho; oy++) {
     const float *xr = xp + oy * ldr;
     float *yr = yt + (size_t)oy * Wo * 8;
     for (int t = 0, ox = 0; t < nt; t++) {
@@ -724,10 +724,6 @@ static void dr_forward(const lv_conv2d_desc *d, const conv_plan *p, const float 
   size_t HW = (size_t)d->H * d->W, HoWo = (size_t)d->Ho * d->Wo;
   ws = align8f(ws);
   float *wt = ws, *bufs = ws + dr_w_floats(d);
-  /* row bands per image when there are fewer images than threads (pairs of rows: 2-row tiles) */
-  int nb = d->N >= nt ? 1 : (nt + d->N - 1) / d->N;
-  if (nb > (d->Ho + 1) / 2) nb = (d->Ho + 1) / 2;
-  if (nb < 1) nb = 1;
   for (int g = 0; g < G; g++) /* wt[g][ci][ky][kx][c] = w[g*8 + c][ci][ky][kx] */
     for (int t = 0; t < K; t++)
       for (int c = 0; c < 8; c++) wt[((size_t)g * K + t) * 8 + c] = w[(size_t)(g * 8 + c) * K + t];
@@ -736,16 +732,13 @@ static void dr_forward(const lv_conv2d_desc *d, const conv_plan *p, const float 
     float *xp = bufs + (size_t)omp_get_thread_num() * p->col;
     float *yt = xp + round8(Cin * p->Hp * p->Wp);
 #pragma omp for schedule(dynamic, 1)
-    for (long u = 0; u < (long)d->N * nb; u++) {
-      int n = (int)(u / nb), b = (int)(u % nb);
-      int oy0 = (int)((long)b * d->Ho / nb), oy1 = (int)((long)(b + 1) * d->Ho / nb);
-      size_t r0 = (size_t)oy0 * d->Wo;
+    for (int n = 0; n < d->N; n++) {
       pad_planes(x + (size_t)n * Cin * HW, Cin, d->H, d->W, d->ph, d->pw, p->Hp, p->Wp, xp);
       for (int g = 0; g < G; g++) {
         dr_fwd_image(xp, p->Hp, p->Wp, Cin, wt + (size_t)g * K * 8, d->kh, d->kw, d->dh, d->dw, yt,
-                     oy0, oy1, d->Wo);
-        cl_unpack(yt + r0 * 8, (int)((size_t)(oy1 - oy0) * d->Wo), HoWo, bias ? bias + g * 8 : NULL,
-                  beta, y + ((size_t)n * d->C_out + (size_t)g * 8) * HoWo + r0);
+                     d->Ho, d->Wo);
+        cl_unpack(yt, (int)HoWo, HoWo, bias ? bias + g * 8 : NULL, beta,
+                  y + ((size_t)n * d->C_out + (size_t)g * 8) * HoWo);
       }
     }
   }
