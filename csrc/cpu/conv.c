@@ -500,7 +500,7 @@ static void cl_dw_forward(const lv_conv2d_desc *d, const conv_plan *p, const flo
   float *wt = ws, *bufs = ws + cl_wt_floats(d);
   cl_weights(C, kk, w, wt);
   long units = (long)d->N * G;
-#pragma omp parallel num_threads(nt)
+#pragma omp parallel num_threads(units < nt ? (int)units : nt)
   {
     float *xt = bufs + (size_t)omp_get_thread_num() * p->col;
     float *yt = xt + (size_t)p->Hp * p->Wp * 8;
@@ -523,7 +523,7 @@ static void cl_dw_backward_weight(const lv_conv2d_desc *d, const conv_plan *p, c
   float *part = ws, *bufs = ws + cl_part_floats(d, p);
   memset(part, 0, sizeof(float) * cl_part_floats(d, p));
   long units = (long)G * nch;
-#pragma omp parallel num_threads(nt)
+#pragma omp parallel num_threads(units < nt ? (int)units : nt)
   {
     float *xt = bufs + (size_t)omp_get_thread_num() * p->col;
     float *gyt = xt + (size_t)p->Hp * p->Wp * 8;
@@ -727,7 +727,7 @@ static void dr_forward(const lv_conv2d_desc *d, const conv_plan *p, const float 
   for (int g = 0; g < G; g++) /* wt[g][ci][ky][kx][c] = w[g*8 + c][ci][ky][kx] */
     for (int t = 0; t < K; t++)
       for (int c = 0; c < 8; c++) wt[((size_t)g * K + t) * 8 + c] = w[(size_t)(g * 8 + c) * K + t];
-#pragma omp parallel num_threads(nt)
+#pragma omp parallel num_threads(d->N < nt ? d->N : nt)
   {
     float *xp = bufs + (size_t)omp_get_thread_num() * p->col;
     float *yt = xp + round8(Cin * p->Hp * p->Wp);
@@ -751,7 +751,7 @@ static void dr_backward_weight(const lv_conv2d_desc *d, const conv_plan *p, cons
   ws = align8f(ws);
   float *part = ws, *bufs = ws + (size_t)nch * pst;
   memset(part, 0, sizeof(float) * nch * pst);
-#pragma omp parallel num_threads(nt)
+#pragma omp parallel num_threads(nch < nt ? nch : nt)
   {
     float *xp = bufs + (size_t)omp_get_thread_num() * p->col;
     float *gyt = xp + round8(Cin * p->Hp * p->Wp);
