@@ -17,12 +17,14 @@
  *   P_DIRECT groups 1, stride 1, few channels (C_out % 8 == 0, C_in and C_out <= 16: the course
  *          CNN's 1->8 and 8->8 'same' layers, where OpenBLAS is weak with M = 8): direct
  *          convolution vectorised over 8 output channels. Per image a zero-padded copy of x;
- *          forward tiles are 1 output row x up to 14 columns, each tap one weight-vector load and
- *          one broadcast input per column; output goes through an (Ho*Wo, 8) buffer and 8x8
- *          transposes. Backward-weight keeps up to 13 kx taps of one (ci, ky) in registers,
- *          reduced over fixed image chunks (deterministic).
- * Batch-parallel (OpenMP over images, single-threaded BLAS inside) when N >= threads, else a
- * serial loop over images with multi-threaded BLAS. backward_data with stride 1 is a forward
+ *          forward tiles are 2 output rows x up to 6 columns (dilation_h 1: each broadcast
+ *          input feeds both rows) or 1 row x up to 14 columns, each tap one weight-vector load
+ *          per row and one broadcast input per column; output goes through an (Ho*Wo, 8)
+ *          buffer and 8x8 transposes. Backward-weight keeps up to 13 kx taps of one (ci, ky) in
+ *          registers, reduced over fixed image chunks (deterministic).
+ * The two direct paths run OpenMP over their own work units (dynamic schedule; never more
+ * threads than units). GEMM paths: batch-parallel (OpenMP over images, single-threaded BLAS
+ * inside) when N >= threads, else a serial loop over images with multi-threaded BLAS. backward_data with stride 1 is a forward
  * conv of gy with the flipped, transposed kernel (padding d*(k-1)-p), accumulating into gx.
  */
 #include "lv.h"
