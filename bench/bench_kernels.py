@@ -1,6 +1,12 @@
 """Time the raw CPU kernels at the course shapes (batch 60). Not a test: prints figures.
 
     python bench/bench_kernels.py [--repeats 7]
+    python bench/bench_kernels.py --baseline OLD_C.so [--only dw,1x1,...] [--repeats 9]
+
+--baseline loads a second build of the extension (e.g. a copy of lviv_c/_C*.so built from an
+older commit) and times its conv kernels against the current build at the course shapes,
+interleaved call by call, so that both see the same machine load; it prints medians and the
+old/new ratio per kernel.
 """
 import argparse
 import ctypes
@@ -74,11 +80,64 @@ def bench_readout(B, C, H, W, Nn, shared=0):
     return tf, tb
 
 
+# name, (N, C_in, H, W, C_out, k, pad, groups, need_gx)
+CONV_SHAPES = [
+    ("c1_k15", (60, 1, 36, 64, 8, 15, 7, 1, False)),
+    ("c8_k13", (60, 8, 36, 64, 8, 13, 6, 1, True)),
+    ("c8_k13_half", (60, 8, 18, 32, 8, 13, 6, 1, True)),
+    ("l0_k15", (60, 1, 36, 64, 64, 15, 0, 1, False)),
+    ("1x1", (60, 64, 22, 50, 64, 1, 0, 1, True)),
+    ("dw", (60, 64, 22, 50, 64, 13, 6, 64, True)),
+]
+
+
+def compare(baseline, only, rep):
+    old = ctypes.CDLL(os.path.abspath(baseline))
+    old.lv_conv2d_workspace_floats.restype = ctypes.c_size_t
+    old.lv_error_msg.restype = ctypes.c_char_p
+    libs = {"old": old, "new": lib}
+    print(f"{'kernel':28s} {'old ms':>9s} {'new ms':>9s} {'old/new':>8s}   (medians of {rep}, interleaved)")
+    for name, (N, Ci, H, W, Co, k, pad, g, need_gx) in CONV_SHAPES:
+        if only and name not in only:
+            continue
+        d = conv_desc(N, Ci, H, W, Co, k, k, (1, 1), (pad, pad), (1, 1), g)
+        dd = ctypes.byref(d)
+        nws = max(int(L.lv_conv2d_workspace_floats(dd)) for L in libs.values())
+        ws = {k_: np.empty(nws, np.float32) for k_ in libs}
+        x, w = r(N, Ci, H, W), r(Co, Ci // g, k, k) * 0.1
+        y = np.empty((N, Co, d.Ho, d.Wo), np.float32)
+        gy, gx, gw = r(*y.shape), np.zeros_like(x), np.zeros_like(w)
+        ops = [("fwd", "lv_conv2d_forward", lambda L: (dd, P(x), P(w), None, P(y), P(ws[L])))]
+        if need_gx:
+            ops.append(("bwd-data", "lv_conv2d_backward_data", lambda L: (dd, P(gy), P(w), P(gx), P(ws[L]))))
+        ops.append(("bwd-w", "lv_conv2d_backward_weight", lambda L: (dd, P(x), P(gy), P(gw), None, P(ws[L]))))
+        for opn, fn, args in ops:
+            ts = {k_: [] for k_ in libs}
+            for L in libs:  # warm up
+                getattr(libs[L], fn)(*args(L))
+            for i in range(rep):
+                for L in (("old", "new") if i % 2 == 0 else ("new", "old")):
+                    a = args(L)
+                    t = time.perf_counter()
+                    rc = getattr(libs[L], fn)(*a)
+                    ts[L].append(time.perf_counter() - t)
+                    assert rc == 0, libs[L].lv_error_msg()
+            mo, mn = np.median(ts["old"]), np.median(ts["new"])
+            print(f"{name + ' ' + opn:28s} {mo*1e3:9.2f} {mn*1e3:9.2f} {mo/mn:8.2f}", flush=True)
+
+
 def main():
     global REP
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=7)
-    REP = ap.parse_args().repeats
+    ap.add_argument("--baseline", help="older build of the extension (.so) to compare the conv kernels against")
+    ap.add_argument("--only", default="", help="comma-separated conv shape names for --baseline: "
+                    + ",".join(n for n, _ in CONV_SHAPES))
+    a = ap.parse_args()
+    REP = a.repeats
+    if a.baseline:
+        compare(a.baseline, set(filter(None, a.only.split(","))), REP)
+        return
     print(f"threads: {lib.lv_num_threads()}")
     for (m, k, n) in [(1024, 1024, 1024), (64, 64, 1100), (8, 1352, 2304)]:
         a, b = r(m, k), r(k, n)

@@ -57,10 +57,22 @@ CONV_CASES = [
     (2, 5, 11, 13, 5, 5, 5, (1, 1), (2, 2), (1, 1), 5),      # depthwise 'same'
     (3, 6, 14, 19, 6, 7, 3, (1, 1), (1, 0), (2, 1), 6),      # depthwise, dilation, odd pad
     (2, 4, 13, 21, 4, 13, 13, (1, 1), (6, 6), (1, 1), 4),    # depthwise k13 'same'
+    # depthwise, C % 8 == 0: channels-last path (8x8 transposes, 10-column tiles + remainders)
+    (3, 16, 9, 50, 16, 13, 13, (1, 1), (6, 6), (1, 1), 16),  # Lurz k13 'same' (Wo = 5 tiles of 10)
+    (2, 8, 11, 23, 8, 5, 3, (1, 1), (2, 1), (1, 1), 8),      # Wo = 23: 2 tiles + 3, W % 8 = 7
+    (1, 8, 6, 7, 8, 3, 3, (1, 1), (1, 1), (1, 1), 8),        # N=1 (one image chunk), W < 8
+    (9, 8, 14, 19, 8, 7, 3, (1, 1), (1, 0), (2, 1), 8),      # dilation, odd pad, N > 8 chunks
+    (2, 8, 5, 40, 8, 1, 17, (1, 1), (0, 8), (1, 1), 8),      # kw 17: two tap blocks of 9 + 8
     (2, 3, 9, 9, 6, 3, 3, (1, 1), (4, 1), (1, 1), 3),        # grouped, pad > d(k-1) (col2im)
     (3, 8, 36, 64, 8, 13, 13, (1, 1), (6, 6), (1, 1), 1),    # course CNN layer (row im2col)
     (1, 8, 36, 64, 8, 13, 13, (1, 1), (6, 6), (1, 1), 1),    # same with N=1 (serial path)
     (2, 1, 36, 64, 8, 15, 15, (1, 1), (7, 7), (1, 1), 1),    # course CNN input layer
+    # direct path (groups 1, stride 1, C_out % 8 == 0, few channels): 2-row and 1-row tiles
+    (2, 8, 18, 32, 8, 13, 13, (1, 1), (6, 6), (1, 1), 1),    # course CNN after pooling
+    (2, 3, 7, 5, 8, 3, 3, (1, 1), (1, 1), (1, 1), 1),        # odd Ho (1-row tail), Wo < 6
+    (2, 2, 9, 17, 16, 5, 3, (1, 1), (2, 1), (2, 1), 1),      # dilation_h 2 (1-row tiles), 2 groups of 8
+    (1, 4, 6, 30, 8, 1, 17, (1, 1), (0, 8), (1, 1), 1),      # kh 1, kw 17 (two tap blocks)
+    (10, 16, 6, 9, 16, 3, 3, (1, 1), (1, 1), (1, 1), 1),     # N > 8 image chunks, C_in 16
     (2, 1, 36, 64, 4, 15, 15, (1, 1), (0, 0), (1, 1), 1),    # Lurz input layer (no padding)
     (2, 3, 8, 9, 2, 3, 3, (3, 2), (2, 0), (1, 2), 1),        # odd strides/dilations
 ]
@@ -456,3 +468,20 @@ def test_readout_large_matches_grid_sample():
     close(out, (s[:, :, 0].astype(np.float64) * feat).sum(1) + bias, atol=1e-4)
     with pytest.raises(ValueError, match="bad arguments"):
         call("lv_readout_forward", B, 0, H, W, Nn, 0, P(x), P(pos), P(feat), P(bias), P(out))
+
+
+@pytest.mark.parametrize("case", [
+    (12, 16, 22, 50, 16, 13, 13, (1, 1), (6, 6), (1, 1), 16),  # depthwise, channels-last
+    (12, 8, 18, 32, 8, 13, 13, (1, 1), (6, 6), (1, 1), 1),     # direct, 8 output channels
+])
+def test_conv2d_deterministic(case):
+    """Repeated calls give bitwise identical results (fixed-order reductions, no atomics)."""
+    N, Ci, H, W, Co, kh, kw, st, pd, dl, g = case
+    d = conv_desc(N, Ci, H, W, Co, kh, kw, st, pd, dl, g)
+    x, w, b = rnd(N, Ci, H, W), rnd(Co, Ci // g, kh, kw), rnd(Co)
+    gy = rnd(N, Co, d.Ho, d.Wo)
+    runs = [(conv2d(d, x, w, b), conv2d_bwd_data(d, gy, w), conv2d_bwd_weight(d, x, gy, True)[0])
+            for _ in range(3)]
+    for r in runs[1:]:
+        for a, e in zip(r, runs[0]):
+            assert np.array_equal(a, e)

@@ -21,9 +21,13 @@
  * conv2d: y = conv(x, w) (+ bias), cross-correlation like torch.nn.functional.conv2d.
  * Fill the first 13 fields and call lv_conv2d_prepare(), which validates them and sets Ho, Wo.
  * Padding is explicit and symmetric (ph, pw); 'same' padding is resolved by the caller.
- * Paths chosen internally: 1x1 (pure GEMM), depthwise direct (groups == C_in == C_out, stride 1),
- * im2col + GEMM otherwise (a row-shared im2col when stride_h == 1 and the full column matrix
- * would be large); backward-data with stride 1 runs as a forward conv with the flipped kernel.
+ * Paths chosen internally: 1x1 (pure GEMM), depthwise direct (groups == C_in == C_out, stride 1;
+ * channels-last 8-channel vectors when C % 8 == 0), direct over 8 output channels per vector
+ * (groups 1, stride 1, C_out % 8 == 0, C_in and C_out <= 16), im2col + GEMM otherwise (a
+ * row-shared im2col when stride_h == 1 and the full column matrix would be large); backward-data
+ * with stride 1 runs as a forward conv with the flipped kernel. Results are deterministic run to
+ * run for a given thread count; the two direct paths reduce over fixed image chunks, so theirs do
+ * not depend on the thread count either.
  * ------------------------------------------------------------------------------------------ */
 typedef struct lv_conv2d_desc {
   int N, C_in, H, W;    /* input (N, C_in, H, W) */
