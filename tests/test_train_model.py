@@ -56,13 +56,41 @@ def test_ln_reaches_half_the_ceiling_on_simple_cells(simple_scan):
     assert set(state) == set(model.state_dict())
 
 
-def test_cnn_beats_ln_on_complex_cells(mixed_scan):
+@pytest.fixture(scope="module")
+def mixed_scores(mixed_scan):
+    """Test-set correlation of the course LN, the course CNN, the Lurz 2020 model and its linear
+    variant trained on the same mixed scan (narrow models and few epochs so the test stays short)."""
+    from lviv_c.models import build_lurz2020_model
+    from lviv_c.trainers import Engine
     dl = load_dataset(mixed_scan, batch_size=60, seed=1)
-    L.manual_seed(0)
-    ln_score, _, _ = train_model(Linear(18, 32, 120, gamma=0.1), dl, seed=1, verbose=False)
-    L.manual_seed(0)
-    cnn_score, out, _ = train_model(CNN(18, 32, 120, hidden_channels=4), dl, seed=1, verbose=False, max_iter=6)
-    assert cnn_score > ln_score + 0.03, (cnn_score, ln_score)
+    lurz_cfg = dict(hidden_channels=16, layers=3, input_kern=7, hidden_kern=5, gamma_input=1.0,
+                    gamma_readout=0.5, init_mu_range=0.55, init_sigma=0.4,
+                    grid_mean_predictor={"type": "cortex", "input_dimensions": 2, "hidden_layers": 0,
+                                         "hidden_features": 0, "final_tanh": False})
+    makers = {
+        "ln": (lambda: Linear(18, 32, 120, gamma=0.1), 200),
+        "cnn": (lambda: CNN(18, 32, 120, hidden_channels=4), 6),
+        "lurz": (lambda: build_lurz2020_model(dataloaders=dl, seed=1234, **lurz_cfg), 20),
+        "lurz_linear": (lambda: build_lurz2020_model(dataloaders=dl, seed=1234, linear=True, **lurz_cfg), 20),
+    }
+    scores = {}
+    for name, (make, max_iter) in makers.items():
+        L.manual_seed(0)
+        model = make()
+        val, _, _ = train_model(model, dl, seed=1, verbose=False, max_iter=max_iter)
+        scores[name] = (val, Engine(model, dl["train"]).correlation(dl["test"]))
+    print("validation / test correlation:", {k: (round(v, 3), round(t, 3)) for k, (v, t) in scores.items()})
+    return scores
+
+
+def test_cnn_beats_ln_on_complex_cells(mixed_scores):
+    assert mixed_scores["cnn"][0] > mixed_scores["ln"][0] + 0.03, mixed_scores
+
+
+def test_lurz_beats_cnn_and_ln_and_linear_variant_sits_between(mixed_scores):
+    test = {k: t for k, (v, t) in mixed_scores.items()}
+    assert test["lurz"] > test["cnn"] and test["lurz"] > test["ln"], test
+    assert test["ln"] < test["lurz_linear"] < test["lurz"], test
 
 
 def test_same_seed_gives_identical_state_dicts(simple_scan):
