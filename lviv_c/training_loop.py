@@ -51,86 +51,52 @@ import math
 
 import numpy as np
 
+from .optim.lr_scheduler import ReduceLROnPlateau as _OptimPlateau  # noqa: E402
+
 __all__ = ["ReduceLROnPlateau", "EarlyStoppingRecord", "early_stopping_loop"]
 
 
-class ReduceLROnPlateau:
-    """PyTorch's ``torch.optim.lr_scheduler.ReduceLROnPlateau`` for one parameter group.
+class _LRGroup(dict):
+    """One optimizer parameter group whose lr changes are forwarded to a callback."""
 
-    ``step(metric)``: counts the step (``last_epoch``), compares ``metric`` with the best so
-    far (``max``: better when ``metric > best + threshold`` in ``abs`` mode, ``> best * (1 +
-    threshold)`` in ``rel`` mode; ``min`` mirrored), resets ``num_bad_epochs`` on improvement
-    and counts it up otherwise; during a cooldown bad epochs are not counted. When
-    ``num_bad_epochs > patience`` the rate becomes ``max(lr * factor, min_lr)`` (only if that
-    lowers it by more than ``eps``), the cooldown starts and ``num_bad_epochs`` is reset. With
-    ``verbose`` a reduction prints ``Epoch {last_epoch:5d}: reducing learning rate of group 0 to
-    {lr:.4e}.`` like torch 1.x. A NaN metric never counts as better.
-    """
+    def __init__(self, lr, set_lr):
+        super().__init__(lr=float(lr))
+        self._set_lr = set_lr
+
+    def __setitem__(self, key, value):
+        super().__setitem__(key, value)
+        if key == "lr" and self._set_lr is not None:
+            self._set_lr(value)
+
+
+class _LRHolder:
+    def __init__(self, lr, set_lr):
+        self.param_groups = [_LRGroup(lr, set_lr)]
+
+
+class ReduceLROnPlateau(_OptimPlateau):
+    """PyTorch's ``ReduceLROnPlateau`` (lviv_c.optim.lr_scheduler's) for one learning rate held
+    outside an optimizer: ``set_lr`` is called with each new rate, ``print`` gets the verbose
+    ``Epoch {last_epoch:5d}: reducing learning rate of group 0 to {lr:.4e}.`` lines, and
+    ``step(metric)`` returns the new rate when it was reduced, else None."""
 
     def __init__(self, lr, mode="min", factor=0.1, patience=10, threshold=1e-4,
                  threshold_mode="rel", cooldown=0, min_lr=0.0, eps=1e-8, verbose=False,
                  set_lr=None, print=print):
-        if factor >= 1.0:
-            raise ValueError("Factor should be < 1.0.")
-        if mode not in ("min", "max"):
-            raise ValueError("mode " + str(mode) + " is unknown!")
-        if threshold_mode not in ("rel", "abs"):
-            raise ValueError("threshold mode " + str(threshold_mode) + " is unknown!")
-        self.lr = float(lr)
-        self.mode, self.factor, self.patience = mode, float(factor), int(patience)
-        self.threshold, self.threshold_mode = float(threshold), threshold_mode
-        self.cooldown, self.min_lr, self.eps = int(cooldown), float(min_lr), float(eps)
-        self.verbose, self._set_lr, self._print = verbose, set_lr, print
-        self.best = math.inf if mode == "min" else -math.inf
-        self.num_bad_epochs = 0
-        self.cooldown_counter = 0
-        self.last_epoch = 0
-
-    def is_better(self, a, best):
-        if self.mode == "min" and self.threshold_mode == "rel":
-            return a < best * (1.0 - self.threshold)
-        if self.mode == "min":
-            return a < best - self.threshold
-        if self.threshold_mode == "rel":
-            return a > best * (self.threshold + 1.0)
-        return a > best + self.threshold
+        self._holder = _LRHolder(lr, set_lr)
+        super().__init__(self._holder, mode=mode, factor=factor, patience=patience,
+                         threshold=threshold, threshold_mode=threshold_mode, cooldown=cooldown,
+                         min_lr=min_lr, eps=eps, verbose=verbose)
+        self._print = print
 
     @property
-    def in_cooldown(self):
-        return self.cooldown_counter > 0
+    def lr(self):
+        return float(self._holder.param_groups[0]["lr"])
 
     def step(self, metric):
-        """One step with ``metric``; returns the new learning rate when it was reduced, else None."""
-        current = float(metric)
-        epoch = self.last_epoch + 1
-        self.last_epoch = epoch
-        if self.is_better(current, self.best):
-            self.best = current
-            self.num_bad_epochs = 0
-        else:
-            self.num_bad_epochs += 1
-        if self.in_cooldown:
-            self.cooldown_counter -= 1
-            self.num_bad_epochs = 0
-        reduced = None
-        if self.num_bad_epochs > self.patience:
-            reduced = self._reduce_lr(epoch)
-            self.cooldown_counter = self.cooldown
-            self.num_bad_epochs = 0
-        return reduced
-
-    def _reduce_lr(self, epoch):
-        old_lr = self.lr
-        new_lr = max(old_lr * self.factor, self.min_lr)
-        if old_lr - new_lr > self.eps:
-            self.lr = new_lr
-            if self._set_lr is not None:
-                self._set_lr(new_lr)
-            if self.verbose:
-                self._print("Epoch {:5d}: reducing learning rate of group {} to {:.4e}.".format(
-                    epoch, 0, new_lr))
-            return new_lr
-        return None
+        old = self.lr
+        super().step(metric)
+        return self.lr if self.lr != old else None
 
 
 class EarlyStoppingRecord:

@@ -252,5 +252,3 @@ def test_multi_scan_readouts_share_the_core():
     with lviv_c.no_grad():
         assert tuple(m2(x).shape) == (4, 12)
 
-
-# --------------------------------------------------------------------------- training

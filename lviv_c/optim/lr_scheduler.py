@@ -70,7 +70,8 @@ class ReduceLROnPlateau:
             if old_lr - new_lr > self.eps:
                 group["lr"] = new_lr
                 if self.verbose:
-                    print(f"Epoch {epoch:5d}: reducing learning rate of group {i} to {new_lr:.4e}.")
+                    getattr(self, "_print", print)(
+                        f"Epoch {epoch:5d}: reducing learning rate of group {i} to {new_lr:.4e}.")
 
     @property
     def in_cooldown(self):
