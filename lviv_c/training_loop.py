@@ -47,7 +47,6 @@ Differences from the reference, all outside that sequence:
   as in the reference (a NumPy float32 mean prints with float64 digits, e.g.
   ``0.05955984443426132``); the ``Restoring`` lines use 6 decimals.
 """
-import math
 
 import numpy as np
 
