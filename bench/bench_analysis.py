@@ -22,10 +22,13 @@ from lviv_c.dataset import load_dataset  # noqa: E402
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--data", default=os.environ.get("LVIV_DATA", ".cache/static60000-1-1-preproc0"))
+    ap.add_argument("--data", default=None, help="a scan folder (default: $LVIV_DATA, else the demo's "
+                    "cached full-size synthetic scan, generated when missing)")
     ap.add_argument("--rf-neurons", type=int, default=0, help="0: all neurons")
     ap.add_argument("--mei-steps", type=int, default=10)
     a = ap.parse_args()
+    from lviv_c.demo import resolve_data
+    a.data, _ = resolve_data(a.data)
     dl = load_dataset(a.data, batch_size=60, seed=1)
     n = dl["train"].responses_block.shape[1]
     print(f"machine: {machine()}; {n} neurons")

@@ -67,14 +67,14 @@ def run(name, model, dl, steps, repeats):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--data", default=os.environ.get("LVIV_DATA", ".cache/static60000-1-1-preproc0"))
+    ap.add_argument("--data", default=None, help="a scan folder (default: $LVIV_DATA, else the demo's "
+                    "cached full-size synthetic scan, generated when missing)")
     ap.add_argument("--models", default="ln,cnn,lurz")
     ap.add_argument("--steps", type=int, default=10, help="batches timed for cnn/lurz (0: full epoch)")
     ap.add_argument("--repeats", type=int, default=3)
     a = ap.parse_args()
-    if not os.path.isdir(a.data):
-        from lviv_c.synthetic import make_scan
-        a.data = make_scan(os.path.dirname(a.data) or ".", progress=True)
+    from lviv_c.demo import resolve_data
+    a.data, _ = resolve_data(a.data)
     dl = load_dataset(a.data, batch_size=60, seed=1)
     n = dl["train"].responses_block.shape[1]
     print(f"machine: {machine()}; scan {a.data}: {len(dl['train'].indices)} train trials, {n} neurons")
