@@ -149,6 +149,10 @@ class Engine:
     def train_epoch(self, order, accum=1, progress=None):
         """One epoch over `order` (int64 trial indices). Returns the summed batch loss."""
         order = np.ascontiguousarray(order, dtype=np.int64)
+        if len(order) > self.B and len(order) % self.B == 1:
+            # a last batch of one trial cannot train BatchNorm (PyTorch raises there); skip it.
+            # The order is reshuffled every epoch, so a different trial sits out each time.
+            order = order[:-1]
         n = len(order)
         self.version += 1
         if self.capture and self._fallback_reason is None:
@@ -270,7 +274,8 @@ def train_model(model, dataloader, seed=None, avg_loss=False, scale_loss=True, l
     `lr_decay_steps` rounds restoring the best state. Returns (score, output, state_dict) where
     score is the mean validation correlation (test with return_test_score), output holds the
     per-epoch 'correlation' and 'poisson_loss' and 'validation_corr'. The model is left in eval
-    mode with the best weights. `capture=False` runs the Python forward per batch instead of the
+    mode with the best weights. A last training batch of a single trial is skipped (BatchNorm cannot
+    train on one sample). `capture=False` runs the Python forward per batch instead of the
     captured C graphs (for models whose forward cannot be captured)."""
     from .training_loop import early_stopping_loop
 

@@ -169,6 +169,14 @@ def test_progress_callback_and_interrupt(data):
     assert seen and seen[0][1] == 25 and seen[0][0] < 25
 
 
+def test_lone_last_trial_is_skipped(data):
+    X, Y = data
+    m = TinyLN(48, 40)
+    e = Engine(m, FakeLoader(X, Y, np.arange(65), 32))
+    e.train_epoch(np.arange(65))            # 65 = 2 x 32 + 1: no graph for a batch of one
+    assert sorted(e._train_graphs) == [32]
+
+
 def test_train_epoch_rejects_bad_indices(data):
     X, Y = data
     m = TinyLN(48, 40)
