@@ -194,23 +194,6 @@ int bn_update_running(int C, float f, const float *mean, const float *var_unbias
 }
 
 // ---------------------------------------------------------------- Gaussian readout
-struct Taps { int idx[4]; float w[4]; float tx, ty; };
-__device__ __forceinline__ void make_taps(float ix, float iy, int H, int W, Taps &t) {
-  float fx = floorf(ix), fy = floorf(iy);
-  int x0 = (int)fx, y0 = (int)fy;
-  float tx = ix - fx, ty = iy - fy;
-  t.tx = tx; t.ty = ty;
-  t.w[0] = (1.f - tx) * (1.f - ty);
-  t.w[1] = tx * (1.f - ty);
-  t.w[2] = (1.f - tx) * ty;
-  t.w[3] = tx * ty;
-  bool vx0 = x0 >= 0 && x0 < W, vx1 = x0 + 1 >= 0 && x0 + 1 < W;
-  bool vy0 = y0 >= 0 && y0 < H, vy1 = y0 + 1 >= 0 && y0 + 1 < H;
-  t.idx[0] = (vx0 && vy0) ? y0 * W + x0 : -1;
-  t.idx[1] = (vx1 && vy0) ? y0 * W + x0 + 1 : -1;
-  t.idx[2] = (vx0 && vy1) ? (y0 + 1) * W + x0 : -1;
-  t.idx[3] = (vx1 && vy1) ? (y0 + 1) * W + x0 + 1 : -1;
-}
 __device__ __forceinline__ void taps_at(const float *pos, int B, int Nn, int shared, int b, int n, int H, int W,
                                         Taps &t) {
   const float *p = shared ? pos + 2 * (int64_t)n : pos + 2 * ((int64_t)b * Nn + n);

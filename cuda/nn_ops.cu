@@ -54,23 +54,6 @@ int linear_bwd(lv_node *n, lv_tensor *gout, lv_tensor **gin) {
 }
 
 // ---------------------------------------------------------------- grid_sample (bilinear, zeros)
-struct GTaps { int idx[4]; float w[4]; float tx, ty; };
-__device__ __forceinline__ void g_taps(float ix, float iy, int H, int W, GTaps &t) {
-  float fx = floorf(ix), fy = floorf(iy);
-  int x0 = (int)fx, y0 = (int)fy;
-  float tx = ix - fx, ty = iy - fy;
-  t.tx = tx; t.ty = ty;
-  t.w[0] = (1.f - tx) * (1.f - ty);
-  t.w[1] = tx * (1.f - ty);
-  t.w[2] = (1.f - tx) * ty;
-  t.w[3] = tx * ty;
-  bool vx0 = x0 >= 0 && x0 < W, vx1 = x0 + 1 >= 0 && x0 + 1 < W;
-  bool vy0 = y0 >= 0 && y0 < H, vy1 = y0 + 1 >= 0 && y0 + 1 < H;
-  t.idx[0] = (vx0 && vy0) ? y0 * W + x0 : -1;
-  t.idx[1] = (vx1 && vy0) ? y0 * W + x0 + 1 : -1;
-  t.idx[2] = (vx0 && vy1) ? (y0 + 1) * W + x0 : -1;
-  t.idx[3] = (vx1 && vy1) ? (y0 + 1) * W + x0 + 1 : -1;
-}
 __device__ __forceinline__ float g_unnorm(float g, int S, int ac) {
   return ac ? (g + 1.f) * 0.5f * (float)(S - 1) : ((g + 1.f) * (float)S - 1.f) * 0.5f;
 }
@@ -82,8 +65,8 @@ __global__ void k_gs_fwd(int N, int C, int H, int W, int Ho, int Wo, int ac, con
   LVC_GRID_STRIDE(e, total) {
     int64_t pix = e % P, nc = e / P, nn = nc / C;
     const float *g = grid + (nn * P + pix) * 2;
-    GTaps t;
-    g_taps(g_unnorm(g[0], W, ac), g_unnorm(g[1], H, ac), H, W, t);
+    Taps t;
+    make_taps(g_unnorm(g[0], W, ac), g_unnorm(g[1], H, ac), H, W, t);
     const float *xc = x + nc * (int64_t)H * W;
     float s = 0.f;
     for (int k = 0; k < 4; k++) if (t.idx[k] >= 0) s += t.w[k] * xc[t.idx[k]];
@@ -98,8 +81,8 @@ __global__ void k_gs_bwd(int N, int C, int H, int W, int Ho, int Wo, int ac, con
   LVC_GRID_STRIDE(e, total) {
     int64_t pix = e % P, nn = e / P;
     const float *g = grid + e * 2;
-    GTaps t;
-    g_taps(g_unnorm(g[0], W, ac), g_unnorm(g[1], H, ac), H, W, t);
+    Taps t;
+    make_taps(g_unnorm(g[0], W, ac), g_unnorm(g[1], H, ac), H, W, t);
     float dx = 0.f, dy = 0.f;
     for (int c = 0; c < C; c++) {
       float go = gy[(nn * C + c) * P + pix];

@@ -3,9 +3,8 @@
  * on every forward from one 64-bit seed taken from the global generator, so lv_manual_seed makes
  * a run reproducible and the draws do not depend on the number of threads.
  *
- * The read itself calls the tuned CPU kernels lv_readout_forward / lv_readout_backward
- * (csrc/cpu/kernels.h). They are referenced weakly: a build without them falls back to the
- * straightforward loops below (same semantics, slower).
+ * The read itself calls the CPU kernels lv_readout_forward / lv_readout_backward
+ * (csrc/cpu/kernels.h, csrc/cpu/sample.c).
  *
  * CUDA: one dispatch branch at the top of each forward/backward calls the backend's table
  * (readout_pos_forward/backward, readout_forward/backward); aux buffers live on mu's device. The
@@ -19,13 +18,7 @@
 
 #define SHP(t, buf) lv_shape_str((t), (buf), sizeof(buf))
 
-/* CPU kernels (csrc/cpu/sample.c), weak so this file links without them */
-int lv_readout_forward(int B, int C, int H, int W, int Nn, int shared_pos, const float *x,
-                       const float *pos, const float *feat, const float *bias, float *out)
-    __attribute__((weak));
-int lv_readout_backward(int B, int C, int H, int W, int Nn, int shared_pos, const float *x,
-                        const float *pos, const float *feat, const float *gout, float *gx,
-                        float *gpos, float *gfeat, float *gbias) __attribute__((weak));
+#include "cpu/kernels.h"
 
 static int check_cpu_f32(const char *op, const char *what, const lv_tensor *t) {
   if (!t) return 0;
@@ -215,105 +208,6 @@ lv_tensor *lv_readout_positions(lv_tensor *mu, lv_tensor *sigma, int64_t batch, 
 }
 
 /* ============================== bilinear read + channel map ============================== */
-/* Fallback loops (used when the CPU kernels are not linked in). Same conventions as
- * lv_readout_forward / lv_readout_backward. */
-typedef struct { int64_t idx[4]; float w[4]; float tx, ty; } taps;
-
-static void make_taps(float px, float py, int H, int W, taps *t) {
-  float ix = (px + 1.f) * 0.5f * (float)(W - 1), iy = (py + 1.f) * 0.5f * (float)(H - 1);
-  float fx = floorf(ix), fy = floorf(iy);
-  int x0 = (int)fx, y0 = (int)fy;
-  float tx = ix - fx, ty = iy - fy;
-  t->tx = tx;
-  t->ty = ty;
-  t->w[0] = (1.f - tx) * (1.f - ty);
-  t->w[1] = tx * (1.f - ty);
-  t->w[2] = (1.f - tx) * ty;
-  t->w[3] = tx * ty;
-  int vx0 = x0 >= 0 && x0 < W, vx1 = x0 + 1 >= 0 && x0 + 1 < W;
-  int vy0 = y0 >= 0 && y0 < H, vy1 = y0 + 1 >= 0 && y0 + 1 < H;
-  t->idx[0] = (vx0 && vy0) ? (int64_t)y0 * W + x0 : -1;
-  t->idx[1] = (vx1 && vy0) ? (int64_t)y0 * W + x0 + 1 : -1;
-  t->idx[2] = (vx0 && vy1) ? (int64_t)(y0 + 1) * W + x0 : -1;
-  t->idx[3] = (vx1 && vy1) ? (int64_t)(y0 + 1) * W + x0 + 1 : -1;
-}
-
-static int ref_forward(int B, int C, int H, int W, int N, int shared, const float *x,
-                       const float *pos, const float *feat, const float *bias, float *out) {
-  size_t HW = (size_t)H * W;
-#pragma omp parallel for schedule(static)
-  for (int b = 0; b < B; b++) {
-    const float *xb = x + (size_t)b * C * HW, *pb = pos + (shared ? 0 : (size_t)b * N * 2);
-    for (int n = 0; n < N; n++) {
-      taps t;
-      make_taps(pb[2 * n], pb[2 * n + 1], H, W, &t);
-      float s = bias ? bias[n] : 0.f;
-      for (int c = 0; c < C; c++) {
-        const float *xc = xb + (size_t)c * HW;
-        float v = 0.f;
-        for (int k = 0; k < 4; k++) if (t.idx[k] >= 0) v += t.w[k] * xc[t.idx[k]];
-        s += feat[(size_t)c * N + n] * v;
-      }
-      out[(size_t)b * N + n] = s;
-    }
-  }
-  return 0;
-}
-
-static int ref_backward(int B, int C, int H, int W, int N, int shared, const float *x,
-                        const float *pos, const float *feat, const float *gout, float *gx,
-                        float *gpos, float *gfeat, float *gbias) {
-  size_t HW = (size_t)H * W;
-  float sx = 0.5f * (float)(W - 1), sy = 0.5f * (float)(H - 1);
-  if (gx) {
-#pragma omp parallel for schedule(static)
-    for (int b = 0; b < B; b++) {
-      float *gxb = gx + (size_t)b * C * HW;
-      const float *pb = pos + (shared ? 0 : (size_t)b * N * 2);
-      for (int n = 0; n < N; n++) {
-        float g = gout[(size_t)b * N + n];
-        taps t;
-        make_taps(pb[2 * n], pb[2 * n + 1], H, W, &t);
-        for (int k = 0; k < 4; k++) {
-          if (t.idx[k] < 0) continue;
-          float a = g * t.w[k];
-          for (int c = 0; c < C; c++) gxb[(size_t)c * HW + t.idx[k]] += a * feat[(size_t)c * N + n];
-        }
-      }
-    }
-  }
-  if (gpos || gfeat || gbias) {
-#pragma omp parallel for schedule(static)
-    for (int n = 0; n < N; n++) {
-      double gb = 0, gp0 = 0, gp1 = 0;
-      for (int b = 0; b < B; b++) {
-        float g = gout[(size_t)b * N + n];
-        const float *pb = pos + (shared ? 0 : (size_t)b * N * 2);
-        const float *xb = x + (size_t)b * C * HW;
-        taps t;
-        make_taps(pb[2 * n], pb[2 * n + 1], H, W, &t);
-        gb += g;
-        float v[4] = {0, 0, 0, 0};
-        for (int c = 0; c < C; c++) {
-          const float *xc = xb + (size_t)c * HW;
-          float xv[4];
-          for (int k = 0; k < 4; k++) xv[k] = t.idx[k] >= 0 ? xc[t.idx[k]] : 0.f;
-          float f = feat[(size_t)c * N + n];
-          for (int k = 0; k < 4; k++) v[k] += f * xv[k];
-          if (gfeat) gfeat[(size_t)c * N + n] += g * (t.w[0] * xv[0] + t.w[1] * xv[1] + t.w[2] * xv[2] + t.w[3] * xv[3]);
-        }
-        float d0 = g * sx * ((v[1] - v[0]) * (1.f - t.ty) + (v[3] - v[2]) * t.ty);
-        float d1 = g * sy * ((v[2] - v[0]) * (1.f - t.tx) + (v[3] - v[1]) * t.tx);
-        if (shared) { gp0 += d0; gp1 += d1; }
-        else if (gpos) { gpos[((size_t)b * N + n) * 2] += d0; gpos[((size_t)b * N + n) * 2 + 1] += d1; }
-      }
-      if (gbias) gbias[n] += (float)gb;
-      if (shared && gpos) { gpos[2 * n] += (float)gp0; gpos[2 * n + 1] += (float)gp1; }
-    }
-  }
-  return 0;
-}
-
 /* in: 0 x (B, C, H, W), 1 pos, 2 feat (C, N), 3 bias (N) or NULL. ia: 0 shared */
 #define RO_ARGS(nd)                                                                               \
   (int)(nd)->in[0]->shape[0], (int)(nd)->in[0]->shape[1], (int)(nd)->in[0]->shape[2],             \
@@ -325,11 +219,8 @@ static int ro_fwd(lv_node *nd) {
   if (lv_on_cuda(nd->out))
     return lv_cuda->readout_forward(RO_ARGS(nd), lv_f32(nd->in[0]), lv_f32(nd->in[1]), lv_f32(nd->in[2]), bias,
                                     lv_f32(nd->out));
-  if (lv_readout_forward)
-    return lv_readout_forward(RO_ARGS(nd), lv_f32(nd->in[0]), lv_f32(nd->in[1]), lv_f32(nd->in[2]),
-                              bias, lv_f32(nd->out));
-  return ref_forward(RO_ARGS(nd), lv_f32(nd->in[0]), lv_f32(nd->in[1]), lv_f32(nd->in[2]), bias,
-                     lv_f32(nd->out));
+  return lv_readout_forward(RO_ARGS(nd), lv_f32(nd->in[0]), lv_f32(nd->in[1]), lv_f32(nd->in[2]),
+                            bias, lv_f32(nd->out));
 }
 
 static int ro_bwd(lv_node *nd, lv_tensor *gout, lv_tensor **gin) {
@@ -339,11 +230,8 @@ static int ro_bwd(lv_node *nd, lv_tensor *gout, lv_tensor **gin) {
   if (lv_on_cuda(gout))
     return lv_cuda->readout_backward(RO_ARGS(nd), lv_f32(nd->in[0]), lv_f32(nd->in[1]), lv_f32(nd->in[2]),
                                      lv_f32(gout), g[0], g[1], g[2], g[3]);
-  if (lv_readout_backward)
-    return lv_readout_backward(RO_ARGS(nd), lv_f32(nd->in[0]), lv_f32(nd->in[1]), lv_f32(nd->in[2]),
-                               lv_f32(gout), g[0], g[1], g[2], g[3]);
-  return ref_backward(RO_ARGS(nd), lv_f32(nd->in[0]), lv_f32(nd->in[1]), lv_f32(nd->in[2]),
-                      lv_f32(gout), g[0], g[1], g[2], g[3]);
+  return lv_readout_backward(RO_ARGS(nd), lv_f32(nd->in[0]), lv_f32(nd->in[1]), lv_f32(nd->in[2]),
+                             lv_f32(gout), g[0], g[1], g[2], g[3]);
 }
 
 static const lv_op op_readout = {"GaussianReadout", ro_fwd, ro_bwd, NULL};
