@@ -30,6 +30,12 @@ def data(seed=0):
     return X, Y, grid
 
 
+def _result(framework, model, s_per_epoch, images_per_s, params):
+    """One timed (framework, model): the printed line and the JSON record."""
+    msg = f"{s_per_epoch:.3f} s/epoch  ({images_per_s:,.0f} images/s, {params:,} params)"
+    return (framework, model, msg, {"s_per_epoch": s_per_epoch, "images_per_s": images_per_s, "params": params})
+
+
 # ------------------------------------------------------------------ PyTorch reference models
 def torch_models(torch, grid):
     nn, F = torch.nn, torch.nn.functional
@@ -142,8 +148,7 @@ def bench_torch(X, Y, grid, steps):
             torch.cuda.synchronize()
             dt = (time.perf_counter() - t0) / steps
             nparam = sum(p.numel() for p in m.parameters())
-            out.append(("torch", name, f"{dt * math.ceil(TRAIN / B):.3f} s/epoch  ({B / dt:,.0f} images/s, "
-                                       f"{nparam:,} params)"))
+            out.append(_result("torch", name, dt * math.ceil(TRAIN / B), B / dt, nparam))
         except Exception as e:
             out.append(("torch", name, f"failed: {type(e).__name__}: {e}"))
     return out
@@ -266,7 +271,7 @@ def bench_lviv(X, Y, grid, steps):
             L.cuda.synchronize()
             dt = (time.perf_counter() - t0) / epochs
             nparam = sum(p.numel() for p in m.parameters())
-            out.append(("lviv_c", name, f"{dt:.3f} s/epoch  ({TRAIN / dt:,.0f} images/s, {nparam:,} params)"))
+            out.append(_result("lviv_c", name, dt, TRAIN / dt, nparam))
         except Exception as e:
             out.append(("lviv_c", name, f"failed: {type(e).__name__}: {e}"))
     return out
@@ -277,6 +282,7 @@ def main():
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--out", default=None)
     ap.add_argument("--only", choices=["torch", "lviv_c"], default=None)
+    ap.add_argument("--json", default=None, help="write the results as a JSON list to this file")
     a = ap.parse_args()
     X, Y, grid = data()
     lines = []
@@ -291,11 +297,24 @@ def main():
             lines.append((fw, "-", f"not importable: {e}"))
         except Exception:
             lines.append((fw, "-", "failed:\n" + traceback.format_exc()))
-    text = "\n".join(f"{fw:7s} {m:9s} {msg}" for fw, m, msg in lines)
+    text = "\n".join(f"{r[0]:7s} {r[1]:9s} {r[2]}" for r in lines)
     print(text)
     if a.out:
         with open(a.out, "a") as f:
             f.write(text + "\n")
+    if a.json:
+        import json
+        recs = [{"framework": r[0], "model": r[1], **(r[3] if len(r) > 3 else {"error": r[2]})} for r in lines]
+        ratio = {}
+        for r in recs:
+            if r["framework"] == "lviv_c" and "s_per_epoch" in r:
+                t = next((q for q in recs if q["framework"] == "torch" and q["model"] == r["model"]
+                          and "s_per_epoch" in q), None)
+                if t:
+                    ratio[r["model"]] = t["s_per_epoch"] / r["s_per_epoch"]
+        with open(a.json + ".tmp", "w") as f:
+            json.dump({"steps": a.steps, "results": recs, "torch_over_lviv_c": ratio}, f, indent=1)
+        os.replace(a.json + ".tmp", a.json)
     return 0
 
 
