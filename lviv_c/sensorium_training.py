@@ -29,7 +29,8 @@ from .capture import CaptureError, capture_graph, host_copy, model_device, to_de
 from .tensor import Tensor, manual_seed, no_grad
 from .utility.measures import compute_feve, corr
 
-__all__ = ["train_multi", "MultiScanEngine", "sensorium_measures", "is_multi_scan"]
+__all__ = ["train_multi", "MultiScanEngine", "sensorium_measures", "is_multi_scan", "SENSORIUM_MODELS",
+           "sensorium_scan_model", "predict_tier"]
 
 
 def is_multi_scan(dataloaders):
@@ -90,6 +91,15 @@ class MultiScanEngine:
         self._train_graphs, self._eval_graphs = {}, {}
         self.version = 0
         self._pred_cache = {}
+
+    @classmethod
+    def for_eval(cls, model, capture=True):
+        """An engine that only predicts (no optimizer)."""
+        eng = cls.__new__(cls)
+        eng.model, eng.with_pc, eng.scans = model, bool(getattr(model, "shifter", None)), {}
+        eng.device, eng.capture, eng._fallback_reason = model_device(model), capture, None
+        eng._eval_graphs, eng._pred_cache, eng.version = {}, {}, 0
+        return eng
 
     def scan(self, key, loader):
         s = self.scans.get((key, id(loader.dataset)))
@@ -340,12 +350,7 @@ def sensorium_measures(model, dataloaders, tier="test", predictions=None, captur
     noise) over the repeated trials, per-trial predictions); and 'per_neuron' arrays for each.
     `predictions`: {data_key: (n_trials, N)} to score instead of running the model."""
     loaders = dataloaders[tier] if tier in dataloaders else dataloaders
-    eng = None
-    if predictions is None:
-        eng = MultiScanEngine.__new__(MultiScanEngine)
-        eng.model, eng.with_pc, eng.scans = model, bool(getattr(model, "shifter", None)), {}
-        eng.device, eng.capture, eng._fallback_reason = model_device(model), capture, None
-        eng._eval_graphs, eng._pred_cache, eng.version = {}, {}, 0
+    eng = None if predictions is not None else MultiScanEngine.for_eval(model, capture=capture)
     per_scan, pooled = {}, {"single_trial_correlation": [], "correlation_to_average": [], "feve": []}
     for k, loader in loaders.items():
         y = np.asarray(loader.blocks["responses"], dtype=np.float64)[loader.indices]
@@ -374,3 +379,31 @@ def sensorium_measures(model, dataloaders, tier="test", predictions=None, captur
         v = np.hstack(parts) if parts else np.zeros(0)
         allm[name] = float(np.nanmean(v)) if v.size and np.isfinite(v).any() else float("nan")
     return {"per_scan": per_scan, "all": allm}
+
+
+# ------------------------------------------------------------------------- demo / command line
+
+#: the Sensorium models the demo and the command line know, with their labels
+SENSORIUM_MODELS = {"sensorium": "Sensorium 2022", "sensorium-p": "Sensorium 2022 p (behavior, shifter)"}
+
+
+def sensorium_scan_model(name, paths, batch_size=128, seed=42, config=None):
+    """(model, loaders) of a Sensorium model ('sensorium' or 'sensorium-p') for the scan(s) at
+    `paths` (a folder or a list): static_loaders (images normalised; with '-p' the behavior as
+    image channels and the pupil center for the shifter) and build_sensorium_model with the
+    published models' configuration (SENSORIUM_2022_CONFIG) updated by `config`."""
+    from .models.sensorium import SENSORIUM_2022_CONFIG, build_sensorium_model
+    from .sensorium_data import static_loaders
+    if name not in SENSORIUM_MODELS:
+        raise ValueError(f"unknown Sensorium model {name!r}; expected one of {', '.join(SENSORIUM_MODELS)}")
+    p = name.endswith("-p")
+    loaders = static_loaders(paths, batch_size, seed=seed, include_behavior=p, include_eye_position=p)
+    cfg = dict(SENSORIUM_2022_CONFIG, shifter=p)
+    cfg.update(config or {})
+    return build_sensorium_model(loaders, seed=seed, **cfg), loaders
+
+
+def predict_tier(model, loaders, tier):
+    """{data_key: eval-mode predictions (n_trials, N)} for loaders[tier] (trials in loader order)."""
+    eng = MultiScanEngine.for_eval(model)
+    return {k: eng.predict(k, loader) for k, loader in loaders[tier].items()}

@@ -16,7 +16,7 @@ retinotopic map, some divisively normalised), with two additions:
   a neuron whose receptive field sits at r reads the image at r + shift (the shift per trial is
   ``ground_truth/shifts_px.npy``, columns x, y in pixels of the stored image);
 * behavior: the expected rate is ``gain(behavior) * (baseline + drive)`` with a per-neuron
-  log-gain linear in the z-scored running speed and pupil dilation
+  log-gain linear in the z-scored (clipped at +-3) running speed and pupil dilation
   (``ground_truth/behavior_weights.npy``, (n_neurons, 3) over the three behavior columns).
 
 ``ground_truth/mean_rates.npy`` is every trial's expected response (trial order = file order);
@@ -99,10 +99,10 @@ def _one_scan(path, seed, n_trials, n_neurons, image_shape, n_test_images, n_rep
     del x
     base = r_model.uniform(0.1, 0.4, n_neurons)
     gain0 = np.exp(r_model.normal(-0.3, 0.4, n_neurons))
-    bz = (behavior - behavior.mean(0)) / behavior.std(0)
+    bz = np.clip((behavior - behavior.mean(0)) / behavior.std(0), -3, 3)
     wts = np.zeros((n_neurons, 3))
-    wts[:, 0] = r_model.normal(0.0, 0.5, n_neurons) * behavior_strength      # pupil dilation
-    wts[:, 2] = np.abs(r_model.normal(0.7, 0.3, n_neurons)) * behavior_strength  # running speed
+    wts[:, 0] = r_model.normal(0.0, 0.15, n_neurons) * behavior_strength         # pupil dilation
+    wts[:, 2] = np.abs(r_model.normal(0.3, 0.1, n_neurons)) * behavior_strength  # running speed
     log_gain = bz @ wts.T
     rates = (gain0 * np.exp(log_gain) * (base + drive)).astype(np.float32)
     rates_plain = (gain0 * (base + drive_plain)).astype(np.float32)

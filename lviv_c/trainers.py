@@ -277,8 +277,9 @@ def train_model(model, dataloader, seed=None, avg_loss=False, scale_loss=True, l
     mode with the best weights. A last training batch of a single trial is skipped (BatchNorm cannot
     train on one sample). Loaders keyed by scan ({'train': {data_key: loader}, ...}, e.g.
     lviv_c.sensorium_data.static_loaders) train on all scans at once, cycling through them batch by
-    batch as sensorium's trainer does (lviv_c.sensorium_training.train_multi). `capture=False` runs the Python forward per batch instead of the
-    captured C graphs (for models whose forward cannot be captured)."""
+    batch as sensorium's trainer does (lviv_c.sensorium_training.train_multi). `capture=False` runs
+    the Python forward per batch instead of the captured C graphs (for models whose forward cannot
+    be captured)."""
     from .training_loop import early_stopping_loop
 
     from .sensorium_training import is_multi_scan, train_multi

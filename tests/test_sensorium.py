@@ -9,6 +9,7 @@ import pytest
 
 import lviv_c
 from lviv_c.capture import write_into
+from lviv_c.dataset import FileTreeDataset
 from lviv_c.models.sensorium import (FiringRateEncoder, build_sensorium_model, load_sensorium_checkpoint,
                                      sensorium_config_from_state_dict)
 from lviv_c.sensorium_data import rescale_bilinear, sensorium_data_key, static_loaders
@@ -128,7 +129,7 @@ def test_synthetic_ground_truth_has_behavior_and_shift_effects(scans):
     assert gt["shifts_px"].shape == (SMALL["n_trials"], 2)
     assert gt["shifts_px"].std(0).min() > 0.5  # the eye moves
     # the shift is the stated linear map of the z-scored pupil center
-    ds = lviv_c.dataset.FileTreeDataset(scans[0], "images", "responses", "behavior", "pupil_center")
+    ds = FileTreeDataset(scans[0], "images", "responses", "behavior", "pupil_center")
     pc = ds.block("pupil_center").astype(np.float64)
     z = (pc - pc.mean(0)) / pc.std(0)
     np.testing.assert_allclose(z @ gt["shift_matrix"], gt["shifts_px"], rtol=1e-4, atol=1e-4)
