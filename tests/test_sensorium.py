@@ -480,3 +480,35 @@ def test_p_model_beats_plain_and_learns_the_eye_shifts(tmp_path):
           f"shift correlation x {cx:.3f}, y {cy:.3f}")
     assert res[True] > res[False] + 0.05
     assert cx > 0.5 and cy > 0.5
+
+
+# ------------------------------------------------------------------------------ demo and CLI
+
+@pytest.fixture(scope="module")
+def course_scan(tmp_path_factory):
+    from lviv_c import synthetic
+    return synthetic.make_scan(str(tmp_path_factory.mktemp("course")), **synthetic.SMALL, seed=2, progress=False)
+
+
+def test_demo_table_and_cli_train_evaluate_sensorium(course_scan, tmp_path, capsys):
+    from lviv_c import cli, demo
+    res = demo.run_demo(data=course_scan, out=str(tmp_path / "out"), max_iter=1, batch_size=32, verbose=False,
+                        models=("sensorium",), figures=False)
+    text = demo.format_table(res)
+    for name in ("sensorium",):
+        row = res["models"][name]
+        assert demo.MODELS[name] in text and row["epochs"] == 1
+        assert all(np.isfinite(row[c]) for c in ("validation_corr", "test_corr", "corr_to_average"))
+    with pytest.raises(ValueError, match="own loaders"):
+        demo.build_model("sensorium", None)
+    out = tmp_path / "sp.pt"
+    assert cli.main(["train", "--data", course_scan, "--model", "sensorium-p", "--max-iter", "1", "--batch-size",
+                     "64", "--out", str(out), "--quiet"]) == 0
+    trained = capsys.readouterr().out
+    assert "Sensorium 2022 p (sensorium-p): validation corr" in trained
+    assert cli.main(["evaluate", "--data", course_scan, "--model", "sensorium-p", "--weights", str(out)]) == 0
+    line = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("Sensorium")]
+    assert line and line[0] in trained  # the saved weights give the same measures
+    # the saved file is a Sensorium checkpoint: the one-line loader rebuilds it
+    m = load_sensorium_checkpoint(out, linear=False)
+    assert m.shifter is not None and m.core.input_channels == 4
