@@ -159,7 +159,10 @@ class FiringRateEncoder(nn.Module):
             shift = self.shifter[data_key](pc, trial_idx)
         elif shift is not None:
             shift = _as_tensor(shift, "shift")
-        x = self.readout(x, data_key=data_key, shift=shift, **kwargs)
+        # the reference's evaluation passes the whole batch as keywords (images=, responses=, ...):
+        # only the readout's own options go on
+        ro = {k: kwargs[k] for k in ("sample", "out_idx") if k in kwargs}
+        x = self.readout(x, data_key=data_key, shift=shift, **ro)
         if self.nonlinearity_type == "elu":
             return F.elu(x + self.offset) + 1 if self.offset else F.elu(x) + 1
         return x
