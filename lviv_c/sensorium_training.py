@@ -182,6 +182,10 @@ class MultiScanEngine:
                 _C.adam_step(self.adam)
             if progress is not None:
                 progress(b + 1, len(batches), total)
+        if len(batches) % step_every:
+            # the reference zeroes the gradients of an unfinished accumulation at the next epoch
+            for p in self.params:
+                p.grad = None
         return total
 
     def _batch(self, key, idx):

@@ -10,7 +10,7 @@ import pytest
 import lviv_c
 from lviv_c.capture import write_into
 from lviv_c.dataset import FileTreeDataset
-from lviv_c.models.sensorium import (FiringRateEncoder, build_sensorium_model, load_sensorium_checkpoint,
+from lviv_c.models.sensorium import (build_sensorium_model, load_sensorium_checkpoint,
                                      sensorium_config_from_state_dict)
 from lviv_c.sensorium_data import rescale_bilinear, sensorium_data_key, static_loaders
 from lviv_c.sensorium_training import MultiScanEngine, sensorium_measures, train_multi
@@ -514,3 +514,18 @@ def test_demo_table_and_cli_train_evaluate_sensorium(course_scan, tmp_path, caps
     # the saved file is a Sensorium checkpoint: the one-line loader rebuilds it
     m = load_sensorium_checkpoint(out, linear=False)
     assert m.shifter is not None and m.core.input_channels == 4
+
+
+def test_gradient_accumulation_over_the_cycle(scans, monkeypatch):
+    """loss_accum_batch_n batches are summed before one Adam step; an unfinished accumulation at
+    the end of the epoch is dropped (as the reference's zero_grad at the next epoch)."""
+    import lviv_c.sensorium_training as st
+    L = loaders(scans, p=True, batch_size=32)
+    m = build_sensorium_model(L, seed=5, shifter=True, **SMALL_MODEL)
+    eng = MultiScanEngine(m, L["train"])
+    n = len(eng.epoch_batches())
+    steps, orig = [], st._C.adam_step
+    monkeypatch.setattr(st._C, "adam_step", lambda a: (steps.append(1), orig(a)))
+    eng.train_epoch(step_every=3)
+    assert n % 3 and len(steps) == n // 3
+    assert all(p.grad is None for p in m.parameters())

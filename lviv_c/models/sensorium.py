@@ -25,7 +25,7 @@ import numpy as np
 
 from .. import nn
 from ..nn import functional as F
-from ..tensor import Tensor, cat, from_numpy, manual_seed, zeros
+from ..tensor import Tensor, cat, from_numpy, manual_seed
 from .cores import SE2dCore
 from .readouts import MultipleFullGaussian2d
 
