@@ -343,7 +343,8 @@ def sensorium_config_from_state_dict(state_dict):
         _shape(sd[f"readout.{k0}.sigma"])[2:]]
     cfg["readout_bias"] = f"readout.{k0}.bias" in sd
     if f"readout.{k0}.source_grid" in sd:
-        lin = sorted(int(m.group(1)) for k in sd for m in [re.match(rf"^readout\.{re.escape(k0)}\.mu_transform\.(\d+)\.weight$", k)] if m)
+        pat = re.compile(rf"^readout\.{re.escape(k0)}\.mu_transform\.(\d+)\.weight$")
+        lin = sorted(int(m.group(1)) for k in sd for m in [pat.match(k)] if m)
         hidden_layers = len(lin) - 1
         hf = _shape(sd[f"readout.{k0}.mu_transform.{lin[0]}.weight"])[0] if hidden_layers else 30
         final_tanh = True  # not in the keys (a Tanh has no parameters); the Sensorium models use it
