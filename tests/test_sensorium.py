@@ -529,3 +529,32 @@ def test_gradient_accumulation_over_the_cycle(scans, monkeypatch):
     eng.train_epoch(step_every=3)
     assert n % 3 and len(steps) == n // 3
     assert all(p.grad is None for p in m.parameters())
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_shifted_readout_fused_read_equals_grid_sample_path(train):
+    """The eye-position shift on the fused readout op = neuralpredictors' grid + shift through
+    grid_sample (positions pushed past the border read zeros), forward and gradients."""
+    from lviv_c.models.readouts import FullGaussian2d
+    rng = np.random.default_rng(3)
+    r = FullGaussian2d((3, 6, 9), 10, bias=True, init_mu_range=0.9, init_sigma=0.2,
+                       grid_mean_predictor={"hidden_layers": 1, "hidden_features": 5, "final_tanh": True},
+                       source_grid=rng.normal(size=(10, 2)))
+    r.train(train)
+    x = rng.normal(size=(4, 3, 6, 9))
+    shift = np.array([[0.5, -0.3], [-1.2, 0.8], [0.05, 0.0], [0.9, 0.9]])
+    outs, grads = [], []
+    for generic in (False, True):
+        tx, ts = T(x, True), T(shift, True)
+        for p in r.parameters():
+            p.grad = None
+        lviv_c.manual_seed(1)
+        y = r._forward_generic(tx, train, ts, None) if generic else r(tx, shift=ts)
+        (y * T(np.arange(40).reshape(4, 10) / 40.0)).sum().backward()
+        outs.append(A(y))
+        grads.append([A(tx.grad), A(ts.grad), A(r.mu_transform[0].weight.grad), A(r._features.grad)])
+    np.testing.assert_allclose(outs[0], outs[1], rtol=1e-5, atol=1e-6)
+    for a, b in zip(*grads):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="shift must have shape"):
+        r(T(x), shift=T(shift[:2]))
