@@ -123,6 +123,7 @@ int lv_train_epoch(lv_graph *full, lv_graph *rem, lv_adam *opt, const float *xbl
                    lv_progress_fn cb, void *ctx, double *loss_sum, int block_dev) {
   int64_t B = full->batch;
   int64_t nbatch = (n + B - 1) / B;
+  int no_step = accum == 0; /* accum 0: backward only, the caller steps (multi-scan cycling) */
   if (accum < 1) accum = 1;
   double last = now(), total = 0;
   int since_step = 0;
@@ -139,7 +140,7 @@ int lv_train_epoch(lv_graph *full, lv_graph *rem, lv_adam *opt, const float *xbl
     if (dev) { if (lv_cuda->loss_accumulate(lv_f32(g->loss), 0) < 0) return -1; }
     else total += lv_f32(g->loss)[0];
     if (lv_backward(g->loss, NULL) < 0) return -1;
-    if (++since_step == accum || b == nbatch - 1) {
+    if (!no_step && (++since_step == accum || b == nbatch - 1)) {
       if (lv_adam_apply(opt) < 0) return -1;
       since_step = 0;
     }

@@ -36,7 +36,8 @@ int lv_graph_gather(lv_graph *g, const float *xblock, int64_t xrow, const float 
                     const int64_t *idx, int64_t nb, int block_dev);
 
 /* One training epoch over `order` (n indices into the blocks), batches of full->batch and a
- * last short batch through `rem` (may be NULL when n % B == 0). `accum` batches per step.
+ * last short batch through `rem` (may be NULL when n % B == 0). `accum` batches per step; accum 0:
+ * no optimizer step at all (gradients accumulate; the caller steps, e.g. cycling over scans).
  * Returns 0, -1 on error, 1 when stopped by the progress callback. */
 int lv_train_epoch(lv_graph *full, lv_graph *rem, lv_adam *opt, const float *xblock, int64_t xrow,
                    const float *yblock, int64_t yrow, const int64_t *order, int64_t n, int accum,

@@ -1,7 +1,7 @@
 """Command line: ``lviv-c`` / ``python -m lviv_c``.
 
     python -m lviv_c demo [--data PATH] [--quick] [--out DIR] [--max-iter N]
-    python -m lviv_c train --data PATH --model lurz [--out weights.pt]
+    python -m lviv_c train --data PATH --model lurz [--out weights.pt]   (or sensorium, sensorium-p)
     python -m lviv_c evaluate --data PATH --model lurz --weights weights.pt
     python -m lviv_c synthesize OUT_DIR [--small] [--n-trials N] [--n-neurons N] [--seed S]
 
@@ -64,7 +64,8 @@ def build_parser():
     d.add_argument("--out", default="out", metavar="DIR", help="output folder (default: out)")
     _add_training(d, None)
     d.add_argument("--models", default=None, metavar="LIST",
-                   help="comma-separated subset of: ln,simple-cnn,cnn,lurz,lurz-linear")
+                   help="comma-separated subset of: ln,simple-cnn,cnn,lurz,lurz-linear "
+                        "(also sensorium,sensorium-p)")
     d.add_argument("--mei-iterations", type=int, default=None, metavar="N",
                    help="MEI optimisation steps (default 300, 20 with --quick)")
     d.add_argument("--no-figures", action="store_true", help="skip the figures")
@@ -145,9 +146,16 @@ def cmd_train(args):
     from .trainers import train_model
     path = _data(args)
     loaders, repeats = _loaders(path, args.batch_size, seed=args.seed)
-    model = build_model(args.model, loaders, seed=args.seed)
-    train_model(model, loaders, seed=args.seed, max_iter=args.max_iter, verbose=not args.quiet)
-    measures, _ = evaluate(model, TestSet(loaders, repeats))
+    if args.model.startswith("sensorium"):  # static_loaders over the scan, multi-scan trainer
+        from .sensorium_training import predict_tier, sensorium_scan_model
+        model, s_loaders = sensorium_scan_model(args.model, path, batch_size=args.batch_size, seed=args.seed)
+        train_model(model, s_loaders, seed=args.seed, max_iter=args.max_iter, verbose=not args.quiet)
+        measures, _ = TestSet(loaders, repeats).score(*(next(iter(predict_tier(model, s_loaders, t).values()))
+                                                        for t in ("validation", "test")))
+    else:
+        model = build_model(args.model, loaders, seed=args.seed)
+        train_model(model, loaders, seed=args.seed, max_iter=args.max_iter, verbose=not args.quiet)
+        measures, _ = evaluate(model, TestSet(loaders, repeats))
     _print_measures(args.model, measures)
     out = args.out or f"{args.model}.pt"
     if os.path.dirname(out):
@@ -165,7 +173,12 @@ def cmd_evaluate(args):
         raise _UsageError(f"{args.weights}: no such file; expected a state dict saved by "
                           f"`lviv-c train` or torch.save(model.state_dict(), ...)")
     loaders, repeats = _loaders(path, args.batch_size)
-    model = build_model(args.model, loaders)
+    s_loaders = None
+    if args.model.startswith("sensorium"):
+        from .sensorium_training import sensorium_scan_model
+        model, s_loaders = sensorium_scan_model(args.model, path, batch_size=args.batch_size)
+    else:
+        model = build_model(args.model, loaders)
     try:
         state = load(args.weights)
     except Exception as e:  # not a PyTorch file
@@ -178,7 +191,12 @@ def cmd_evaluate(args):
         raise _UsageError(f"{args.weights}: does not fit the {args.model} model for {path}: "
                           f"{first}") from None
     model.eval()
-    measures, _ = evaluate(model, TestSet(loaders, repeats))
+    if s_loaders is not None:
+        from .sensorium_training import predict_tier
+        measures, _ = TestSet(loaders, repeats).score(*(next(iter(predict_tier(model, s_loaders, t).values()))
+                                                        for t in ("validation", "test")))
+    else:
+        measures, _ = evaluate(model, TestSet(loaders, repeats))
     if args.json:
         print(json.dumps({k: float(v) for k, v in measures.items()}))
     else:

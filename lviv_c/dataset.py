@@ -872,3 +872,7 @@ def load_dataset(path, batch_size, areas=None, layers=None, tier=None, neuron_id
             SubsetSequentialSampler(subset)
         loaders[t] = DataLoader(dat, batch_size=batch_size, sampler=sampler)
     return (data_key, loaders) if get_key else loaders
+
+
+# the Sensorium 2022 layout (several scans, behavior and eye position): lviv_c.sensorium_data
+from .sensorium_data import static_loader, static_loaders  # noqa: E402,F401

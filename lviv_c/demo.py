@@ -38,6 +38,10 @@ MODELS = {
     "cnn": "course CNN",
     "lurz": "Lurz 2020",
     "lurz-linear": "Lurz 2020 linear",
+    # Sensorium 2022 (lviv_c.sensorium_training): the scan through static_loaders, the published
+    # models' configuration; "-p" adds the behavior channels and the eye-position shifter
+    "sensorium": "Sensorium 2022",
+    "sensorium-p": "Sensorium 2022 p",
 }
 DEMO_MODELS = ("ln", "simple-cnn", "cnn", "lurz", "lurz-linear")
 
@@ -152,6 +156,9 @@ def build_model(name, dataloaders, seed=1234, lurz_config=None):
     if name in ("ln", "cnn", "simple-cnn"):
         from .course import build_course_model
         return build_course_model(name, dataloaders, seed=seed)
+    if name.startswith("sensorium"):
+        raise ValueError(f"{name}: Sensorium models read their own loaders; use "
+                         "lviv_c.sensorium_training.sensorium_scan_model(name, path)")
     if name in ("lurz", "lurz-linear"):
         from .models import build_lurz2020_model
         cfg = dict(LURZ_COURSE_CONFIG)
@@ -503,9 +510,13 @@ def probe_epoch_seconds(name, loaders, seed=1234, lurz_config=None, steps=2):
     of ``steps`` training batches (after one batch that captures the graph and warms up),
     times the batches of an epoch, plus two forward passes over the validation tier per epoch
     (early stopping's objective and the tracker), a forward pass taken as a third of a training
-    step. The probe trains a separate copy of the model, so the real run is unaffected."""
+    step. The probe trains a separate copy of the model, so the real run is unaffected. The
+    Sensorium models (their own multi-scan loaders) are estimated by the Lurz 2020 model, the
+    same kind of core and readout."""
     from .tensor import manual_seed
     from .trainers import Engine
+    if name.startswith("sensorium"):
+        name = "lurz"
     model = build_model(name, loaders, seed=seed, lurz_config=lurz_config)
     train = loaders["train"]
     eng = Engine(model, train)
@@ -629,13 +640,21 @@ def run_demo(data=None, quick=False, out="out", max_iter=None, models=DEMO_MODEL
             rest = plan_epochs({m: epoch_s[m] for m in models[k:]}, left)
             max_iters.update({m: max(1, n) for m, n in rest.items()})
         say(f"\n=== {MODELS[name]} ({name}){f', at most {max_iters[name]} epochs' if planned else ''} ===")
-        model = build_model(name, loaders, seed=seed, lurz_config=lurz_config)
+        if name.startswith("sensorium"):  # its own loaders (behavior, pupil center)
+            from .sensorium_training import predict_tier, sensorium_scan_model
+            model, s_loaders = sensorium_scan_model(name, path, batch_size=batch_size, seed=seed)
+        else:
+            model, s_loaders = build_model(name, loaders, seed=seed, lurz_config=lurz_config), None
         t0 = time.perf_counter()
-        score, output, _ = train_model(model, loaders, seed=seed, max_iter=max_iters[name],
+        score, output, _ = train_model(model, s_loaders or loaders, seed=seed, max_iter=max_iters[name],
                                        verbose=verbose)
         train_s = time.perf_counter() - t0
-        preds[name] = predict(model, testset.test)
-        measures, per = testset.score(predict(model, testset.val), preds[name])
+        if s_loaders is not None:  # same trials, same order and response units as the TestSet's
+            preds[name], p_val = (next(iter(predict_tier(model, s_loaders, t).values()))
+                                  for t in ("test", "validation"))
+        else:
+            preds[name], p_val = predict(model, testset.test), predict(model, testset.val)
+        measures, per = testset.score(p_val, preds[name])
         secs = output.get("epoch_seconds") or []
         row = {"label": MODELS[name], **measures,
                "epochs": int(output.get("epochs") or len(secs)),

@@ -680,6 +680,14 @@ def load_ground_truth(scan_path, mmap=False):
     return out
 
 
+def make_sensorium_scans(out_dir, n_scans=2, **kwargs):
+    """Synthetic scans in the Sensorium 2022 layout: several scans, behavior that modulates the
+    true rates, eye movements that shift the receptive fields, with ground truth. See
+    ``lviv_c.synthetic_sensorium.make_sensorium_scans`` for the arguments."""
+    from .synthetic_sensorium import make_sensorium_scans as make
+    return make(out_dir, n_scans=n_scans, **kwargs)
+
+
 def _main(argv=None):
     p = argparse.ArgumentParser(prog="python -m lviv_c.synthetic",
                                 description="Write a synthetic mouse V1 scan (course layout).")

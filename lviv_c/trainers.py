@@ -275,10 +275,23 @@ def train_model(model, dataloader, seed=None, avg_loss=False, scale_loss=True, l
     score is the mean validation correlation (test with return_test_score), output holds the
     per-epoch 'correlation' and 'poisson_loss' and 'validation_corr'. The model is left in eval
     mode with the best weights. A last training batch of a single trial is skipped (BatchNorm cannot
-    train on one sample). `capture=False` runs the Python forward per batch instead of the
-    captured C graphs (for models whose forward cannot be captured)."""
+    train on one sample). Loaders keyed by scan ({'train': {data_key: loader}, ...}, e.g.
+    lviv_c.sensorium_data.static_loaders) train on all scans at once, cycling through them batch by
+    batch as sensorium's trainer does (lviv_c.sensorium_training.train_multi). `capture=False` runs
+    the Python forward per batch instead of the captured C graphs (for models whose forward cannot
+    be captured)."""
     from .training_loop import early_stopping_loop
 
+    from .sensorium_training import is_multi_scan, train_multi
+    if is_multi_scan(dataloader):  # {'train': {data_key: loader}, ...}: cycle through the scans
+        resolve_device(device, verbose)
+        return train_multi(model, dataloader, seed=seed, avg_loss=avg_loss, scale_loss=scale_loss,
+                           loss_accum_batch_n=loss_accum_batch_n, verbose=verbose, interval=interval,
+                           patience=patience, epoch=epoch, lr_init=lr_init, max_iter=max_iter,
+                           maximize=maximize, tolerance=tolerance, restore_best=restore_best,
+                           lr_decay_steps=lr_decay_steps, lr_decay_factor=lr_decay_factor, min_lr=min_lr,
+                           cb=cb, track_training=track_training, return_test_score=return_test_score,
+                           capture=capture, **kwargs)
     loaders = _loaders(dataloader)
     resolve_device(device, verbose)
     if seed is not None:

@@ -183,7 +183,7 @@ class FullGaussian2d(nn.Module):
             raise ValueError("the specified feature map dimension is not the readout's expected input dimension "
                              f"(expected {tuple(self.in_shape)}, got {(c, w, h)})")
         sample = self.training if sample is None else sample
-        if shift is not None or out_idx is not None or not self.align_corners:
+        if out_idx is not None or not self.align_corners:
             return self._forward_generic(x, sample, shift, out_idx)
         mu = self._mu_values()
         flags = self._project_flags()
@@ -193,6 +193,12 @@ class FullGaussian2d(nn.Module):
             pos = readout_positions(mu, self.sigma, 1, True, self.gauss_type, flags).reshape(self.outdims, 2)
         else:
             pos = readout_positions(mu, None, 0, False, self.gauss_type, flags & 1)
+        if shift is not None:
+            # eye-position shift (B, 2) added to every neuron's (clamped) position, as
+            # neuralpredictors adds it to the grid; the read is not clamped again (zeros outside)
+            if tuple(shift.shape) != (N, 2):
+                raise ValueError(f"shift must have shape (batch, 2) = ({N}, 2), got {tuple(shift.shape)}")
+            pos = pos.reshape(-1 if pos.ndim == 3 else 1, self.outdims, 2) + shift.reshape(N, 1, 2)
         return gaussian_readout(x, pos, self._features, self.bias)
 
     def _forward_generic(self, x, sample, shift, out_idx):
