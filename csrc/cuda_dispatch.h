@@ -25,14 +25,6 @@
 extern "C" {
 #endif
 
-/* constant padding (csrc/ops/nn_ops.c pad): output dim i = in[i] + before[i] + after[i] */
-typedef struct lv_pad_desc {
-  int nd;
-  int64_t in[LV_MAXDIM];     /* input shape */
-  int64_t before[LV_MAXDIM]; /* leading pad per dim */
-  int64_t out[LV_MAXDIM];    /* output shape */
-} lv_pad_desc;
-
 typedef struct lv_cuda_table {
   int abi;          /* LV_CUDA_TABLE_ABI */
   int table_size;   /* sizeof(lv_cuda_table) as compiled by the backend */

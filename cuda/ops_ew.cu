@@ -60,7 +60,7 @@ __device__ __forceinline__ int64_t roff(const RPlan &p, int64_t r) {
   return o;
 }
 
-enum { R_SUM = 0, R_MEAN, R_VAR, R_STD, R_MAX, R_MIN, R_ARGMAX, R_ARGMIN };
+// reduction codes: csrc/opdef.h (LV_RSUM ...)
 
 __device__ __forceinline__ bool better(float v, int64_t i, float b, int64_t bi, bool is_max) {
   // CPU semantics: first NaN wins; otherwise strictly better value; ties: the lower index
@@ -82,7 +82,7 @@ __global__ void k_reduce(const float *x, RPlan p, int op, double corr, float *ou
   int tid = threadIdx.x;
   for (int64_t j = blockIdx.x; j < p.M; j += gridDim.x) {
     int64_t base = koff(p, j);
-    if (op <= R_STD) {
+    if (op <= LV_RSTD) {
       double s = 0;
       for (int64_t r = tid; r < p.count; r += blockDim.x) s += (double)x[base + roff(p, r)];
       sd[tid] = s;
@@ -90,8 +90,8 @@ __global__ void k_reduce(const float *x, RPlan p, int op, double corr, float *ou
       for (int w = blockDim.x / 2; w > 0; w >>= 1) { if (tid < w) sd[tid] += sd[tid + w]; __syncthreads(); }
       double tot = sd[0];
       __syncthreads();
-      if (op == R_SUM) { if (tid == 0) outf[j] = accumulate ? outf[j] + (float)tot : (float)tot; }
-      else if (op == R_MEAN) { if (tid == 0) outf[j] = (float)(tot / (double)p.count); }
+      if (op == LV_RSUM) { if (tid == 0) outf[j] = accumulate ? outf[j] + (float)tot : (float)tot; }
+      else if (op == LV_RMEAN) { if (tid == 0) outf[j] = (float)(tot / (double)p.count); }
       else {
         double mu = tot / (double)p.count, q = 0;
         for (int64_t r = tid; r < p.count; r += blockDim.x) { double d = x[base + roff(p, r)] - mu; q += d * d; }
@@ -101,13 +101,13 @@ __global__ void k_reduce(const float *x, RPlan p, int op, double corr, float *ou
         if (tid == 0) {
           double den = (double)p.count - corr;
           double v = den > 0 ? sd[0] / den : NAN;
-          outf[j] = (float)(op == R_STD ? sqrt(v) : v);
+          outf[j] = (float)(op == LV_RSTD ? sqrt(v) : v);
           if (auxf) auxf[j] = (float)mu;
         }
         __syncthreads();
       }
     } else {
-      bool is_max = (op == R_MAX || op == R_ARGMAX);
+      bool is_max = (op == LV_RMAX || op == LV_RARGMAX);
       float b = 0.f; int64_t bi = INT64_MAX;
       for (int64_t r = tid; r < p.count; r += blockDim.x) {
         float v = x[base + roff(p, r)];
@@ -123,7 +123,7 @@ __global__ void k_reduce(const float *x, RPlan p, int op, double corr, float *ou
         __syncthreads();
       }
       if (tid == 0) {
-        if (op == R_MAX || op == R_MIN) { outf[j] = sv[0]; if (auxi) auxi[j] = si[0]; }
+        if (op == LV_RMAX || op == LV_RMIN) { outf[j] = sv[0]; if (auxi) auxi[j] = si[0]; }
         else outi[j] = si[0];
       }
       __syncthreads();
@@ -144,7 +144,7 @@ __global__ void k_reduce_small_sum(const float *x, RPlan p, float *out, int accu
 static int launch_reduce(const float *x, const RPlan &p, int op, double corr, float *outf,
                          int64_t *outi, float *auxf, int64_t *auxi, int accumulate) {
   if (p.M == 0) return 0;
-  if (op == R_SUM && p.count <= 32) {
+  if (op == LV_RSUM && p.count <= 32) {
     k_reduce_small_sum<<<grid_for(p.M), 256, 0, stream>>>(x, p, outf, accumulate);
     LVC_LAUNCHED("reduce");
     return 0;
@@ -167,7 +167,7 @@ static int sum_to(const float *g, int nd, const int64_t *oshape, const int64_t *
     if (st[i] == 0 && oshape[i] != 1) { p.rshape[p.nr] = oshape[i]; p.rstride[p.nr++] = cs[i]; p.count *= oshape[i]; }
     else { p.kshape[p.nk] = oshape[i]; p.kstride[p.nk++] = cs[i]; p.M *= oshape[i]; }
   }
-  return launch_reduce(g, p, R_SUM, 0, dst, nullptr, nullptr, nullptr, 1);
+  return launch_reduce(g, p, LV_RSUM, 0, dst, nullptr, nullptr, nullptr, 1);
 }
 
 // ---------------------------------------------------------------- binary
@@ -370,9 +370,9 @@ int reduce_fwd(lv_node *n) {
   RPlan p;
   make_rplan(a, (uint32_t)n->ia[1], &p);
   int op = (int)n->ia[0];
-  bool idx_out = (op == R_ARGMAX || op == R_ARGMIN);
+  bool idx_out = (op == LV_RARGMAX || op == LV_RARGMIN);
   float *auxf = nullptr; int64_t *auxi = nullptr;
-  if (n->aux[0]) { if (op == R_MAX || op == R_MIN) auxi = lv_i64(n->aux[0]); else auxf = lv_f32(n->aux[0]); }
+  if (n->aux[0]) { if (op == LV_RMAX || op == LV_RMIN) auxi = lv_i64(n->aux[0]); else auxf = lv_f32(n->aux[0]); }
   return launch_reduce(lv_f32(a), p, op, n->fa[0], idx_out ? nullptr : lv_f32(o),
                        idx_out ? lv_i64(o) : nullptr, auxf, auxi, 0);
 }
@@ -395,11 +395,11 @@ __global__ void k_reduce_bwd(EPlan p, int64_t N, int op, const float *x, const f
     }
     float r;
     switch (op) {
-      case R_SUM: r = g[off]; break;
-      case R_MEAN: r = g[off] * c; break;
-      case R_VAR: r = g[off] * c * (x[k] - mu[off]); break;
-      case R_STD: r = y[off] > 0 ? g[off] * c * (x[k] - mu[off]) / y[off] : 0.f; break;
-      case R_MAX: case R_MIN: r = ro == bi[off] ? g[off] : 0.f; break;
+      case LV_RSUM: r = g[off]; break;
+      case LV_RMEAN: r = g[off] * c; break;
+      case LV_RVAR: r = g[off] * c * (x[k] - mu[off]); break;
+      case LV_RSTD: r = y[off] > 0 ? g[off] * c * (x[k] - mu[off]) / y[off] : 0.f; break;
+      case LV_RMAX: case LV_RMIN: r = ro == bi[off] ? g[off] : 0.f; break;
       default: r = 0.f;
     }
     d[k] += r;
@@ -410,7 +410,7 @@ int reduce_bwd(lv_node *n, lv_tensor *gout, lv_tensor **gin) {
   if (!gin[0]) return 0;
   lv_tensor *a = n->in[0];
   int op = (int)n->ia[0];
-  if (op >= R_ARGMAX) return 0;
+  if (op >= LV_RARGMAX) return 0;
   uint32_t dims = (uint32_t)n->ia[1];
   EPlan p{};
   p.nd = a->ndim;
@@ -423,9 +423,9 @@ int reduce_bwd(lv_node *n, lv_tensor *gout, lv_tensor **gin) {
   int64_t N = numel(a);
   if (N == 0) return 0;
   double den = (double)count - n->fa[0];
-  float c = op == R_MEAN ? 1.f / (float)count : op == R_VAR ? (float)(2.0 / den) : (float)(1.0 / den);
-  const float *mu = (op == R_VAR || op == R_STD) ? lv_f32(n->aux[0]) : nullptr;
-  const int64_t *bi = (op == R_MAX || op == R_MIN) ? lv_i64(n->aux[0]) : nullptr;
+  float c = op == LV_RMEAN ? 1.f / (float)count : op == LV_RVAR ? (float)(2.0 / den) : (float)(1.0 / den);
+  const float *mu = (op == LV_RVAR || op == LV_RSTD) ? lv_f32(n->aux[0]) : nullptr;
+  const int64_t *bi = (op == LV_RMAX || op == LV_RMIN) ? lv_i64(n->aux[0]) : nullptr;
   k_reduce_bwd<<<grid_for(N), 256, 0, stream>>>(p, N, op, lv_f32(a), lv_f32(gout), lv_f32(n->out), mu, bi,
                                                  c, lv_f32(gin[0]));
   LVC_LAUNCHED("reduction backward");

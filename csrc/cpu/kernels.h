@@ -16,11 +16,10 @@
 #define LV_CPU_KERNELS_H
 #include <stddef.h>
 #include <stdint.h>
+#include "opdef.h"
 
 /* ------------------------------------------------------------------------------------------
  * conv2d: y = conv(x, w) (+ bias), cross-correlation like torch.nn.functional.conv2d.
- * Fill the first 13 fields and call lv_conv2d_prepare(), which validates them and sets Ho, Wo.
- * Padding is explicit and symmetric (ph, pw); 'same' padding is resolved by the caller.
  * Paths chosen internally: 1x1 (pure GEMM), depthwise direct (groups == C_in == C_out, stride 1;
  * channels-last 8-channel vectors when C % 8 == 0), direct over 8 output channels per vector
  * (groups 1, stride 1, C_out % 8 == 0, C_in and C_out <= 16), im2col + GEMM otherwise (a
@@ -29,16 +28,7 @@
  * run for a given thread count; the two direct paths reduce over fixed image chunks, so theirs do
  * not depend on the thread count either.
  * ------------------------------------------------------------------------------------------ */
-typedef struct lv_conv2d_desc {
-  int N, C_in, H, W;    /* input (N, C_in, H, W) */
-  int C_out, kh, kw;    /* weight (C_out, C_in/groups, kh, kw) */
-  int sh, sw;           /* stride >= 1 */
-  int ph, pw;           /* zero padding >= 0 on each side */
-  int dh, dw;           /* dilation >= 1 */
-  int groups;           /* divides C_in and C_out */
-  int Ho, Wo;           /* output (N, C_out, Ho, Wo): set by lv_conv2d_prepare */
-} lv_conv2d_desc;
-
+/* lv_conv2d_desc: csrc/opdef.h */
 int lv_conv2d_prepare(lv_conv2d_desc *d);
 /* Floats of workspace sufficient for forward, backward_data and backward_weight of d
  * (d must be prepared). Passing ws == NULL to the kernels makes them allocate it themselves. */
