@@ -1,5 +1,6 @@
 /* The CUDA op table pointer and the device-independent copy helpers. No CUDA headers here. */
 #include "cuda_dispatch.h"
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,6 +21,11 @@ int lv_cuda_install(lv_cuda_table *t) {
                         "CUDA backend: op table version %d (size %d) does not match the core's "
                         "version %d (size %d); rebuild lviv_c",
                         t->abi, t->table_size, LV_CUDA_TABLE_ABI, (int)sizeof(lv_cuda_table));
+  /* every entry after the header is a function pointer and must be filled */
+  void *const *fp = (void *const *)&t->alloc, *const *end = (void *const *)(t + 1);
+  for (int i = 0; fp + i < end; i++)
+    if (!fp[i])
+      return lv_set_error(LV_ERUNTIME, "CUDA backend: op table entry %d is empty; rebuild lviv_c", i);
   t->core_set_error = core_set_error;
   lv_cuda = t;
   lv_device_free_hook = device_free;

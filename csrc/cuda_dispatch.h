@@ -19,7 +19,7 @@
 #include "lv.h"
 #include "cpu/kernels.h"
 
-#define LV_CUDA_TABLE_ABI 2
+#define LV_CUDA_TABLE_ABI 3
 
 #ifdef __cplusplus
 extern "C" {
@@ -86,9 +86,6 @@ typedef struct lv_cuda_table {
   int (*bn_backward_eval)(int N, int C, int HW, const float *x, const float *y, const float *gy,
                           const float *gamma, const float *rmean, const float *rvar, float eps,
                           int elu, float *gx, float *ggamma, float *gbeta);
-  /* running = (1 - f) * running + f * batch for C channels (mean and unbiased var) */
-  int (*bn_update_running)(int C, float f, const float *mean, const float *var_unbiased,
-                           float *rmean, float *rvar);
   int (*readout_forward)(int B, int C, int H, int W, int Nn, int shared_pos, const float *x,
                          const float *pos, const float *feat, const float *bias, float *out);
   int (*readout_backward)(int B, int C, int H, int W, int Nn, int shared_pos, const float *x,

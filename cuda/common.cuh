@@ -8,6 +8,7 @@
 extern "C" {
 #include "cuda_dispatch.h"
 }
+#include "formulas.h"  // every scalar formula, shared with the CPU kernels
 
 // lv_errkind values (lv.h): the backend reports errors through lv_cuda_table::core_set_error
 enum { LVC_EVALUE = LV_EVALUE, LVC_ENOMEM = LV_ENOMEM, LVC_ERUNTIME = LV_ERUNTIME };
@@ -93,8 +94,6 @@ int bn_backward_train(int N, int C, int HW, const float *x, const float *y, cons
 int bn_backward_eval(int N, int C, int HW, const float *x, const float *y, const float *gy,
                      const float *gamma, const float *rmean, const float *rvar, float eps, int elu,
                      float *gx, float *ggamma, float *gbeta);
-int bn_update_running(int C, float f, const float *mean, const float *var_unbiased, float *rmean,
-                      float *rvar);
 int readout_forward(int B, int C, int H, int W, int Nn, int shared_pos, const float *x,
                     const float *pos, const float *feat, const float *bias, float *out);
 int readout_backward(int B, int C, int H, int W, int Nn, int shared_pos, const float *x,

@@ -312,7 +312,7 @@ __global__ void k_poisson_bwd(int64_t n, const float *gout, const float *grad, c
   float g = *gout;
   LVC_GRID_STRIDE(i, n) {
     if (gyhat) gyhat[i] += g * grad[i];
-    if (gy) gy[i] -= g * scale * logf(yhat[i] + eps);
+    if (gy) gy[i] -= lv_f_poisson_grad_target(yhat[i], eps, scale, g);
   }
 }
 int poisson_loss_backward(int64_t n, const float *gout, const float *grad, const float *yhat, float eps, float scale,
@@ -328,20 +328,11 @@ int poisson_loss_backward(int64_t n, const float *gout, const float *grad, const
 __global__ void k_bn_track(int C, double momentum, const float *mean, const float *var, float *rm, float *rv,
                            long long *nbt) {
   __shared__ double f;
-  if (threadIdx.x == 0) {
-    double ff = momentum;
-    if (nbt) {
-      long long k = ++nbt[0];
-      if (momentum < 0) ff = 1.0 / (double)k;
-    } else if (momentum < 0) {
-      ff = 0.0;
-    }
-    f = ff;
-  }
+  if (threadIdx.x == 0) f = lv_f_bn_factor(momentum, nbt ? ++nbt[0] : 0);
   __syncthreads();
   for (int c = threadIdx.x; c < C; c += blockDim.x) {
-    if (rm) rm[c] = (float)((1.0 - f) * rm[c] + f * mean[c]);
-    if (rv) rv[c] = (float)((1.0 - f) * rv[c] + f * var[c]);
+    if (rm) rm[c] = lv_f_bn_running(rm[c], mean[c], f);
+    if (rv) rv[c] = lv_f_bn_running(rv[c], var[c], f);
   }
 }
 int bn_track(int C, double momentum, const float *mean, const float *var_unbiased, float *rmean, float *rvar,

@@ -171,34 +171,16 @@ static int sum_to(const float *g, int nd, const int64_t *oshape, const int64_t *
 }
 
 // ---------------------------------------------------------------- binary
-__device__ __forceinline__ float binop(int op, float x, float y) {
-  switch (op) {
-    case LV_ADD: return x + y;
-    case LV_SUB: return x - y;
-    case LV_MUL: return x * y;
-    case LV_DIV: return x / y;
-    case LV_POW: return powf(x, y);
-    case LV_MAXIMUM: return (x > y || isnan(x)) ? x : y;
-    case LV_MINIMUM: return (x < y || isnan(x)) ? x : y;
-    case LV_EQ: return (float)(x == y);
-    case LV_NE: return (float)(x != y);
-    case LV_LT: return (float)(x < y);
-    case LV_LE: return (float)(x <= y);
-    case LV_GT: return (float)(x > y);
-    case LV_GE: return (float)(x >= y);
-  }
-  return 0.f;
-}
-
+// one element: lv_f_binop / lv_f_binop_grad / lv_f_unop / lv_f_unop_grad (csrc/formulas.h)
 __global__ void k_binary(int op, Strided p, int64_t N, const float *a, const float *b, float *o) {
   LVC_GRID_STRIDE(k, N) {
     int64_t oa, ob;
     offs2(p, k, oa, ob);
-    o[k] = binop(op, a[oa], b[ob]);
+    o[k] = lv_f_binop(op, a[oa], b[ob]);
   }
 }
 __global__ void k_binary_same(int op, int64_t N, const float *a, const float *b, int bscalar, float *o) {
-  LVC_GRID_STRIDE(k, N) o[k] = binop(op, a[k], b[bscalar ? 0 : k]);
+  LVC_GRID_STRIDE(k, N) o[k] = lv_f_binop(op, a[k], b[bscalar ? 0 : k]);
 }
 
 int binary_fwd(lv_node *n) {
@@ -221,23 +203,13 @@ int binary_fwd(lv_node *n) {
   return 0;
 }
 
-// gradient of side (0: a, 1: b) at output element k; CPU formulas
+// gradient of side (0: a, 1: b) at output element k
 __global__ void k_binary_grad(int op, int side, Strided p, int64_t N, const float *A, const float *B,
                               const float *O, const float *G, float *dst, int add) {
   LVC_GRID_STRIDE(k, N) {
     int64_t oa, ob;
     offs2(p, k, oa, ob);
-    float x = A[oa], y = B[ob], g = G[k], r;
-    switch (op) {
-      case LV_ADD: r = g; break;
-      case LV_SUB: r = side ? -g : g; break;
-      case LV_MUL: r = side ? g * x : g * y; break;
-      case LV_DIV: r = side ? -g * x / (y * y) : g / y; break;
-      case LV_POW: r = side ? (x > 0 ? g * O[k] * logf(x) : 0.f) : (y == 0 ? 0.f : g * y * powf(x, y - 1)); break;
-      case LV_MAXIMUM: r = side ? (y > x ? g : (y == x ? 0.5f * g : 0.f)) : (x > y ? g : (x == y ? 0.5f * g : 0.f)); break;
-      case LV_MINIMUM: r = side ? (y < x ? g : (y == x ? 0.5f * g : 0.f)) : (x < y ? g : (x == y ? 0.5f * g : 0.f)); break;
-      default: r = 0.f;
-    }
+    float r = lv_f_binop_grad(op, side, A[oa], B[ob], O[k], G[k]);
     if (add) dst[k] += r; else dst[k] = r;
   }
 }
@@ -277,60 +249,14 @@ int binary_bwd(lv_node *n, lv_tensor *gout, lv_tensor **gin) {
 // ---------------------------------------------------------------- unary
 __global__ void k_unary(int op, int64_t N, const float *x, float *y, float p0, float p1) {
   LVC_GRID_STRIDE(i, N) {
-    float v = x[i], r;
-    switch (op) {
-      case LV_NEG: r = -v; break;
-      case LV_EXP: r = expf(v); break;
-      case LV_LOG: r = logf(v); break;
-      case LV_SQRT: r = sqrtf(v); break;
-      case LV_ABS: r = fabsf(v); break;
-      case LV_SIGN: r = (float)((v > 0) - (v < 0)); break;
-      case LV_ELU: r = v > 0 ? v : p0 * expm1f(v); break;
-      case LV_RELU: r = v > 0 ? v : 0.f; break;
-      case LV_TANH: r = tanhf(v); break;
-      case LV_SIGMOID: r = 1.f / (1.f + expf(-v)); break;
-      case LV_CLAMP: r = v < p0 ? p0 : (v > p1 ? p1 : v); break;
-      case LV_AFFINE: r = p0 * v + p1; break;
-      case LV_POWS: r = p0 == 2.f ? v * v : powf(v, p0); break;
-      case LV_RDIV: r = p0 / v; break;
-      case LV_SQUARE: r = v * v; break;
-      case LV_LOG1P: r = log1pf(v); break;
-      case LV_SOFTPLUS: r = v > 20.f ? v : log1pf(expf(v)); break;
-      case LV_SIN: r = sinf(v); break;
-      case LV_COS: r = cosf(v); break;
-      default: r = 0.f;
-    }
-    y[i] = r;
+    y[i] = lv_f_unop(op, x[i], p0, p1);
   }
 }
 
 __global__ void k_unary_bwd(int op, int64_t N, const float *x, const float *y, const float *g, float *d,
                             float p0, float p1) {
   LVC_GRID_STRIDE(i, N) {
-    float v = x[i], o = y[i], gg = g[i], r;
-    switch (op) {
-      case LV_NEG: r = -gg; break;
-      case LV_EXP: r = gg * o; break;
-      case LV_LOG: r = gg / v; break;
-      case LV_SQRT: r = gg * 0.5f / o; break;
-      case LV_ABS: r = v > 0 ? gg : (v < 0 ? -gg : 0.f); break;
-      case LV_SIGN: r = 0.f; break;
-      case LV_ELU: r = v > 0 ? gg : gg * (o + p0); break;
-      case LV_RELU: r = v > 0 ? gg : 0.f; break;
-      case LV_TANH: r = gg * (1.f - o * o); break;
-      case LV_SIGMOID: r = gg * o * (1.f - o); break;
-      case LV_CLAMP: r = (v >= p0 && v <= p1) ? gg : 0.f; break;
-      case LV_AFFINE: r = gg * p0; break;
-      case LV_POWS: r = p0 == 0.f ? 0.f : gg * p0 * powf(v, p0 - 1.f); break;
-      case LV_RDIV: r = -gg * o / v; break;
-      case LV_SQUARE: r = 2.f * gg * v; break;
-      case LV_LOG1P: r = gg / (1.f + v); break;
-      case LV_SOFTPLUS: r = gg / (1.f + expf(-v)); break;
-      case LV_SIN: r = gg * cosf(v); break;
-      case LV_COS: r = -gg * sinf(v); break;
-      default: r = 0.f;
-    }
-    d[i] += r;
+    d[i] += lv_f_unop_grad(op, x[i], y[i], g[i], p0, p1);
   }
 }
 

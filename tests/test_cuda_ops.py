@@ -37,7 +37,13 @@ def test_cuda_module_imports_or_fails_with_importerror_only():
     assert isinstance(n, int) and n >= 0
     if not HAVE_GPU:
         assert n == 0
-    assert m.TABLE_ABI == 2
+    assert m.TABLE_ABI == L._C.CUDA_TABLE_ABI
+    # the core accepts the backend's table (version, size, every entry filled) without a GPU
+    was = L._C._cuda_loaded()
+    L._C._set_cuda_table(m.table)
+    assert L._C._cuda_loaded()
+    if not was:
+        L._C._set_cuda_table(None)
 
 
 @pytest.mark.skipif(HAVE_GPU, reason="checks the no-GPU error path")

@@ -1,6 +1,7 @@
 /* Elementwise ops with NumPy broadcasting, their gradients, and unary maths. */
 #include "ops/ops.h"
 #include "cuda_dispatch.h"
+#include "formulas.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,26 +56,19 @@ static void bc_apply(int nd, const int64_t *oshape, const float *a, const int64_
   }
 }
 
+/* the formula of each op (csrc/formulas.h) inlined into its own loop (op constant per loop) */
 static void run_binop(int64_t n, const float *a, int64_t sa, const float *b, int64_t sb, float *o,
                       int op) {
-#define LOOP(expr) \
-  for (int64_t i = 0; i < n; i++) { float x = a[i * sa], y = b[i * sb]; o[i] = (expr); }
-  switch (op) {
-    case LV_ADD: if (sa == 1 && sb == 1) { for (int64_t i = 0; i < n; i++) o[i] = a[i] + b[i]; } else { LOOP(x + y) } break;
-    case LV_SUB: LOOP(x - y) break;
-    case LV_MUL: if (sa == 1 && sb == 1) { for (int64_t i = 0; i < n; i++) o[i] = a[i] * b[i]; } else { LOOP(x * y) } break;
-    case LV_DIV: LOOP(x / y) break;
-    case LV_POW: LOOP(powf(x, y)) break;
-    case LV_MAXIMUM: LOOP((x > y || isnan(x)) ? x : y) break;
-    case LV_MINIMUM: LOOP((x < y || isnan(x)) ? x : y) break;
-    case LV_EQ: LOOP((float)(x == y)) break;
-    case LV_NE: LOOP((float)(x != y)) break;
-    case LV_LT: LOOP((float)(x < y)) break;
-    case LV_LE: LOOP((float)(x <= y)) break;
-    case LV_GT: LOOP((float)(x > y)) break;
-    case LV_GE: LOOP((float)(x >= y)) break;
-  }
-#undef LOOP
+#define CASE(name)                                                                      \
+  case LV_##name:                                                                       \
+    if (sa == 1 && sb == 1) {                                                           \
+      for (int64_t i = 0; i < n; i++) o[i] = lv_f_binop(LV_##name, a[i], b[i]);         \
+    } else {                                                                            \
+      for (int64_t i = 0; i < n; i++) o[i] = lv_f_binop(LV_##name, a[i * sa], b[i * sb]); \
+    }                                                                                   \
+    break;
+  switch (op) { LV_BINOP_LIST(CASE) }
+#undef CASE
 }
 
 /* sum g (out shape) into dst (shape of t) over the broadcast dims */
@@ -143,17 +137,7 @@ static int binary_bwd(lv_node *n, lv_tensor *gout, lv_tensor **gin) {
     /* walk the output with offsets into a and b */
     int64_t idx[LV_MAXDIM] = {0}, oa = 0, ob = 0;
     for (int64_t k = 0; k < N; k++) {
-      float x = A[oa], y = B[ob], g = G[k], r;
-      switch (op) {
-        case LV_ADD: r = g; break;
-        case LV_SUB: r = side ? -g : g; break;
-        case LV_MUL: r = side ? g * x : g * y; break;
-        case LV_DIV: r = side ? -g * x / (y * y) : g / y; break;
-        case LV_POW: r = side ? (x > 0 ? g * O[k] * logf(x) : 0.f) : (y == 0 ? 0.f : g * y * powf(x, y - 1)); break;
-        case LV_MAXIMUM: r = side ? (y > x ? g : (y == x ? 0.5f * g : 0.f)) : (x > y ? g : (x == y ? 0.5f * g : 0.f)); break;
-        case LV_MINIMUM: r = side ? (y < x ? g : (y == x ? 0.5f * g : 0.f)) : (x < y ? g : (x == y ? 0.5f * g : 0.f)); break;
-        default: r = 0.f;
-      }
+      float r = lv_f_binop_grad(op, side, A[oa], B[ob], O[k], G[k]);
       if (same) dst[k] += r; else dst[k] = r;
       for (int i = nd - 1; i >= 0; i--) {
         idx[i]++; oa += sa[i]; ob += sb[i];
@@ -217,29 +201,11 @@ static int unary_fwd(lv_node *n) {
   int64_t N = lv_numel(n->out);
   float p0 = (float)n->fa[0], p1 = (float)n->fa[1];
   int op = (int)n->ia[0];
-#define U(expr) _Pragma("omp parallel for schedule(static) if (N > 65536)") \
-  for (int64_t i = 0; i < N; i++) { float v = x[i]; y[i] = (expr); } break;
-  switch (op) {
-    case LV_NEG: U(-v)
-    case LV_EXP: U(expf(v))
-    case LV_LOG: U(logf(v))
-    case LV_SQRT: U(sqrtf(v))
-    case LV_ABS: U(fabsf(v))
-    case LV_SIGN: U((float)((v > 0) - (v < 0)))
-    case LV_ELU: U(v > 0 ? v : p0 * expm1f(v))
-    case LV_RELU: U(v > 0 ? v : 0.f)
-    case LV_TANH: U(tanhf(v))
-    case LV_SIGMOID: U(1.f / (1.f + expf(-v)))
-    case LV_CLAMP: U(v < p0 ? p0 : (v > p1 ? p1 : v))
-    case LV_AFFINE: U(p0 * v + p1)
-    case LV_POWS: U(p0 == 2.f ? v * v : powf(v, p0))
-    case LV_RDIV: U(p0 / v)
-    case LV_SQUARE: U(v * v)
-    case LV_LOG1P: U(log1pf(v))
-    case LV_SOFTPLUS: U(v > 20.f ? v : log1pf(expf(v)))
-    case LV_SIN: U(sinf(v))
-    case LV_COS: U(cosf(v))
-  }
+#define U(name) case LV_##name: \
+  _Pragma("omp parallel for schedule(static) if (N > 65536)") \
+  for (int64_t i = 0; i < N; i++) y[i] = lv_f_unop(LV_##name, x[i], p0, p1); \
+  break;
+  switch (op) { LV_UNOP_LIST(U) }
 #undef U
   return 0;
 }
@@ -252,29 +218,11 @@ static int unary_bwd(lv_node *n, lv_tensor *gout, lv_tensor **gin) {
   int64_t N = lv_numel(n->out);
   float p0 = (float)n->fa[0], p1 = (float)n->fa[1];
   int op = (int)n->ia[0];
-#define U(expr) _Pragma("omp parallel for schedule(static) if (N > 65536)") \
-  for (int64_t i = 0; i < N; i++) { float v = x[i], o = y[i], gg = g[i]; (void)o; (void)v; (void)gg; d[i] += (expr); } break;
-  switch (op) {
-    case LV_NEG: U(-gg)
-    case LV_EXP: U(gg * o)
-    case LV_LOG: U(gg / v)
-    case LV_SQRT: U(gg * 0.5f / o)
-    case LV_ABS: U(v > 0 ? gg : (v < 0 ? -gg : 0.f))
-    case LV_SIGN: U(0.f)
-    case LV_ELU: U(v > 0 ? gg : gg * (o + p0))
-    case LV_RELU: U(v > 0 ? gg : 0.f)
-    case LV_TANH: U(gg * (1.f - o * o))
-    case LV_SIGMOID: U(gg * o * (1.f - o))
-    case LV_CLAMP: U((v >= p0 && v <= p1) ? gg : 0.f)
-    case LV_AFFINE: U(gg * p0)
-    case LV_POWS: U(p0 == 0.f ? 0.f : gg * p0 * powf(v, p0 - 1.f))
-    case LV_RDIV: U(-gg * o / v)
-    case LV_SQUARE: U(2.f * gg * v)
-    case LV_LOG1P: U(gg / (1.f + v))
-    case LV_SOFTPLUS: U(gg / (1.f + expf(-v)))
-    case LV_SIN: U(gg * cosf(v))
-    case LV_COS: U(-gg * sinf(v))
-  }
+#define U(name) case LV_##name: \
+  _Pragma("omp parallel for schedule(static) if (N > 65536)") \
+  for (int64_t i = 0; i < N; i++) d[i] += lv_f_unop_grad(LV_##name, x[i], y[i], g[i], p0, p1); \
+  break;
+  switch (op) { LV_UNOP_LIST(U) }
 #undef U
   (void)p1;
   return 0;

@@ -9,6 +9,7 @@
 #include "ops/nn_ops.h"
 #include "cpu/kernels.h"
 #include "cuda_dispatch.h"
+#include "formulas.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -233,16 +234,12 @@ static int bn_fwd(lv_node *n) {
   int rc = elu ? lv_bn_elu_forward_train(N, C, HW, x, g, b, eps, y, sv, sv + C, sv + 2 * C)
                : lv_batchnorm_forward_train(N, C, HW, x, g, b, eps, y, sv, sv + C, sv + 2 * C);
   if (rc < 0) return rc;
-  double f = n->fa[1];
-  if (nbt) {
-    int64_t k = ++lv_i64(nbt)[0];
-    if (f < 0) f = 1.0 / (double)k;
-  } else if (f < 0) f = 0.0;
+  double f = lv_f_bn_factor(n->fa[1], nbt ? ++lv_i64(nbt)[0] : 0);
   if (rm && rv) {
     float *m = lv_f32(rm), *v = lv_f32(rv);
     for (int c = 0; c < C; c++) {
-      m[c] = (float)((1.0 - f) * m[c] + f * sv[c]);
-      v[c] = (float)((1.0 - f) * v[c] + f * sv[2 * C + c]);
+      m[c] = lv_f_bn_running(m[c], sv[c], f);
+      v[c] = lv_f_bn_running(v[c], sv[2 * C + c], f);
     }
   }
   return 0;
@@ -584,7 +581,7 @@ static int pl_bwd(lv_node *n, lv_tensor *gout, lv_tensor **gin) {
     const float *yh = lv_f32(n->in[0]);
     float *o = lv_f32(gin[1]);
     float eps = (float)n->fa[0], s = (float)n->fa[1];
-    for (int64_t i = 0; i < N; i++) o[i] -= g * s * logf(yh[i] + eps);
+    for (int64_t i = 0; i < N; i++) o[i] -= lv_f_poisson_grad_target(yh[i], eps, s, g);
   }
   return 0;
 }

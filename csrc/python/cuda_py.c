@@ -193,4 +193,7 @@ static PyMethodDef cuda_methods[] = {
     {"_move_storage", f_move_storage, METH_VARARGS, "move a leaf tensor (and its grad) to device code 0/1 in place"},
     {NULL}};
 
-int lv_py_init_cuda(PyObject *m) { return PyModule_AddFunctions(m, cuda_methods); }
+int lv_py_init_cuda(PyObject *m) {
+  if (PyModule_AddIntConstant(m, "CUDA_TABLE_ABI", LV_CUDA_TABLE_ABI) < 0) return -1;
+  return PyModule_AddFunctions(m, cuda_methods);
+}
