@@ -69,6 +69,9 @@ typedef struct lv_bn_attr {
   double momentum;
 } lv_bn_attr;
 
+/* Gaussian readout: how sigma maps eps to a position offset (full 2x2, per axis, one scalar) */
+typedef enum { LV_GAUSS_FULL = 0, LV_GAUSS_UNCORRELATED = 1, LV_GAUSS_ISOTROPIC = 2 } lv_gauss_type;
+
 /* Adam (PyTorch's formulas; step counts from 1) */
 typedef struct lv_adam_attr {
   float lr, beta1, beta2, eps, weight_decay;

@@ -360,16 +360,18 @@ int poisson_loss(int64_t n, const float *yhat, const float *y, float eps, float 
 }
 
 // ---------------------------------------------------------------- Adam (PyTorch formula)
-__global__ void k_adam(int64_t n, float *p, const float *g, float *m, float *v, lv_adam_consts c, float b1,
-                       float b2, float eps, float wd) {
-  LVC_GRID_STRIDE(i, n) lv_f_adam(&p[i], g[i], &m[i], &v[i], nullptr, c, b1, b2, eps, wd);
+__global__ void k_adam(int64_t n, float *p, const float *g, float *m, float *v, float *vmax, float sg,
+                       lv_adam_consts c, float b1, float b2, float eps, float wd) {
+  LVC_GRID_STRIDE(i, n) lv_f_adam(&p[i], sg * g[i], &m[i], &v[i], vmax ? &vmax[i] : nullptr, c, b1, b2, eps, wd);
 }
-int adam_step(int64_t n, float *p, const float *g, float *m, float *v, float lr, float beta1, float beta2, float eps,
-              float weight_decay, int64_t step) {
-  if (n < 0 || step < 1) return fail(LVC_EVALUE, "adam: bad arguments (n %lld, step %lld)", (long long)n, (long long)step);
+int adam_step(int64_t n, float *p, const float *g, float *m, float *v, float *vmax, const lv_adam_attr *a) {
+  if (n < 0 || a->step < 1 || (a->amsgrad && n && !vmax))
+    return fail(LVC_EVALUE, "adam: bad arguments (n %lld, step %lld; amsgrad needs max_exp_avg_sq)", (long long)n,
+                (long long)a->step);
   if (n == 0) return 0;
-  k_adam<<<grid_for(n), 256, 0, stream>>>(n, p, g, m, v, lv_f_adam_consts(lr, beta1, beta2, step), beta1, beta2,
-                                          eps, weight_decay);
+  k_adam<<<grid_for(n), 256, 0, stream>>>(n, p, g, m, v, a->amsgrad ? vmax : nullptr, a->maximize ? -1.f : 1.f,
+                                          lv_f_adam_consts(a->lr, a->beta1, a->beta2, a->step), a->beta1, a->beta2,
+                                          a->eps, a->weight_decay);
   LVC_LAUNCHED("adam");
   return 0;
 }

@@ -89,6 +89,10 @@ def test_nn_kernel_binding_on_cpu_matches_numpy():
     np.testing.assert_allclose(g.numpy(), 2.0 * (1 - y / (yh + 1e-12)), rtol=1e-6, atol=1e-6)
     with pytest.raises(ValueError, match="unknown kernel"):
         _C._nn_kernel("nope", [], [], [])
+    with pytest.raises(ValueError, match="expected 4 tensors, 0 ints and 2 floats"):
+        _C._nn_kernel("poisson_loss", [L.tensor(yh), L.tensor(y), loss], [], [1e-12, 2.0])
+    with pytest.raises(TypeError, match="float32"):
+        _C._nn_kernel("poisson_loss", [L.tensor(yh), L.tensor(y), loss, L.zeros(50, dtype=L.int64)], [], [1e-12, 2.0])
 
 
 # ---------------------------------------------------------------- parity helpers
@@ -322,7 +326,7 @@ def test_poisson_and_adam_kernels_parity():
     np.testing.assert_allclose(ld, lc, rtol=1e-6)
     np.testing.assert_allclose(gd, gc, rtol=1e-6, atol=1e-6)
     p, g, m, v = rnd(1000), rnd(1000), rnd(1000) * 0.1, np.abs(rnd(1000)) * 0.1
-    for c, d in _run_both("adam_step", [p, g, m, v], [7], [0.005, 0.9, 0.999, 1e-8, 0.01], [0, 2, 3]):
+    for c, d in _run_both("adam_step", [p, g, m, v, None], [7, 0, 0], [0.005, 0.9, 0.999, 1e-8, 0.01], [0, 2, 3]):
         np.testing.assert_allclose(d, c, rtol=1e-6, atol=1e-7)
 
 

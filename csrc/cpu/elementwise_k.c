@@ -99,14 +99,21 @@ int lv_avg_pool2d_backward(int planes, int H, int W, int kh, int kw, int sh, int
   return 0;
 }
 
-int lv_adam_step(int64_t n, float *p, const float *g, float *m, float *v, float lr, float beta1,
-                 float beta2, float eps, float weight_decay, int64_t step) {
-  if (n < 0 || step < 1 || (n && (!p || !g || !m || !v)))
-    return lv_set_error(LV_EVALUE, "adam: bad arguments (n %lld, step %lld; step counts from 1)",
-                        (long long)n, (long long)step), -1;
-  lv_adam_consts c = lv_f_adam_consts(lr, beta1, beta2, step);
+int lv_adam_step(int64_t n, float *p, const float *g, float *m, float *v, float *vmax, const lv_adam_attr *a) {
+  if (n < 0 || a->step < 1 || (n && (!p || !g || !m || !v)) || (a->amsgrad && n && !vmax))
+    return lv_set_error(LV_EVALUE, "adam: bad arguments (n %lld, step %lld; step counts from 1; amsgrad needs "
+                        "max_exp_avg_sq)", (long long)n, (long long)a->step), -1;
+  lv_adam_consts c = lv_f_adam_consts(a->lr, a->beta1, a->beta2, a->step);
+  float b1 = a->beta1, b2 = a->beta2, eps = a->eps, wd = a->weight_decay;
+  if (!a->amsgrad && !a->maximize) { /* the common case, vectorised */
 #pragma omp parallel for schedule(static) if (n > PAR_MIN)
-  for (int64_t i = 0; i < n; i++) lv_f_adam(&p[i], g[i], &m[i], &v[i], NULL, c, beta1, beta2, eps, weight_decay);
+    for (int64_t i = 0; i < n; i++) lv_f_adam(&p[i], g[i], &m[i], &v[i], NULL, c, b1, b2, eps, wd);
+    return 0;
+  }
+  float sg = a->maximize ? -1.f : 1.f;
+  float *vm = a->amsgrad ? vmax : NULL;
+#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+  for (int64_t i = 0; i < n; i++) lv_f_adam(&p[i], sg * g[i], &m[i], &v[i], vm ? &vm[i] : NULL, c, b1, b2, eps, wd);
   return 0;
 }
 

@@ -183,14 +183,26 @@ int lv_readout_backward(int B, int C, int H, int W, int Nn, int shared_pos,
                         float *gfeat,      /* (C, Nn) += , nullable */
                         float *gbias);     /* (Nn) += , nullable */
 
+/* Read positions of the Gaussian readout (ReadoutPositions op, csrc/ops/readout_ops.c).
+ * project bit 0: clamp mu (2N) to [-1, 1] in place; bit 1: sigma >= 0 in place unless type
+ * LV_GAUSS_FULL. sample: out/eps/mask (B, N, 2), eps ~ N(0, 1) drawn from seed (the CPU: a
+ * xoshiro stream per chunk of 128 neurons; the GPU: a counter-based hash); pos = mu + sigma eps
+ * (full: sigma (N, 2, 2) row-major, uncorrelated (N, 2), isotropic (N)); else out/mask (N, 2)
+ * from mu. out = clamp(pos, -1, 1), mask = 1 inside [-1, 1], else 0. */
+int lv_readout_pos_forward(int64_t B, int64_t N, int sample, int type, int project, float *mu,
+                           float *sigma, uint64_t seed, float *eps, float *mask, float *out);
+/* gmu (2N) += sum_b g*mask; gsigma += sum_b (g*mask) eps^T reduced per type (both nullable) */
+int lv_readout_pos_backward(int64_t B, int64_t N, int sample, int type, const float *g,
+                            const float *mask, const float *eps, float *gmu, float *gsigma);
+
 /* ------------------------------------------------------------------------------------------
  * Optimizer updates, in place on flat arrays (PyTorch formulas).
  * ------------------------------------------------------------------------------------------ */
-/* Adam: g' = g + weight_decay * p; m = b1 m + (1-b1) g'; v = b2 v + (1-b2) g'^2;
- * p -= lr * (m / (1 - b1^step)) / (sqrt(v / (1 - b2^step)) + eps). step counts from 1. */
+/* Adam (lv_f_adam in csrc/formulas.h: PyTorch's formula with the bias corrections folded into
+ * two per-step constants) on n floats; vmax (n) the amsgrad maximum, NULL without amsgrad;
+ * a->maximize negates g. a->step counts from 1. */
 int lv_adam_step(int64_t n, float *p /* (n) */, const float *g /* (n) */, float *m /* (n) */,
-                 float *v /* (n) */, float lr, float beta1, float beta2, float eps,
-                 float weight_decay, int64_t step);
+                 float *v /* (n) */, float *vmax /* (n) nullable */, const lv_adam_attr *a);
 /* SGD: g' = g + weight_decay * p; with momentum != 0: buf = first ? g' : momentum buf +
  * (1 - dampening) g'; g' = nesterov ? g' + momentum buf : buf. p -= lr g'.
  * buf (n) may be NULL when momentum == 0; first = 1 on the first step (buf uninitialised). */

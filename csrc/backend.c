@@ -1,12 +1,41 @@
-/* The CUDA op table pointer and the device-independent copy helpers. No CUDA headers here. */
-#include "cuda_dispatch.h"
+/* Dispatch: the loaded CUDA backend, the one device check of the ops, and the device-independent
+ * copy helpers. No CUDA headers here. */
+#include "backend.h"
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
-lv_cuda_table *lv_cuda = NULL;
+lv_backend *lv_cuda = NULL;
 
 extern void (*lv_device_free_hook)(void *data);
+
+static const char *dev_name(int d) { return d == LV_CUDA ? "cuda" : "cpu"; }
+
+int lv_check_devices(const char *op, lv_tensor *const *ts, const char *const *what, int n) {
+  int first = -1;
+  for (int i = 0; i < n; i++) {
+    if (!ts[i]) continue;
+    if (first < 0) { first = i; continue; }
+    int d0 = ts[first]->st->device, d1 = ts[i]->st->device;
+    if (d1 == d0) continue;
+    if (what)
+      return lv_set_error(LV_EVALUE, "%s: expected all tensors on the same device, got %s (%s) and %s (%s)", op,
+                          dev_name(d0), what[first], dev_name(d1), what[i]);
+    return lv_set_error(LV_EVALUE, "%s: expected all tensors on the same device, got %s (tensor %d) and %s (tensor %d)",
+                        op, dev_name(d0), first, dev_name(d1), i);
+  }
+  if (first >= 0 && ts[first]->st->device == LV_CUDA && !lv_cuda)
+    return lv_set_error(LV_ERUNTIME, "%s: CUDA backend not loaded", op);
+  return 0;
+}
+
+const lv_backend *lv_backend_for(int device) {
+  if (device == LV_CPU) return &lv_cpu_backend;
+  if (device == LV_CUDA && lv_cuda) return lv_cuda;
+  lv_set_error(LV_ERUNTIME, device == LV_CUDA ? "CUDA backend not loaded (see lviv_c.cuda.is_available())"
+                                              : "unknown device %d", device);
+  return NULL;
+}
 
 static int core_set_error(int kind, const char *msg) {
   return lv_set_error((lv_errkind)kind, "%s", msg);
@@ -14,19 +43,20 @@ static int core_set_error(int kind, const char *msg) {
 
 static void device_free(void *p) { if (lv_cuda) lv_cuda->free(p); }
 
-int lv_cuda_install(lv_cuda_table *t) {
+int lv_cuda_install(lv_backend *t) {
   if (!t) { lv_cuda = NULL; lv_device_free_hook = NULL; return 0; }
-  if (t->abi != LV_CUDA_TABLE_ABI || t->table_size != (int)sizeof(lv_cuda_table))
+  if (t->abi != LV_BACKEND_ABI || t->table_size != (int)sizeof(lv_backend))
     return lv_set_error(LV_ERUNTIME,
                         "CUDA backend: op table version %d (size %d) does not match the core's "
                         "version %d (size %d); rebuild lviv_c",
-                        t->abi, t->table_size, LV_CUDA_TABLE_ABI, (int)sizeof(lv_cuda_table));
+                        t->abi, t->table_size, LV_BACKEND_ABI, (int)sizeof(lv_backend));
   /* every entry after the header is a function pointer and must be filled */
   void *const *fp = (void *const *)&t->alloc, *const *end = (void *const *)(t + 1);
   for (int i = 0; fp + i < end; i++)
     if (!fp[i])
       return lv_set_error(LV_ERUNTIME, "CUDA backend: op table entry %d is empty; rebuild lviv_c", i);
   t->core_set_error = core_set_error;
+  t->core_rng_next = lv_rng_next;
   lv_cuda = t;
   lv_device_free_hook = device_free;
   return 0;
