@@ -1,13 +1,12 @@
 """GPU benchmark: seconds per training epoch (batch 60) on full-size synthetic data
 (5993 trials x 5335 neurons x 36x64 images; an epoch = the 4472 train trials), for the course LN,
 the course CNN and the Lurz 2020 model, in lviv_c (train_model's Engine: captured graphs replayed
-by the C loop, data resident on the GPU; Lurz 2020 when lviv_c.models has it) next to the same
+by the C loop, data resident on the GPU) next to the same
 models in PyTorch on the same GPU (when torch is importable). Prints one line per (framework,
 model) and writes them to --out. --steps: batches timed (lviv_c rounds up to whole epochs).
 
 Not a test: figures only. Runs in about a minute per framework on an H200."""
 import argparse
-import collections
 import math
 import sys
 import time
@@ -18,93 +17,15 @@ import os
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-TRIALS, TRAIN, NEURONS, H, W, B = 5993, 4472, 5335, 36, 64, 60
-
-
-def data(seed=0):
-    rng = np.random.default_rng(seed)
-    X = rng.uniform(0, 255, (TRIALS, 1, H, W)).astype(np.float32)
-    Y = rng.poisson(0.5, (TRIALS, NEURONS)).astype(np.float32)
-    grid = rng.uniform(-1, 1, (NEURONS, 2)).astype(np.float32)
-    return X, Y, grid
+from twins import B, TRAIN, TRIALS, Loader, data, lviv_models, torch_models  # noqa: E402
 
 
-# ------------------------------------------------------------------ PyTorch reference models
-def torch_models(torch, grid):
-    nn, F = torch.nn, torch.nn.functional
-
-    class LN(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.bn = nn.BatchNorm2d(1, affine=False)
-            self.fc = nn.Linear(H * W, NEURONS)
-            nn.init.normal_(self.fc.weight, 0, 1e-3)
-
-        def forward(self, x):
-            return F.elu(self.fc(self.bn(x).flatten(1))) + 1
-
-        def regularizer(self):
-            return 0.1 * self.fc.weight.abs().sum()
-
-    class CNN(nn.Module):
-        def __init__(self):
-            super().__init__()
-            layers, c = [], 1
-            for k in (15, 13, 13, 13):
-                layers += [nn.Conv2d(c, 8, k, padding=k // 2, bias=False), nn.BatchNorm2d(8, momentum=0.1), nn.ELU()]
-                c = 8
-            self.core = nn.Sequential(*layers)
-            self.fc = nn.Linear(H * W * 8, NEURONS)
-            self.bn = nn.BatchNorm1d(NEURONS)
-
-        def forward(self, x):
-            return F.elu(self.bn(self.fc(self.core(x).flatten(1)))) + 1
-
-        def regularizer(self):
-            return 0.1 * self.fc.weight.abs().sum()
-
-    class Lurz(nn.Module):
-        """Lurz 2020 course config: 64 channels, k=15 then 3 depth-separable k=13 layers, Gaussian
-        readout (cortex grid predictor), 440,057 parameters for 5335 neurons."""
-
-        def __init__(self):
-            super().__init__()
-            C = 64
-            self.l0 = nn.Sequential(nn.Conv2d(1, C, 15, bias=False), nn.BatchNorm2d(C, momentum=0.9), nn.ELU())
-            self.ls = nn.ModuleList()
-            for _ in range(3):
-                self.ls.append(nn.Sequential(nn.Conv2d(C, C, 1, bias=False),
-                                             nn.Conv2d(C, C, 13, padding=6, groups=C, bias=False),
-                                             nn.Conv2d(C, C, 1, bias=False), nn.BatchNorm2d(C, momentum=0.9),
-                                             nn.ELU()))
-            self.register_buffer("grid", torch.as_tensor(grid))
-            self.mu = nn.Linear(2, 2)
-            self.sigma = nn.Parameter(torch.empty(NEURONS, 2, 2).uniform_(-0.4, 0.4))
-            self.features = nn.Parameter(torch.randn(C, NEURONS) * 1e-3)
-            self.bias = nn.Parameter(torch.zeros(NEURONS))
-            lap = torch.tensor([[0, -1, 0], [-1, 4, -1], [0, -1, 0]], dtype=torch.float32)
-            self.register_buffer("lap", lap.view(1, 1, 3, 3))
-
-        def forward(self, x):
-            z = self.l0(x)
-            for l in self.ls:
-                z = l(z)
-            mu = self.mu(self.grid)  # (N, 2)
-            if self.training:
-                eps = torch.randn(x.shape[0], NEURONS, 2, device=x.device)
-                pos = (mu + torch.einsum("nij,bnj->bni", self.sigma, eps)).clamp(-1, 1)
-            else:
-                pos = mu.clamp(-1, 1).expand(x.shape[0], NEURONS, 2)
-            s = F.grid_sample(z, pos.unsqueeze(2), align_corners=True).squeeze(-1)  # (B, C, N)
-            return F.elu((s * self.features).sum(1) + self.bias) + 1
-
-        def regularizer(self):
-            w = self.l0[0].weight
-            lw = F.conv2d(w.view(-1, 1, 15, 15), self.lap, padding=1)
-            return 1.0 * lw.pow(2).sum() / w.pow(2).sum() + 2.439 * self.features.abs().sum()
-
-    return {"LN": LN, "CNN": CNN, "Lurz2020": Lurz}
+def _result(framework, model, s_per_epoch, images_per_s, params):
+    """One timed (framework, model): the printed line and the JSON record."""
+    msg = f"{s_per_epoch:.3f} s/epoch  ({images_per_s:,.0f} images/s, {params:,} params)"
+    return (framework, model, msg, {"s_per_epoch": s_per_epoch, "images_per_s": images_per_s, "params": params})
 
 
 def bench_torch(X, Y, grid, steps):
@@ -142,98 +63,13 @@ def bench_torch(X, Y, grid, steps):
             torch.cuda.synchronize()
             dt = (time.perf_counter() - t0) / steps
             nparam = sum(p.numel() for p in m.parameters())
-            out.append(("torch", name, f"{dt * math.ceil(TRAIN / B):.3f} s/epoch  ({B / dt:,.0f} images/s, "
-                                       f"{nparam:,} params)"))
+            out.append(_result("torch", name, dt * math.ceil(TRAIN / B), B / dt, nparam))
         except Exception as e:
             out.append(("torch", name, f"failed: {type(e).__name__}: {e}"))
     return out
 
 
 # ------------------------------------------------------------------ lviv_c
-def lviv_models(L, grid):
-    """The course LN and CNN in lviv_c.nn (the same layers as torch_models above); the Lurz 2020
-    model comes from lviv_c.models when that module is part of this build."""
-    nn, F = L.nn, L.nn.functional
-
-    class LN(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.bn = nn.BatchNorm2d(1, affine=False)
-            self.fc = nn.Linear(H * W, NEURONS)
-            nn.init.normal_(self.fc.weight, 0, 1e-3)
-
-        def forward(self, x):
-            return F.elu(self.fc(self.bn(x).flatten(1))) + 1
-
-        def regularizer(self):
-            return 0.1 * self.fc.weight.abs().sum()
-
-    class CNN(nn.Module):
-        def __init__(self):
-            super().__init__()
-            layers, c = [], 1
-            for k in (15, 13, 13, 13):
-                layers += [nn.Conv2d(c, 8, k, padding=k // 2, bias=False), nn.BatchNorm2d(8, momentum=0.1), nn.ELU()]
-                c = 8
-            self.core = nn.Sequential(*layers)
-            self.fc = nn.Linear(H * W * 8, NEURONS)
-            self.bn = nn.BatchNorm1d(NEURONS)
-
-        def forward(self, x):
-            return F.elu(self.bn(self.fc(self.core(x).flatten(1)))) + 1
-
-        def regularizer(self):
-            return 0.1 * self.fc.weight.abs().sum()
-
-    builders = {"LN": LN, "CNN": CNN}
-    try:
-        from lviv_c.models import build_lurz2020_model
-    except ImportError:
-        return builders
-
-    class _NS:
-        pass
-
-    Batch = collections.namedtuple("Batch", "images responses")
-
-    class _BuildLoader:
-        """What build_lurz2020_model reads: one (images, responses) batch and the neurons' cortex
-        coordinates (random here; the benchmark times training, not fit quality)."""
-
-        def __init__(self):
-            rng = np.random.default_rng(1)
-            self.dataset = _NS()
-            self.dataset.neurons = _NS()
-            self.dataset.neurons.cell_motor_coordinates = rng.normal(size=(NEURONS, 3)) * 200 + 50
-            self.x = rng.uniform(0, 255, (B, 1, H, W)).astype(np.float32)
-            self.y = rng.poisson(0.5, (B, NEURONS)).astype(np.float32)
-
-        def __iter__(self):
-            yield Batch(L.from_numpy(self.x), L.from_numpy(self.y))
-
-    course = {"init_mu_range": 0.55, "init_sigma": 0.4, "input_kern": 15, "hidden_kern": 13, "gamma_input": 1.0,
-              "grid_mean_predictor": {"type": "cortex", "input_dimensions": 2, "hidden_layers": 0,
-                                      "hidden_features": 0, "final_tanh": False},
-              "gamma_readout": 2.439}
-    builders["Lurz2020"] = lambda: build_lurz2020_model({"train": _BuildLoader()}, 0, **course)
-    return builders
-
-
-class _Loader:
-    """The attributes of a lviv_c DataLoader that trainers.Engine reads; the blocks are also
-    kept on the GPU (as load_dataset(..., cuda=True) does) so batches are gathered there."""
-
-    def __init__(self, X, Y, idx, dev_blocks):
-        self.images_block, self.responses_block = X, Y
-        self.indices = np.asarray(idx, np.int64)
-        self.batch_size = B
-        self.dataset = range(len(X))
-        self._dev = dev_blocks
-
-    def device_blocks(self):
-        return self._dev
-
-
 def bench_lviv(X, Y, grid, steps):
     """Epochs of train_model's Engine (captured graphs replayed by the C loop, Adam on the
     device, data resident on the GPU): one warm-up epoch, then `epochs` timed ones."""
@@ -243,14 +79,11 @@ def bench_lviv(X, Y, grid, steps):
     from lviv_c.trainers import Engine
     out = []
     dev_blocks = (L.tensor(X, device="cuda"), L.tensor(Y, device="cuda"))
-    loader = _Loader(X, Y, np.arange(TRAIN), dev_blocks)
+    loader = Loader(X, Y, np.arange(TRAIN), dev_blocks)
     builders = lviv_models(L, grid)
     nb = math.ceil(TRAIN / B)
     epochs = max(1, steps // nb)
     for name in ("LN", "CNN", "Lurz2020"):
-        if name not in builders:
-            out.append(("lviv_c", name, "skipped: lviv_c.models.build_lurz2020_model is not in this build"))
-            continue
         try:
             L.manual_seed(0)
             b = builders[name]
@@ -266,7 +99,7 @@ def bench_lviv(X, Y, grid, steps):
             L.cuda.synchronize()
             dt = (time.perf_counter() - t0) / epochs
             nparam = sum(p.numel() for p in m.parameters())
-            out.append(("lviv_c", name, f"{dt:.3f} s/epoch  ({TRAIN / dt:,.0f} images/s, {nparam:,} params)"))
+            out.append(_result("lviv_c", name, dt, TRAIN / dt, nparam))
         except Exception as e:
             out.append(("lviv_c", name, f"failed: {type(e).__name__}: {e}"))
     return out
@@ -277,6 +110,7 @@ def main():
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--out", default=None)
     ap.add_argument("--only", choices=["torch", "lviv_c"], default=None)
+    ap.add_argument("--json", default=None, help="write the results as a JSON list to this file")
     a = ap.parse_args()
     X, Y, grid = data()
     lines = []
@@ -291,11 +125,24 @@ def main():
             lines.append((fw, "-", f"not importable: {e}"))
         except Exception:
             lines.append((fw, "-", "failed:\n" + traceback.format_exc()))
-    text = "\n".join(f"{fw:7s} {m:9s} {msg}" for fw, m, msg in lines)
+    text = "\n".join(f"{r[0]:7s} {r[1]:9s} {r[2]}" for r in lines)
     print(text)
     if a.out:
         with open(a.out, "a") as f:
             f.write(text + "\n")
+    if a.json:
+        import json
+        recs = [{"framework": r[0], "model": r[1], **(r[3] if len(r) > 3 else {"error": r[2]})} for r in lines]
+        ratio = {}
+        for r in recs:
+            if r["framework"] == "lviv_c" and "s_per_epoch" in r:
+                t = next((q for q in recs if q["framework"] == "torch" and q["model"] == r["model"]
+                          and "s_per_epoch" in q), None)
+                if t:
+                    ratio[r["model"]] = t["s_per_epoch"] / r["s_per_epoch"]
+        with open(a.json + ".tmp", "w") as f:
+            json.dump({"steps": a.steps, "results": recs, "torch_over_lviv_c": ratio}, f, indent=1)
+        os.replace(a.json + ".tmp", a.json)
     return 0
 
 

@@ -69,6 +69,10 @@ def build_parser():
                    help="MEI optimisation steps (default 300, 20 with --quick)")
     d.add_argument("--no-figures", action="store_true", help="skip the figures")
     d.add_argument("--quiet", action="store_true", help="no progress output")
+    d.add_argument("--budget", type=float, default=None, metavar="MINUTES",
+                   help="time for the whole run: each model's epochs are planned from a timed probe "
+                        "and the plan is printed first (default on a CPU: 20; 0: no plan, at most "
+                        "10 epochs per model on a CPU; not with --max-iter)")
 
     t = sub.add_parser(
         "train", help="train one model and save its state dict",
@@ -208,6 +212,12 @@ def cmd_demo(args):
             raise _UsageError(f"--models: unknown model {bad[0]!r}; expected some of "
                               f"{', '.join(MODELS)}")
     kw = {} if models is None else {"models": models}
+    if args.budget is not None:
+        if args.budget < 0 or args.budget != args.budget:
+            raise _UsageError(f"--budget: expected minutes >= 0, got {args.budget:g}")
+        if args.max_iter is not None and args.budget:
+            raise _UsageError("--budget and --max-iter: give one of them")
+        kw["budget"] = args.budget
     try:
         run_demo(data=args.data, quick=args.quick, out=args.out, max_iter=args.max_iter,
                  batch_size=args.batch_size, seed=args.seed, cache=args.cache,

@@ -482,35 +482,103 @@ def analyse_lurz(models, per_neuron, loaders, out, written, n_neurons=6, mei_ite
 
 # ----------------------------------------------------------------------------------- the job
 
-CPU_MAX_ITER = 10
+CPU_MAX_ITER = 10  # the epoch cap of a CPU demo run with an explicit budget of 0 (no planning)
+
+#: The time budget of ``make demo`` / ``lviv-c demo`` on a CPU when neither ``--max-iter`` nor
+#: ``--budget`` is given, in minutes (everything: data, training, evaluation, figures).
+CPU_BUDGET_MINUTES = 20.0
+
+#: Epochs each model asks for when models share a budget, in proportion to one another: the
+#: course's models need very different numbers of epochs for a fair result (the LN about 25, the
+#: course CNN a few). A budget buys every model the same fraction of its ask (at least 1 epoch,
+#: at most 200); early stopping still ends a model sooner when its validation score stalls.
+PLAN_EPOCHS = {"ln": 24, "simple-cnn": 10, "cnn": 4, "lurz": 10, "lurz-linear": 6}
+
+#: Seconds kept back from training for evaluation, gradient RFs, MEIs and figures.
+ANALYSIS_RESERVE_S = 120.0
+
+
+def probe_epoch_seconds(name, loaders, seed=1234, lurz_config=None, steps=2):
+    """Estimated seconds per epoch of ``train_model`` for model ``name`` on ``loaders``: the time
+    of ``steps`` training batches (after one batch that captures the graph and warms up),
+    times the batches of an epoch, plus two forward passes over the validation tier per epoch
+    (early stopping's objective and the tracker), a forward pass taken as a third of a training
+    step. The probe trains a separate copy of the model, so the real run is unaffected."""
+    from .tensor import manual_seed
+    from .trainers import Engine
+    model = build_model(name, loaders, seed=seed, lurz_config=lurz_config)
+    train = loaders["train"]
+    eng = Engine(model, train)
+    B = eng.B
+    idx = np.asarray(train.sampler.indices, dtype=np.int64)
+    order = np.resize(idx, B * (steps + 1))  # repeats trials when the scan is tiny
+    eng.train_epoch(order[:B])
+    t0 = time.perf_counter()
+    eng.train_epoch(order[B:])
+    step = (time.perf_counter() - t0) / steps
+    manual_seed(seed)
+    n_val = len(loaders["validation"].sampler)
+    return math.ceil(len(idx) / B) * step + 2 * math.ceil(n_val / B) * step / 3
+
+
+def plan_epochs(epoch_seconds, budget_s, asks=None):
+    """Epochs per model for a training budget of ``budget_s`` seconds: every model gets the same
+    fraction of its ask (``PLAN_EPOCHS``), at least 1 and at most 200 epochs. ``epoch_seconds``:
+    {model: estimated seconds per epoch}. Returns {model: epochs}."""
+    asks = asks or PLAN_EPOCHS
+    cost = sum(asks.get(m, 5) * t for m, t in epoch_seconds.items())
+    scale = budget_s / cost if cost > 0 else 1.0
+    return {m: int(min(200, max(1, math.floor(asks.get(m, 5) * scale)))) for m in epoch_seconds}
+
+
+def format_plan(plan, epoch_seconds, budget_s, spent_s):
+    lines = [f"plan: {budget_s / 60:.1f} minutes in all ({spent_s:.0f} s spent on data and timing; "
+             f"{ANALYSIS_RESERVE_S:.0f} s kept for evaluation and figures)",
+             f"  {'model':18s} {'s/epoch (est.)':>14s} {'max epochs':>10s} {'est. seconds':>12s}"]
+    total = 0.0
+    for m, n in plan.items():
+        t = n * epoch_seconds[m]
+        total += t
+        lines.append(f"  {MODELS[m]:18s} {epoch_seconds[m]:14.1f} {n:10d} {t:12.0f}")
+    lines.append(f"  estimate: at most {(spent_s + total + ANALYSIS_RESERVE_S) / 60:.1f} minutes "
+                 "(early stopping may end a model sooner)")
+    return "\n".join(lines)
 
 
 def run_demo(data=None, quick=False, out="out", max_iter=None, models=DEMO_MODELS,
              batch_size=30, seed=1234, cache=None, verbose=True, lurz_config=None,
-             mei_iterations=None, n_analysis_neurons=None, figures=True):
+             mei_iterations=None, n_analysis_neurons=None, figures=True, budget=None):
     """Train, evaluate and plot (see the module docstring). Returns the results dict that is
     also written to ``<out>/results.json``.
 
     ``quick``: the small synthetic scan (QUICK_SCAN), ``max_iter`` 2, 20 MEI iterations and 4
-    analysed neurons unless given (else 200, 300 and 6). ``max_iter``: train_model's epoch limit (default 200, the course's).
+    analysed neurons unless given (else 300 and 6). ``max_iter``: train_model's epoch limit for
+    every model (the course's is 200). ``budget``: minutes for the whole run; the epochs of each
+    model are then planned from a timed probe of its training step (``plan_epochs``) and the
+    plan is printed first. Without ``max_iter`` and ``budget``: on a CPU a budget of
+    ``CPU_BUDGET_MINUTES``, on a GPU the course's 200 epochs. ``budget=0``: no planning, at most
+    ``CPU_MAX_ITER`` epochs on a CPU.
     ``models``: keys of MODELS. ``lurz_config``: overrides of LURZ_COURSE_CONFIG."""
     from .trainers import resolve_device, train_model
     t_start = time.perf_counter()
     for m in models:
         if m not in MODELS:
             raise ValueError(f"unknown model {m!r}; expected some of {', '.join(MODELS)}")
+    if budget is not None and (not isinstance(budget, (int, float)) or budget < 0 or budget != budget):
+        raise ValueError(f"budget: expected minutes >= 0, got {budget!r}")
     if max_iter is None:
         from . import cuda as _cuda
         if quick:
             max_iter = 2
-        elif _cuda.is_available():
+        elif budget is None and not _cuda.is_available():
+            budget = CPU_BUDGET_MINUTES
+        elif budget is None:
             max_iter = 200
-        else:
-            # the course's 200-epoch schedule takes hours per model on a 2-core CPU
-            max_iter = CPU_MAX_ITER
-            if verbose:
-                print(f"lviv_c demo: no GPU, training at most {CPU_MAX_ITER} epochs per model "
-                      "(--max-iter 200 for the course's full schedule)")
+        if max_iter is None and budget == 0:
+            max_iter = 200 if _cuda.is_available() else CPU_MAX_ITER
+    elif budget:
+        raise ValueError("give max_iter or budget, not both")
+    planned = max_iter is None
     if mei_iterations is None:
         mei_iterations = 20 if quick else 300
     if n_analysis_neurons is None:
@@ -526,9 +594,19 @@ def run_demo(data=None, quick=False, out="out", max_iter=None, models=DEMO_MODEL
     say(f"scan {path}: {n_trials} trials, {n_neurons} neurons; train "
         f"{len(loaders['train'].sampler)}, validation {len(loaders['validation'].sampler)}, "
         f"test {len(loaders['test'].sampler)}; device {device}")
+    max_iters = {m: max_iter for m in models}
+    plan_info = None
+    if planned:
+        budget_s = 60.0 * budget
+        epoch_s = {m: probe_epoch_seconds(m, loaders, seed=seed, lurz_config=lurz_config) for m in models}
+        spent = time.perf_counter() - t_start
+        max_iters = plan_epochs(epoch_s, budget_s - spent - ANALYSIS_RESERVE_S)
+        say(format_plan(max_iters, epoch_s, budget_s, spent))
+        plan_info = {"budget_minutes": budget, "epoch_seconds_estimate": epoch_s, "max_epochs": dict(max_iters)}
     results = {"data": path, "synthetic": synthetic, "quick": bool(quick), "device": device,
                "n_trials": n_trials, "n_neurons": n_neurons, "batch_size": batch_size,
-               "max_iter": max_iter, "seed": seed, "test_set": testset.summary(), "models": {}}
+               "max_iter": max_iter, "plan": plan_info, "seed": seed, "test_set": testset.summary(),
+               "models": {}}
     gt = None
     if synthetic:
         from .synthetic import load_ground_truth
@@ -544,11 +622,16 @@ def run_demo(data=None, quick=False, out="out", max_iter=None, models=DEMO_MODEL
         else:
             gt = None
     trained, per_neuron, preds = {}, {}, {}
-    for name in models:
-        say(f"\n=== {MODELS[name]} ({name}) ===")
+    for k, name in enumerate(models):
+        if planned and k:
+            # what the models before used less (early stopping) or more goes to the ones left
+            left = 60.0 * budget - (time.perf_counter() - t_start) - ANALYSIS_RESERVE_S
+            rest = plan_epochs({m: epoch_s[m] for m in models[k:]}, left)
+            max_iters.update({m: max(1, n) for m, n in rest.items()})
+        say(f"\n=== {MODELS[name]} ({name}){f', at most {max_iters[name]} epochs' if planned else ''} ===")
         model = build_model(name, loaders, seed=seed, lurz_config=lurz_config)
         t0 = time.perf_counter()
-        score, output, _ = train_model(model, loaders, seed=seed, max_iter=max_iter,
+        score, output, _ = train_model(model, loaders, seed=seed, max_iter=max_iters[name],
                                        verbose=verbose)
         train_s = time.perf_counter() - t0
         preds[name] = predict(model, testset.test)
@@ -588,5 +671,5 @@ def run_demo(data=None, quick=False, out="out", max_iter=None, models=DEMO_MODEL
                 f"simple cells: gradient RF {e['rf_gt_corr_mean']:.3f}, MEI "
                 f"{e['mei_gt_corr_mean']:.3f}")
     say(f"\nwrote {os.path.join(out, 'results.json')} and {len(written)} figures to {out} "
-        f"({results['seconds']:.0f} s)")
+        f"({results['seconds']:.0f} s{f' of a {budget:g}-minute budget' if planned else ''})")
     return results

@@ -129,3 +129,9 @@ def test_train_then_evaluate_reproduces_the_score(scan, tmp_path):
     _one_line_error(r, weights, "simple-cnn")
     r = run("evaluate", "--data", scan, "--model", "ln", "--weights", str(tmp_path / "none.pt"))
     _one_line_error(r, "none.pt", "no such file")
+
+
+@pytest.mark.parametrize("args,words", [(["--budget", "-1"], ["--budget", "minutes >= 0"]),
+                                        (["--budget", "5", "--max-iter", "2"], ["--budget", "--max-iter"])])
+def test_demo_budget_errors(scan, args, words):
+    _one_line_error(run("demo", "--data", scan, *args), *words)

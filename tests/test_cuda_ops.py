@@ -620,6 +620,12 @@ def test_course_models_train_steps_gpu_match_cpu(cls, dev_blocks):
     assert eg.device == "cuda" and all(p.is_cuda for p in mg.parameters())
     np.testing.assert_allclose(np.asarray(lg), np.asarray(lc), rtol=1e-3)
     for (k, a), (_, b) in zip(mc.state_dict().items(), mg.state_dict().items()):
+        if cls is CourseCNN and k == "fc.bias":
+            # fc's bias feeds a training-mode BatchNorm1d, which removes it: its gradient is
+            # rounding noise, which Adam turns into steps of about +-lr whose signs differ between
+            # devices. Only the bound holds: each of the 2 x 4 steps moves it by at most ~lr.
+            assert np.abs(b.cpu().numpy() - a.numpy()).max() <= 2 * 0.005 * 8 * 1.01, k
+            continue
         np.testing.assert_allclose(b.cpu().numpy(), a.numpy(), rtol=2e-3, atol=2e-4, err_msg=k)
     np.testing.assert_allclose(pg, pc, rtol=2e-3, atol=2e-4)
     st = eg.get_state()  # state round trip on the device

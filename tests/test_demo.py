@@ -175,3 +175,38 @@ def test_scan_without_ground_truth_has_no_ceiling_column(tmp_path):
     assert "of GT ceil" not in demo.format_table(res)
     assert {"correlation_histograms.png", "scatter.png"} <= set(res["figures"])
     assert "lurz_rfs.png" not in res["figures"]
+
+
+# ------------------------------------------------------------------ the time budget
+def test_plan_epochs_shares_the_budget_in_proportion_to_the_asks():
+    asks = {"ln": 20, "cnn": 4}
+    secs = {"ln": 10.0, "cnn": 100.0}
+    plan = demo.plan_epochs(secs, 300.0, asks)        # the asks cost 200 + 400 = 600 s
+    assert plan == {"ln": 10, "cnn": 2}
+    assert sum(plan[m] * secs[m] for m in plan) <= 300.0
+    assert demo.plan_epochs(secs, 1.0, asks) == {"ln": 1, "cnn": 1}        # at least one epoch
+    assert demo.plan_epochs(secs, 1e9, asks) == {"ln": 200, "cnn": 200}    # at most the course's 200
+    half = demo.PLAN_EPOCHS["ln"] // 2                # default asks: half the LN's ask fits
+    assert demo.plan_epochs({"ln": 10.0}, 10.0 * half) == {"ln": half}
+
+
+def test_budgeted_run_prints_its_plan_first_and_keeps_to_it(scan, tmp_path, capsys):
+    res = demo.run_demo(data=scan, out=str(tmp_path / "out"), models=("ln", "simple-cnn"), batch_size=32,
+                        budget=0.5, figures=False)
+    printed = capsys.readouterr().out
+    plan = res["plan"]
+    assert plan["budget_minutes"] == 0.5 and set(plan["max_epochs"]) == {"ln", "simple-cnn"}
+    assert all(t > 0 for t in plan["epoch_seconds_estimate"].values())
+    assert printed.index("plan: 0.5 minutes") < printed.index("=== course LN")
+    assert "estimate: at most" in printed
+    for m, row in res["models"].items():
+        assert 1 <= row["epochs"] <= 200
+    assert res["max_iter"] is None
+    assert "of a 0.5-minute budget" in printed
+
+
+def test_budget_arguments_are_checked(scan, tmp_path):
+    with pytest.raises(ValueError, match="budget"):
+        demo.run_demo(data=scan, out=str(tmp_path), budget=-1, verbose=False)
+    with pytest.raises(ValueError, match="max_iter or budget"):
+        demo.run_demo(data=scan, out=str(tmp_path), budget=1, max_iter=2, verbose=False)

@@ -67,6 +67,7 @@ CONV_CASES = [
     (3, 8, 36, 64, 8, 13, 13, (1, 1), (6, 6), (1, 1), 1),    # course CNN layer (row im2col)
     (1, 8, 36, 64, 8, 13, 13, (1, 1), (6, 6), (1, 1), 1),    # same with N=1 (serial path)
     (2, 1, 36, 64, 8, 15, 15, (1, 1), (7, 7), (1, 1), 1),    # course CNN input layer
+    (2, 1, 36, 64, 64, 15, 15, (1, 1), (0, 0), (1, 1), 1),   # Lurz input layer: col2im input gradient
     # direct path (groups 1, stride 1, C_out % 8 == 0, few channels): 2-row and 1-row tiles
     (2, 8, 18, 32, 8, 13, 13, (1, 1), (6, 6), (1, 1), 1),    # course CNN after pooling
     (2, 3, 7, 5, 8, 3, 3, (1, 1), (1, 1), (1, 1), 1),        # odd Ho (1-row tail), Wo < 6

@@ -857,6 +857,11 @@ static void conv_forward_impl(const lv_conv2d_desc *d, const conv_plan *p, const
 }
 
 /* transposed descriptor for stride-1 backward-data; returns 0 if not applicable */
+/* The input gradient as the forward of the transposed convolution (flipped weights, "full"
+ * padding) when that forward has a good path: a depthwise or direct kernel, or at least 8 output
+ * channels for its GEMMs. Otherwise (few input channels, e.g. a first layer 1 -> 64 of k=15,
+ * whose transposed forward is a GEMM with one output row) the col2im path below is used:
+ * W^T @ gy per image, an efficient GEMM of (C_in*kh*kw) x (Ho*Wo) x C_out, scattered into gx. */
 static int transposed_desc(const lv_conv2d_desc *d, lv_conv2d_desc *t) {
   if (d->sh != 1 || d->sw != 1) return 0;
   int ph = d->dh * (d->kh - 1) - d->ph, pw = d->dw * (d->kw - 1) - d->pw;
@@ -865,7 +870,10 @@ static int transposed_desc(const lv_conv2d_desc *d, lv_conv2d_desc *t) {
   t->C_in = d->C_out; t->H = d->Ho; t->W = d->Wo; t->C_out = d->C_in;
   t->ph = ph; t->pw = pw;
   if (lv_conv2d_prepare(t)) { lv_clear_error(); return 0; }
-  return t->Ho == d->H && t->Wo == d->W;
+  if (t->Ho != d->H || t->Wo != d->W) return 0;
+  conv_plan tp;
+  conv_plan_make(t, &tp);
+  return tp.path == P_DW || tp.path == P_DIRECT || tp.Cout_g >= 8;
 }
 
 /* wt (C_in, Cout_g, kh, kw) = flipped, transposed w (C_out, Cin_g, kh, kw) */
