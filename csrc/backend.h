@@ -162,6 +162,12 @@ typedef struct lv_backend {
 extern const lv_backend lv_cpu_backend;
 /* NULL until lviv_c._cuda has been imported and registered its table */
 extern lv_backend *lv_cuda;
+/* the emulated CUDA device (csrc/cpu/emulated.c): a test-only table of the CPU kernels with the
+ * CUDA storage tag, installed like the real one (LVIV_EMULATE_CUDA=1, lviv_c/cuda.py) */
+lv_backend *lv_emulated_backend(void);
+/* its transfer counters (copies and bytes host -> device, device -> host, device copies) */
+typedef struct lv_emulated_stats { uint64_t h2d, h2d_bytes, d2h, d2h_bytes, d2d; } lv_emulated_stats;
+lv_emulated_stats *lv_emulated_counters(void);
 /* install (or, with NULL, remove) the CUDA table; checks abi/size and that every entry is
  * filled. Returns 0 or -1 with error. */
 int lv_cuda_install(lv_backend *t);

@@ -20,8 +20,13 @@ _warned_cpu = {"done": False}
 
 
 def resolve_device(device, verbose=True):
-    """'cuda' means the GPU when there is one; without one lviv_c runs on the CPU and says so once."""
+    """'cuda' (and 'auto') means the GPU when there is one; without one lviv_c runs on the CPU
+    and says so once. Returns 'cuda' or 'cpu'."""
     dev = str(device or "cpu")
+    if dev == "auto":
+        dev = "cuda"
+    if not (dev == "cpu" or dev.startswith("cuda")):
+        raise ValueError(f"device: expected 'auto', 'cpu' or 'cuda', got {device!r}")
     if dev.startswith("cuda") and not _cuda.is_available():
         if verbose and not _warned_cpu["done"]:
             print("lviv_c: no CUDA GPU available, running on the CPU", file=sys.stderr)
@@ -280,7 +285,13 @@ def train_model(model, dataloader, seed=None, avg_loss=False, scale_loss=True, l
     from .training_loop import early_stopping_loop
 
     loaders = _loaders(dataloader)
-    resolve_device(device, verbose)
+    # the course's train_model moves the model to the device; here parameters, buffers, the
+    # optimizer's moments (made below, on the parameters' device) and the captured graphs follow
+    # it, and batches are gathered on the device from the loaders' device-resident blocks
+    # (load_dataset(..., cuda=True)) or staged from their host blocks
+    dev = resolve_device(device, verbose)
+    if hasattr(model, "to") and model_device(model) != dev:
+        model.to(dev)
     if seed is not None:
         manual_seed(seed)
         np.random.seed(seed)

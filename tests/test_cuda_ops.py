@@ -16,6 +16,7 @@ import lviv_c as L
 from lviv_c import _C
 
 HAVE_GPU = L.cuda.is_available()
+pytestmark = pytest.mark.cuda  # CI also runs these on the emulated device (make test)
 gpu = pytest.mark.skipif(not HAVE_GPU, reason="no CUDA GPU (lviv_c.cuda.is_available() is False)")
 
 
@@ -527,11 +528,13 @@ def test_module_to_cuda_keeps_parameter_identity_and_values():
 
 @gpu
 def test_optimizer_state_on_parameter_device_matches_cpu():
+    x_host = rnd(16, 20)  # one input for both runs
+
     def run(device):
         L.manual_seed(0)
         m = L.nn.Linear(20, 7).to(device)
         opt = L.optim.Adam(m.parameters(), lr=0.01, weight_decay=0.01)
-        x = L.tensor(rnd(16, 20), device=device)
+        x = L.tensor(x_host, device=device)
         for _ in range(5):
             opt.zero_grad()
             F.poisson_loss(F.elu(m(x)) + 1, L.tensor(np.ones((16, 7), np.float32), device=device)).backward()

@@ -22,6 +22,19 @@ static PyObject *f_set_cuda_table(PyObject *m, PyObject *cap) {
 
 static PyObject *f_cuda_loaded(PyObject *m, PyObject *noarg) { return PyBool_FromLong(lv_cuda != NULL); }
 
+/* _emulated_cuda_table(): the capsule of the emulated device's table (test device only) */
+static PyObject *f_emulated_cuda_table(PyObject *m, PyObject *noarg) {
+  return PyCapsule_New(lv_emulated_backend(), LV_CUDA_CAPSULE, NULL);
+}
+
+/* _emulated_transfers(): {h2d, h2d_bytes, d2h, d2h_bytes, d2d} counted since the start */
+static PyObject *f_emulated_transfers(PyObject *m, PyObject *noarg) {
+  const lv_emulated_stats *s = lv_emulated_counters();
+  return Py_BuildValue("{s:K,s:K,s:K,s:K,s:K}", "h2d", (unsigned long long)s->h2d, "h2d_bytes",
+                       (unsigned long long)s->h2d_bytes, "d2h", (unsigned long long)s->d2h, "d2h_bytes",
+                       (unsigned long long)s->d2h_bytes, "d2d", (unsigned long long)s->d2d);
+}
+
 /* _to_device(tensor, device_code): a copy on that device (the same tensor when already there) */
 static PyObject *f_to_device(PyObject *m, PyObject *args) {
   PyObject *o; int dev;
@@ -193,6 +206,8 @@ static PyMethodDef cuda_methods[] = {
     {"_nn_kernel", f_nn_kernel, METH_VARARGS, "run one NN kernel on caller buffers (tests)"},
     {"_set_cuda_table", f_set_cuda_table, METH_O, "install the CUDA backend's op table (a capsule)"},
     {"_cuda_loaded", f_cuda_loaded, METH_NOARGS, NULL},
+    {"_emulated_cuda_table", f_emulated_cuda_table, METH_NOARGS, "the emulated CUDA device's op table (a capsule; test device only)"},
+    {"_emulated_transfers", f_emulated_transfers, METH_NOARGS, "the emulated device's transfer counters (a dict)"},
     {"_to_device", f_to_device, METH_VARARGS, "copy a tensor to device code 0 (cpu) or 1 (cuda)"},
     {"_cuda_synchronize", f_cuda_synchronize, METH_NOARGS, NULL},
     {"_move_storage", f_move_storage, METH_VARARGS, "move a leaf tensor (and its grad) to device code 0/1 in place"},
