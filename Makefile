@@ -1,5 +1,5 @@
 # make demo : install into .venv, build, run the main job on the built-in synthetic data
-# make test : install into .venv, build, run the test suite
+# make test : install into .venv, build, run the test suite, then the CUDA tests on the emulated device
 PY ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
@@ -20,6 +20,7 @@ build: $(STAMP)
 
 test: build
 	$(VPY) -m pytest -q -x tests
+	LVIV_EMULATE_CUDA=1 $(VPY) -m pytest -q -x -m cuda tests
 
 demo: build
 	$(VPY) -m lviv_c demo

@@ -1,6 +1,6 @@
 /* Reverse-mode autograd: nodes, the backward pass, and graph capture/replay. */
 #include "lv.h"
-#include "cuda_dispatch.h"
+#include "backend.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -120,16 +120,9 @@ static int push(nodevec *s, lv_node *x) {
   return 0;
 }
 
-static void add_into(float *d, const float *s, int64_t m) {
-#pragma omp parallel for schedule(static) if (m > 65536)
-  for (int64_t i = 0; i < m; i++) d[i] += s[i];
-}
-
 static int accumulate(lv_tensor **dst, lv_tensor *g) {
   if (!*dst) { lv_tensor_incref(g); *dst = g; return 0; }
-  if (lv_on_cuda(*dst)) return lv_cuda->add_into(lv_f32(*dst), lv_f32(g), lv_numel(g));
-  add_into(lv_f32(*dst), lv_f32(g), lv_numel(g));
-  return 0;
+  return lv_backend_of(*dst)->add_into(lv_f32(*dst), lv_f32(g), lv_numel(g));
 }
 
 /* leaf gradients accumulate into a fresh tensor, never into one that a user holds as a result */
@@ -142,9 +135,7 @@ static int accumulate_leaf(lv_tensor *leaf, lv_tensor *g) {
     leaf->grad = c;
     return 0;
   }
-  if (lv_on_cuda(leaf->grad)) return lv_cuda->add_into(lv_f32(leaf->grad), lv_f32(g), lv_numel(g));
-  add_into(lv_f32(leaf->grad), lv_f32(g), lv_numel(g));
-  return 0;
+  return lv_backend_of(leaf->grad)->add_into(lv_f32(leaf->grad), lv_f32(g), lv_numel(g));
 }
 
 int lv_backward(lv_tensor *root, lv_tensor *grad) {
@@ -169,9 +160,7 @@ int lv_backward(lv_tensor *root, lv_tensor *grad) {
       return lv_set_error(LV_ERUNTIME, "grad can be implicitly created only for scalar outputs");
     g0 = lv_tensor_new_like(root, 0);
     if (!g0) return -1;
-    if (lv_on_cuda(g0)) {
-      if (lv_cuda->fill_f32(lv_f32(g0), 1.f, 1) < 0) { lv_tensor_decref(g0); return -1; }
-    } else lv_f32(g0)[0] = 1.f;
+    if (lv_backend_of(g0)->fill_f32(lv_f32(g0), 1.f, 1) < 0) { lv_tensor_decref(g0); return -1; }
   }
   if (!root->grad_fn) { int r = accumulate_leaf(root, g0); lv_tensor_decref(g0); return r; }
 
@@ -209,8 +198,7 @@ int lv_backward(lv_tensor *root, lv_tensor *grad) {
         lv_tensor *b = x->gbuf[i];
         if (b && b->refcount == 1 && lv_same_shape(b, x->in[i])) {
           double tz = profiling ? prof_now() : 0;
-          if (lv_on_cuda(b)) { if (lv_cuda->memset0(lv_data(b), (size_t)lv_numel(b) * sizeof(float)) < 0) { rc = -1; break; } }
-          else memset(lv_data(b), 0, (size_t)lv_numel(b) * sizeof(float));
+          if (lv_backend_of(b)->memset0(lv_data(b), (size_t)lv_numel(b) * sizeof(float)) < 0) { rc = -1; break; }
           if (profiling) prof_add(&op_zero, 0, prof_now() - tz);
         } else {
           lv_tensor_decref(b);
@@ -237,9 +225,8 @@ int lv_backward(lv_tensor *root, lv_tensor *grad) {
           x->gbuf[i] = old;          /* the stale buffer is zeroed before its next use */
           leaf->grad_stale = 0;
         } else if (leaf->grad_stale && leaf->grad) {
-          if (lv_on_cuda(leaf->grad)) {
-            if (lv_cuda->memcpy_d2d(lv_data(leaf->grad), lv_data(gin[i]), (size_t)lv_numel(gin[i]) * sizeof(float)) < 0) { rc = -1; break; }
-          } else memcpy(lv_data(leaf->grad), lv_data(gin[i]), (size_t)lv_numel(gin[i]) * sizeof(float));
+          if (lv_backend_of(leaf->grad)->memcpy_d2d(lv_data(leaf->grad), lv_data(gin[i]),
+                                                    (size_t)lv_numel(gin[i]) * sizeof(float)) < 0) { rc = -1; break; }
           leaf->grad_stale = 0;
         } else {
           rc = accumulate_leaf(leaf, gin[i]);

@@ -1,6 +1,6 @@
 /* errors, storage, tensors, random numbers */
 #include "lv.h"
-#include "cuda_dispatch.h"
+#include "backend.h"
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,19 +25,14 @@ void lv_clear_error(void) { err_kind = LV_OK; err_msg[0] = 0; }
 
 /* ---- storage ---- */
 lv_storage *lv_storage_new(size_t nbytes, int device, int zero) {
-  if (device != LV_CPU) { /* device memory comes from the CUDA backend's table */
-    if (device != LV_CUDA || !lv_cuda) {
-      if (device == LV_CUDA)
-        lv_set_error(LV_ERUNTIME, "CUDA backend not loaded (see lviv_c.cuda.is_available())");
-      else
-        lv_set_error(LV_ERUNTIME, "storage: unknown device %d", device);
-      return NULL;
-    }
+  if (device != LV_CPU) { /* device memory comes from the device backend's table */
+    const lv_backend *be = lv_backend_for(device);
+    if (!be) return NULL;
     lv_storage *s = calloc(1, sizeof *s);
     if (!s) { lv_set_error(LV_ENOMEM, "out of memory allocating a tensor header"); return NULL; }
-    s->data = lv_cuda->alloc(nbytes ? nbytes : 4);
+    s->data = be->alloc(nbytes ? nbytes : 4);
     if (!s->data) { free(s); return NULL; }
-    if (zero && lv_cuda->memset0(s->data, nbytes) < 0) { lv_cuda->free(s->data); free(s); return NULL; }
+    if (zero && be->memset0(s->data, nbytes) < 0) { be->free(s->data); free(s); return NULL; }
     s->nbytes = nbytes; s->device = device; s->refcount = 1;
     return s;
   }

@@ -3,8 +3,8 @@
 #define LV_H
 #include <stddef.h>
 #include <stdint.h>
+#include "opdef.h" /* LV_MAXDIM, op codes, typed op attributes */
 
-#define LV_MAXDIM 8
 #define LV_MAXIN 4
 #define LV_MAXAUX 4
 

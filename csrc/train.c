@@ -1,7 +1,8 @@
 /* The C training loop over captured graphs. No Python here: the binding releases the GIL. */
 #include "train.h"
+#include "ops/nn_ops.h"
 #include "cpu/kernels.h"
-#include "cuda_dispatch.h"
+#include "backend.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,18 +30,14 @@ lv_adam *lv_adam_new(int n, lv_tensor **params, double lr, double b1, double b2,
     a->p[i] = params[i];
     lv_tensor_incref(params[i]);
     int64_t k = lv_numel(params[i]);
-    if (lv_on_cuda(params[i])) { /* moments live next to the parameter, on the device */
-      size_t nb = (size_t)(k ? k : 1) * sizeof(float);
-      a->m[i] = lv_cuda->alloc(nb);
-      a->v[i] = a->m[i] ? lv_cuda->alloc(nb) : NULL;
-      if (!a->m[i] || !a->v[i] || lv_cuda->memset0(a->m[i], nb) < 0 || lv_cuda->memset0(a->v[i], nb) < 0) {
-        lv_adam_free(a); return NULL;
-      }
-      continue;
+    /* moments live next to the parameter, in its backend's memory */
+    const lv_backend *be = lv_backend_of(params[i]);
+    size_t nb = (size_t)(k ? k : 1) * sizeof(float);
+    a->m[i] = be->alloc(nb);
+    a->v[i] = a->m[i] ? be->alloc(nb) : NULL;
+    if (!a->m[i] || !a->v[i] || be->memset0(a->m[i], nb) < 0 || be->memset0(a->v[i], nb) < 0) {
+      lv_adam_free(a); return NULL;
     }
-    a->m[i] = calloc(k ? k : 1, sizeof(float));
-    a->v[i] = calloc(k ? k : 1, sizeof(float));
-    if (!a->m[i] || !a->v[i]) { lv_adam_free(a); lv_set_error(LV_ENOMEM, "out of memory for Adam state"); return NULL; }
   }
   a->lr = lr; a->beta1 = b1; a->beta2 = b2; a->eps = eps; a->weight_decay = wd;
   return a;
@@ -49,16 +46,11 @@ lv_adam *lv_adam_new(int n, lv_tensor **params, double lr, double b1, double b2,
 void lv_adam_free(lv_adam *a) {
   if (!a) return;
   for (int i = 0; i < a->n; i++) {
-    int on_dev = a->p && a->p[i] && lv_on_cuda(a->p[i]);
-    if (on_dev) {
-      if (a->m && a->m[i]) lv_cuda->free(a->m[i]);
-      if (a->v && a->v[i]) lv_cuda->free(a->v[i]);
-      lv_tensor_decref(a->p[i]);
-      continue;
-    }
-    if (a->p) lv_tensor_decref(a->p[i]);
-    if (a->m) free(a->m[i]);
-    if (a->v) free(a->v[i]);
+    if (!a->p || !a->p[i]) continue; /* a partly built optimizer: p[i] set before its moments */
+    const lv_backend *be = lv_backend_of(a->p[i]);
+    if (a->m && a->m[i]) be->free(a->m[i]);
+    if (a->v && a->v[i]) be->free(a->v[i]);
+    lv_tensor_decref(a->p[i]);
   }
   free(a->p); free(a->m); free(a->v);
   free(a);
@@ -72,18 +64,14 @@ int lv_adam_apply(lv_adam *a) {
   for (int i = 0; i < a->n; i++) {
     lv_tensor *p = a->p[i];
     if (!p->grad) continue;
-    int64_t k = lv_numel(p);
-    if (lv_on_cuda(p)) {
-      if (lv_cuda->adam_step(k, lv_f32(p), lv_f32(p->grad), a->m[i], a->v[i], (float)a->lr, (float)a->beta1,
-                             (float)a->beta2, (float)a->eps, (float)a->weight_decay, a->step) < 0 ||
-          lv_cuda->memset0(lv_data(p->grad), (size_t)k * sizeof(float)) < 0)
-        return -1;
-      continue;
-    }
-    if (lv_adam_step(k, lv_f32(p), lv_f32(p->grad), a->m[i], a->v[i], (float)a->lr, (float)a->beta1,
-                     (float)a->beta2, (float)a->eps, (float)a->weight_decay, a->step) < 0)
+    /* the one Adam (csrc/optim.c, also behind lviv_c.optim.Adam) */
+    lv_optim_slot slot = {lv_f32(p), lv_f32(p->grad), a->m[i], a->v[i], NULL, lv_numel(p), a->step, p->st->device};
+    if (lv_adam_update(1, &slot, a->lr, a->beta1, a->beta2, a->eps, a->weight_decay, 0, 0) < 0) return -1;
+    if (p->st->device == LV_CPU) {
+      p->grad_stale = 1; /* the next backward overwrites instead of adding (no zeroing pass) */
+    } else if (lv_backend_of(p)->memset0(lv_data(p->grad), (size_t)slot.n * sizeof(float)) < 0) {
       return -1;
-    p->grad_stale = 1; /* the next backward overwrites instead of adding (no zeroing pass) */
+    }
   }
   if (lv_profiling()) lv_profile_add(&op_adam_prof, 0, lv_prof_now() - t0);
   return 0;

@@ -6,15 +6,16 @@
 #include <cstdio>
 #include <cstring>
 extern "C" {
-#include "cuda_dispatch.h"
+#include "backend.h"
 }
+#include "formulas.h"  // every scalar formula, shared with the CPU kernels
 
-// lv_errkind values (lv.h): the backend reports errors through lv_cuda_table::core_set_error
+// lv_errkind values (lv.h): the backend reports errors through lv_backend::core_set_error
 enum { LVC_EVALUE = LV_EVALUE, LVC_ENOMEM = LV_ENOMEM, LVC_ERUNTIME = LV_ERUNTIME };
 
 namespace lvc {
 
-extern lv_cuda_table table;       // module.cu
+extern lv_backend table;       // module.cu
 extern cudaStream_t stream;       // module.cu, valid after init()
 extern bool allow_tf32;           // module.cu: TF32 in cuBLAS/cuDNN (off by default)
 int init();                       // 0 or -1 with error set: device, stream, memory pool
@@ -78,9 +79,10 @@ int fill_f32(float *d, float value, int64_t n);
 int matmul_fwd(lv_node *n);
 int matmul_bwd(lv_node *n, lv_tensor *gout, lv_tensor **gin);
 // conv.cu
-int conv2d_forward(const lv_conv2d_desc *d, const float *x, const float *w, const float *bias, float *y);
-int conv2d_backward_data(const lv_conv2d_desc *d, const float *gy, const float *w, float *gx);
-int conv2d_backward_weight(const lv_conv2d_desc *d, const float *x, const float *gy, float *gw, float *gb);
+int conv2d_forward(const lv_conv2d_desc *d, const float *x, const float *w, const float *bias, float *y, float *ws);
+int conv2d_backward_data(const lv_conv2d_desc *d, const float *gy, const float *w, float *gx, float *ws);
+int conv2d_backward_weight(const lv_conv2d_desc *d, const float *x, const float *gy, float *gw, float *gb,
+                           float *ws);
 void conv_release();
 // nn.cu
 int bn_forward_train(int N, int C, int HW, const float *x, const float *gamma, const float *beta,
@@ -93,8 +95,6 @@ int bn_backward_train(int N, int C, int HW, const float *x, const float *y, cons
 int bn_backward_eval(int N, int C, int HW, const float *x, const float *y, const float *gy,
                      const float *gamma, const float *rmean, const float *rvar, float eps, int elu,
                      float *gx, float *ggamma, float *gbeta);
-int bn_update_running(int C, float f, const float *mean, const float *var_unbiased, float *rmean,
-                      float *rvar);
 int readout_forward(int B, int C, int H, int W, int Nn, int shared_pos, const float *x,
                     const float *pos, const float *feat, const float *bias, float *out);
 int readout_backward(int B, int C, int H, int W, int Nn, int shared_pos, const float *x,
@@ -102,8 +102,7 @@ int readout_backward(int B, int C, int H, int W, int Nn, int shared_pos, const f
                      float *gpos, float *gfeat, float *gbias);
 int poisson_loss(int64_t n, const float *yhat, const float *y, float eps, float scale,
                  float *loss_dev, float *grad);
-int adam_step(int64_t n, float *p, const float *g, float *m, float *v, float lr, float beta1,
-              float beta2, float eps, float weight_decay, int64_t step);
+int adam_step(int64_t n, float *p, const float *g, float *m, float *v, float *vmax, const lv_adam_attr *a);
 int gather_rows(float *dst, const float *host_block, int64_t row, const int64_t *idx, int64_t nb);
 int loss_accumulate(const float *val_dev, int reset);
 int loss_read(double *out);
@@ -115,13 +114,11 @@ int grid_sample_forward(int N, int C, int H, int W, int Ho, int Wo, int ac, cons
                         float *y);
 int grid_sample_backward(int N, int C, int H, int W, int Ho, int Wo, int ac, const float *x, const float *grid,
                          const float *gy, float *gx, float *ggrid);
-int avg_pool2d_forward(int planes, int H, int W, int kh, int kw, int sh, int sw, int ph, int pw, const float *x,
-                       float *y);
-int avg_pool2d_backward(int planes, int H, int W, int kh, int kw, int sh, int sw, int ph, int pw, const float *gy,
-                        float *gx);
+int avg_pool2d_forward(const lv_pool2d_desc *d, const float *x, float *y);
+int avg_pool2d_backward(const lv_pool2d_desc *d, const float *gy, float *gx);
 int pad_forward(const lv_pad_desc *d, float value, const float *x, float *y);
 int pad_backward(const lv_pad_desc *d, const float *gy, float *gx);
-int dropout_forward(int64_t n, const float *x, float p, uint64_t seed, float *mask, float *y);
+int dropout_forward(int64_t n, const float *x, double p, float *mask, float *y);
 int mul_add(float *d, const float *a, const float *b, int64_t n);
 int poisson_loss_backward(int64_t n, const float *gout, const float *grad, const float *yhat, float eps, float scale,
                           float *gyhat, float *gy);

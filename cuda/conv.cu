@@ -146,7 +146,9 @@ static int find_algos(const lv_conv2d_desc *d, Plan *p, int which) {
   return fail(LVC_ERUNTIME, "conv2d: cuDNN found no algorithm within the %zu MB workspace cap", cap >> 20);
 }
 
-int conv2d_forward(const lv_conv2d_desc *d, const float *x, const float *w, const float *bias, float *y) {
+// ws: the CPU's kept workspace, unused here (cuDNN keeps one shared workspace)
+int conv2d_forward(const lv_conv2d_desc *d, const float *x, const float *w, const float *bias, float *y, float *ws) {
+  (void)ws;
   Plan *p;
   if (make_plan(d, &p) < 0) return -1;
   if (!p->have_fwd && find_algos(d, p, 0) < 0) return -1;
@@ -158,7 +160,8 @@ int conv2d_forward(const lv_conv2d_desc *d, const float *x, const float *w, cons
   return 0;
 }
 
-int conv2d_backward_data(const lv_conv2d_desc *d, const float *gy, const float *w, float *gx) {
+int conv2d_backward_data(const lv_conv2d_desc *d, const float *gy, const float *w, float *gx, float *ws) {
+  (void)ws;
   Plan *p;
   if (make_plan(d, &p) < 0) return -1;
   if (!p->have_data && find_algos(d, p, 1) < 0) return -1;
@@ -170,7 +173,8 @@ int conv2d_backward_data(const lv_conv2d_desc *d, const float *gy, const float *
   return 0;
 }
 
-int conv2d_backward_weight(const lv_conv2d_desc *d, const float *x, const float *gy, float *gw, float *gb) {
+int conv2d_backward_weight(const lv_conv2d_desc *d, const float *x, const float *gy, float *gw, float *gb, float *ws) {
+  (void)ws;
   Plan *p;
   if (make_plan(d, &p) < 0) return -1;
   float one = 1.f;

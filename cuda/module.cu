@@ -1,5 +1,5 @@
 // lviv_c._cuda: the CPython extension that owns the GPU. It exposes device queries that never
-// raise when there is no driver/GPU, and a capsule holding the op table (lv_cuda_table) that
+// raise when there is no driver/GPU, and a capsule holding the op table (lv_backend) that
 // the C core installs through _C._set_cuda_table.
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -63,6 +63,9 @@ void *scratch(size_t nbytes, int slot) {
   return scr[slot];
 }
 
+// cuDNN keeps one shared workspace: nothing kept with the conv nodes
+static size_t conv2d_workspace_floats(const lv_conv2d_desc *) { return 0; }
+
 // ---- memory table entries ----
 static void *t_alloc(size_t nbytes) {
   if (init() < 0) return nullptr;
@@ -106,20 +109,73 @@ static int t_sync() {
   return 0;
 }
 
-lv_cuda_table table = {
-    LV_CUDA_TABLE_ABI, (int)sizeof(lv_cuda_table), nullptr,
-    t_alloc, t_free, t_h2d, t_d2h, t_d2d, t_memset0, t_sync,
-    binary_fwd, binary_bwd, unary_fwd, unary_bwd, reduce_fwd, reduce_bwd, matmul_fwd, matmul_bwd,
-    permute_fwd, permute_bwd, slice_fwd, slice_bwd, isel_fwd, isel_bwd, cat_fwd, cat_bwd,
-    expand_fwd, expand_bwd, add_into, cast, fill_f32,
-    conv2d_forward, conv2d_backward_data, conv2d_backward_weight,
-    bn_forward_train, bn_forward_eval, bn_backward_train, bn_backward_eval, bn_update_running,
-    readout_forward, readout_backward, poisson_loss, adam_step,
-    gather_rows, loss_accumulate, loss_read,
-    linear_fwd, linear_bwd, grid_sample_forward, grid_sample_backward,
-    avg_pool2d_forward, avg_pool2d_backward, pad_forward, pad_backward,
-    dropout_forward, mul_add, poisson_loss_backward, bn_track, gather_rows_dev,
-    readout_pos_forward, readout_pos_backward,
+// every entry named, in the declaration order of csrc/backend.h (designated initializers): an
+// entry can be neither swapped nor skipped (lv_cuda_install checks that every entry is filled)
+lv_backend table = {
+    .abi = LV_BACKEND_ABI,
+    .table_size = (int)sizeof(lv_backend),
+    .name = "cuda",
+    .device = LV_CUDA,
+    .core_set_error = nullptr,
+    .core_rng_next = nullptr,
+    .alloc = t_alloc,
+    .free = t_free,
+    .memcpy_h2d = t_h2d,
+    .memcpy_d2h = t_d2h,
+    .memcpy_d2d = t_d2d,
+    .memset0 = t_memset0,
+    .synchronize = t_sync,
+    .binary_fwd = binary_fwd,
+    .binary_bwd = binary_bwd,
+    .unary_fwd = unary_fwd,
+    .unary_bwd = unary_bwd,
+    .reduce_fwd = reduce_fwd,
+    .reduce_bwd = reduce_bwd,
+    .matmul_fwd = matmul_fwd,
+    .matmul_bwd = matmul_bwd,
+    .linear_fwd = linear_fwd,
+    .linear_bwd = linear_bwd,
+    .permute_fwd = permute_fwd,
+    .permute_bwd = permute_bwd,
+    .slice_fwd = slice_fwd,
+    .slice_bwd = slice_bwd,
+    .isel_fwd = isel_fwd,
+    .isel_bwd = isel_bwd,
+    .cat_fwd = cat_fwd,
+    .cat_bwd = cat_bwd,
+    .expand_fwd = expand_fwd,
+    .expand_bwd = expand_bwd,
+    .add_into = add_into,
+    .mul_add = mul_add,
+    .cast = cast,
+    .fill_f32 = fill_f32,
+    .conv2d_workspace_floats = conv2d_workspace_floats,
+    .conv2d_forward = conv2d_forward,
+    .conv2d_backward_data = conv2d_backward_data,
+    .conv2d_backward_weight = conv2d_backward_weight,
+    .bn_forward_train = bn_forward_train,
+    .bn_forward_eval = bn_forward_eval,
+    .bn_backward_train = bn_backward_train,
+    .bn_backward_eval = bn_backward_eval,
+    .bn_track = bn_track,
+    .grid_sample_forward = grid_sample_forward,
+    .grid_sample_backward = grid_sample_backward,
+    .avg_pool2d_forward = avg_pool2d_forward,
+    .avg_pool2d_backward = avg_pool2d_backward,
+    .pad_forward = pad_forward,
+    .pad_backward = pad_backward,
+    .dropout_forward = dropout_forward,
+    .poisson_loss = poisson_loss,
+    .poisson_loss_backward = poisson_loss_backward,
+    .readout_forward = readout_forward,
+    .readout_backward = readout_backward,
+    .readout_pos_forward = readout_pos_forward,
+    .readout_pos_backward = readout_pos_backward,
+    .adam_step = adam_step,
+    .gather_rows = gather_rows,
+    .gather_rows_dev = gather_rows_dev,
+    .loss_accumulate = loss_accumulate,
+    .loss_read = loss_read,
 };
 
 }  // namespace lvc
@@ -214,12 +270,12 @@ static struct PyModuleDef moddef = {PyModuleDef_HEAD_INIT, "_cuda",
 PyMODINIT_FUNC PyInit__cuda(void) {
   PyObject *m = PyModule_Create(&moddef);
   if (!m) return nullptr;
-  PyObject *cap = PyCapsule_New(&lvc::table, "lviv_c._cuda.lv_cuda_table", nullptr);
+  PyObject *cap = PyCapsule_New(&lvc::table, "lviv_c._cuda.lv_backend", nullptr);
   if (!cap || PyModule_AddObject(m, "table", cap) < 0) {
     Py_XDECREF(cap);
     Py_DECREF(m);
     return nullptr;
   }
-  PyModule_AddIntConstant(m, "TABLE_ABI", LV_CUDA_TABLE_ABI);
+  PyModule_AddIntConstant(m, "TABLE_ABI", LV_BACKEND_ABI);
   return m;
 }

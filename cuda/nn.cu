@@ -61,7 +61,7 @@ __global__ void k_bn_apply(int64_t total, int C, int HW, const float *x, const f
     float z = (x[i] - mean[c]) * invstd[c];
     if (gamma) z = z * gamma[c];
     if (beta) z += beta[c];
-    y[i] = elu ? (z > 0.f ? z : expm1f(z)) : z;
+    y[i] = elu ? lv_f_elu1_fast(z) : z;
   }
 }
 
@@ -100,7 +100,7 @@ int bn_forward_eval(int N, int C, int HW, const float *x, const float *gamma, co
 // gyz = gy * ELU'(z) from the saved output (y > 0 ? 1 : y + 1)
 __device__ __forceinline__ float gz(const float *gy, const float *y, int elu, int64_t i) {
   float g = gy[i];
-  if (elu) { float o = y[i]; g = o > 0.f ? g : g * (o + 1.f); }
+  if (elu) { float o = y[i]; g = lv_f_elu_grad(o > 0.f, o, g, 1.f); }
   return g;
 }
 
@@ -178,19 +178,6 @@ int bn_backward_eval(int N, int C, int HW, const float *x, const float *y, const
   k_bn_eval_consts<<<grid_for(C), 256, 0, stream>>>(C, rvar, eps, inv);
   LVC_LAUNCHED("batch_norm backward");
   return bn_backward(N, C, HW, x, y, gy, gamma, rmean, inv, elu, 0, gx, ggamma, gbeta);
-}
-
-__global__ void k_bn_running(int C, float f, const float *mean, const float *var, float *rm, float *rv) {
-  LVC_GRID_STRIDE(c, C) {
-    rm[c] = (1.f - f) * rm[c] + f * mean[c];
-    rv[c] = (1.f - f) * rv[c] + f * var[c];
-  }
-}
-int bn_update_running(int C, float f, const float *mean, const float *var_unbiased, float *rmean, float *rvar) {
-  if (C <= 0) return 0;
-  k_bn_running<<<grid_for(C), 256, 0, stream>>>(C, f, mean, var_unbiased, rmean, rvar);
-  LVC_LAUNCHED("batch_norm running statistics");
-  return 0;
 }
 
 // ---------------------------------------------------------------- Gaussian readout
@@ -340,9 +327,8 @@ __global__ void k_poisson(int64_t n, const float *yhat, const float *y, float ep
   __shared__ double sh[256];
   double s = 0;
   for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)blockDim.x * gridDim.x) {
-    double d = (double)yhat[i] + eps;
-    s += (double)yhat[i] - (double)y[i] * log(d);
-    if (grad) grad[i] = scale * (float)(1.0 - (double)y[i] / d);
+    s += lv_f_poisson_term(yhat[i], y[i], eps);
+    if (grad) grad[i] = lv_f_poisson_grad(yhat[i], y[i], eps, scale);
   }
   sh[threadIdx.x] = s;
   __syncthreads();
@@ -374,24 +360,18 @@ int poisson_loss(int64_t n, const float *yhat, const float *y, float eps, float 
 }
 
 // ---------------------------------------------------------------- Adam (PyTorch formula)
-__global__ void k_adam(int64_t n, float *p, const float *g, float *m, float *v, float step_size, float isb2,
-                       float b1, float b2, float eps, float wd) {
-  LVC_GRID_STRIDE(i, n) {
-    float gi = g[i] + wd * p[i];
-    float mi = b1 * m[i] + (1.f - b1) * gi;
-    float vi = b2 * v[i] + (1.f - b2) * gi * gi;
-    m[i] = mi;
-    v[i] = vi;
-    p[i] -= step_size * mi / (sqrtf(vi) * isb2 + eps);
-  }
+__global__ void k_adam(int64_t n, float *p, const float *g, float *m, float *v, float *vmax, float sg,
+                       lv_adam_consts c, float b1, float b2, float eps, float wd) {
+  LVC_GRID_STRIDE(i, n) lv_f_adam(&p[i], sg * g[i], &m[i], &v[i], vmax ? &vmax[i] : nullptr, c, b1, b2, eps, wd);
 }
-int adam_step(int64_t n, float *p, const float *g, float *m, float *v, float lr, float beta1, float beta2, float eps,
-              float weight_decay, int64_t step) {
-  if (n < 0 || step < 1) return fail(LVC_EVALUE, "adam: bad arguments (n %lld, step %lld)", (long long)n, (long long)step);
+int adam_step(int64_t n, float *p, const float *g, float *m, float *v, float *vmax, const lv_adam_attr *a) {
+  if (n < 0 || a->step < 1 || (a->amsgrad && n && !vmax))
+    return fail(LVC_EVALUE, "adam: bad arguments (n %lld, step %lld; amsgrad needs max_exp_avg_sq)", (long long)n,
+                (long long)a->step);
   if (n == 0) return 0;
-  double bc1 = 1.0 - pow((double)beta1, (double)step), bc2 = 1.0 - pow((double)beta2, (double)step);
-  k_adam<<<grid_for(n), 256, 0, stream>>>(n, p, g, m, v, (float)(lr / bc1), (float)(1.0 / sqrt(bc2)), beta1, beta2,
-                                          eps, weight_decay);
+  k_adam<<<grid_for(n), 256, 0, stream>>>(n, p, g, m, v, a->amsgrad ? vmax : nullptr, a->maximize ? -1.f : 1.f,
+                                          lv_f_adam_consts(a->lr, a->beta1, a->beta2, a->step), a->beta1, a->beta2,
+                                          a->eps, a->weight_decay);
   LVC_LAUNCHED("adam");
   return 0;
 }

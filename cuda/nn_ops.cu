@@ -193,8 +193,8 @@ static int ap_dims(const char *who, int planes, int H, int W, int kh, int kw, in
   return 0;
 }
 
-int avg_pool2d_forward(int planes, int H, int W, int kh, int kw, int sh, int sw, int ph, int pw, const float *x,
-                       float *y) {
+int avg_pool2d_forward(const lv_pool2d_desc *d, const float *x, float *y) {
+  int planes = d->planes, H = d->H, W = d->W, kh = d->kh, kw = d->kw, sh = d->sh, sw = d->sw, ph = d->ph, pw = d->pw;
   int Ho, Wo;
   if (ap_dims("avg_pool2d", planes, H, W, kh, kw, sh, sw, ph, pw, &Ho, &Wo) < 0) return -1;
   int64_t total = (int64_t)planes * Ho * Wo;
@@ -204,8 +204,8 @@ int avg_pool2d_forward(int planes, int H, int W, int kh, int kw, int sh, int sw,
   return 0;
 }
 
-int avg_pool2d_backward(int planes, int H, int W, int kh, int kw, int sh, int sw, int ph, int pw, const float *gy,
-                        float *gx) {
+int avg_pool2d_backward(const lv_pool2d_desc *d, const float *gy, float *gx) {
+  int planes = d->planes, H = d->H, W = d->W, kh = d->kh, kw = d->kw, sh = d->sh, sw = d->sw, ph = d->ph, pw = d->pw;
   int Ho, Wo;
   if (ap_dims("avg_pool2d backward", planes, H, W, kh, kw, sh, sw, ph, pw, &Ho, &Wo) < 0) return -1;
   int64_t total = (int64_t)planes * H * W;
@@ -278,19 +278,21 @@ __host__ __device__ __forceinline__ uint64_t mix64(uint64_t z) {
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
   return z ^ (z >> 31);
 }
-__global__ void k_dropout(int64_t n, const float *x, float p, float keep, uint64_t seed, float *mask, float *y) {
+__global__ void k_dropout(int64_t n, const float *x, double p, float keep, uint64_t seed, float *mask, float *y) {
   LVC_GRID_STRIDE(i, n) {
     uint64_t r = mix64(seed + 0x9e3779b97f4a7c15ULL * (uint64_t)(i + 1));
     double u = (double)(r >> 11) * (1.0 / 9007199254740992.0);  // [0, 1), 53 bits
-    float m = u >= (double)p ? keep : 0.f;
+    float m = u >= p ? keep : 0.f;
     mask[i] = m;
     y[i] = x[i] * m;
   }
 }
-int dropout_forward(int64_t n, const float *x, float p, uint64_t seed, float *mask, float *y) {
-  if (n < 0 || !(p >= 0.f && p <= 1.f)) return fail(LVC_EVALUE, "dropout: bad arguments (n %lld, p %g)", (long long)n, p);
+// a fresh seed from the core's global generator on every call: replays redraw, seeded runs repeat
+int dropout_forward(int64_t n, const float *x, double p, float *mask, float *y) {
+  if (n < 0 || !(p >= 0 && p <= 1)) return fail(LVC_EVALUE, "dropout: bad arguments (n %lld, p %g)", (long long)n, p);
+  uint64_t seed = table.core_rng_next ? table.core_rng_next() : 0;
   if (n == 0) return 0;
-  float keep = p < 1.f ? (float)(1.0 / (1.0 - (double)p)) : 0.f;
+  float keep = p < 1 ? (float)(1.0 / (1.0 - p)) : 0.f;
   k_dropout<<<grid_for(n), 256, 0, stream>>>(n, x, p, keep, mix64(seed), mask, y);
   LVC_LAUNCHED("dropout");
   return 0;
@@ -312,7 +314,7 @@ __global__ void k_poisson_bwd(int64_t n, const float *gout, const float *grad, c
   float g = *gout;
   LVC_GRID_STRIDE(i, n) {
     if (gyhat) gyhat[i] += g * grad[i];
-    if (gy) gy[i] -= g * scale * logf(yhat[i] + eps);
+    if (gy) gy[i] -= lv_f_poisson_grad_target(yhat[i], eps, scale, g);
   }
 }
 int poisson_loss_backward(int64_t n, const float *gout, const float *grad, const float *yhat, float eps, float scale,
@@ -328,20 +330,11 @@ int poisson_loss_backward(int64_t n, const float *gout, const float *grad, const
 __global__ void k_bn_track(int C, double momentum, const float *mean, const float *var, float *rm, float *rv,
                            long long *nbt) {
   __shared__ double f;
-  if (threadIdx.x == 0) {
-    double ff = momentum;
-    if (nbt) {
-      long long k = ++nbt[0];
-      if (momentum < 0) ff = 1.0 / (double)k;
-    } else if (momentum < 0) {
-      ff = 0.0;
-    }
-    f = ff;
-  }
+  if (threadIdx.x == 0) f = lv_f_bn_factor(momentum, nbt ? ++nbt[0] : 0);
   __syncthreads();
   for (int c = threadIdx.x; c < C; c += blockDim.x) {
-    if (rm) rm[c] = (float)((1.0 - f) * rm[c] + f * mean[c]);
-    if (rv) rv[c] = (float)((1.0 - f) * rv[c] + f * var[c]);
+    if (rm) rm[c] = lv_f_bn_running(rm[c], mean[c], f);
+    if (rv) rv[c] = lv_f_bn_running(rv[c], var[c], f);
   }
 }
 int bn_track(int C, double momentum, const float *mean, const float *var_unbiased, float *rmean, float *rvar,

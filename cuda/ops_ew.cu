@@ -60,7 +60,7 @@ __device__ __forceinline__ int64_t roff(const RPlan &p, int64_t r) {
   return o;
 }
 
-enum { R_SUM = 0, R_MEAN, R_VAR, R_STD, R_MAX, R_MIN, R_ARGMAX, R_ARGMIN };
+// reduction codes: csrc/opdef.h (LV_RSUM ...)
 
 __device__ __forceinline__ bool better(float v, int64_t i, float b, int64_t bi, bool is_max) {
   // CPU semantics: first NaN wins; otherwise strictly better value; ties: the lower index
@@ -82,7 +82,7 @@ __global__ void k_reduce(const float *x, RPlan p, int op, double corr, float *ou
   int tid = threadIdx.x;
   for (int64_t j = blockIdx.x; j < p.M; j += gridDim.x) {
     int64_t base = koff(p, j);
-    if (op <= R_STD) {
+    if (op <= LV_RSTD) {
       double s = 0;
       for (int64_t r = tid; r < p.count; r += blockDim.x) s += (double)x[base + roff(p, r)];
       sd[tid] = s;
@@ -90,8 +90,8 @@ __global__ void k_reduce(const float *x, RPlan p, int op, double corr, float *ou
       for (int w = blockDim.x / 2; w > 0; w >>= 1) { if (tid < w) sd[tid] += sd[tid + w]; __syncthreads(); }
       double tot = sd[0];
       __syncthreads();
-      if (op == R_SUM) { if (tid == 0) outf[j] = accumulate ? outf[j] + (float)tot : (float)tot; }
-      else if (op == R_MEAN) { if (tid == 0) outf[j] = (float)(tot / (double)p.count); }
+      if (op == LV_RSUM) { if (tid == 0) outf[j] = accumulate ? outf[j] + (float)tot : (float)tot; }
+      else if (op == LV_RMEAN) { if (tid == 0) outf[j] = (float)(tot / (double)p.count); }
       else {
         double mu = tot / (double)p.count, q = 0;
         for (int64_t r = tid; r < p.count; r += blockDim.x) { double d = x[base + roff(p, r)] - mu; q += d * d; }
@@ -101,13 +101,13 @@ __global__ void k_reduce(const float *x, RPlan p, int op, double corr, float *ou
         if (tid == 0) {
           double den = (double)p.count - corr;
           double v = den > 0 ? sd[0] / den : NAN;
-          outf[j] = (float)(op == R_STD ? sqrt(v) : v);
+          outf[j] = (float)(op == LV_RSTD ? sqrt(v) : v);
           if (auxf) auxf[j] = (float)mu;
         }
         __syncthreads();
       }
     } else {
-      bool is_max = (op == R_MAX || op == R_ARGMAX);
+      bool is_max = (op == LV_RMAX || op == LV_RARGMAX);
       float b = 0.f; int64_t bi = INT64_MAX;
       for (int64_t r = tid; r < p.count; r += blockDim.x) {
         float v = x[base + roff(p, r)];
@@ -123,7 +123,7 @@ __global__ void k_reduce(const float *x, RPlan p, int op, double corr, float *ou
         __syncthreads();
       }
       if (tid == 0) {
-        if (op == R_MAX || op == R_MIN) { outf[j] = sv[0]; if (auxi) auxi[j] = si[0]; }
+        if (op == LV_RMAX || op == LV_RMIN) { outf[j] = sv[0]; if (auxi) auxi[j] = si[0]; }
         else outi[j] = si[0];
       }
       __syncthreads();
@@ -144,7 +144,7 @@ __global__ void k_reduce_small_sum(const float *x, RPlan p, float *out, int accu
 static int launch_reduce(const float *x, const RPlan &p, int op, double corr, float *outf,
                          int64_t *outi, float *auxf, int64_t *auxi, int accumulate) {
   if (p.M == 0) return 0;
-  if (op == R_SUM && p.count <= 32) {
+  if (op == LV_RSUM && p.count <= 32) {
     k_reduce_small_sum<<<grid_for(p.M), 256, 0, stream>>>(x, p, outf, accumulate);
     LVC_LAUNCHED("reduce");
     return 0;
@@ -167,38 +167,20 @@ static int sum_to(const float *g, int nd, const int64_t *oshape, const int64_t *
     if (st[i] == 0 && oshape[i] != 1) { p.rshape[p.nr] = oshape[i]; p.rstride[p.nr++] = cs[i]; p.count *= oshape[i]; }
     else { p.kshape[p.nk] = oshape[i]; p.kstride[p.nk++] = cs[i]; p.M *= oshape[i]; }
   }
-  return launch_reduce(g, p, R_SUM, 0, dst, nullptr, nullptr, nullptr, 1);
+  return launch_reduce(g, p, LV_RSUM, 0, dst, nullptr, nullptr, nullptr, 1);
 }
 
 // ---------------------------------------------------------------- binary
-__device__ __forceinline__ float binop(int op, float x, float y) {
-  switch (op) {
-    case LV_ADD: return x + y;
-    case LV_SUB: return x - y;
-    case LV_MUL: return x * y;
-    case LV_DIV: return x / y;
-    case LV_POW: return powf(x, y);
-    case LV_MAXIMUM: return (x > y || isnan(x)) ? x : y;
-    case LV_MINIMUM: return (x < y || isnan(x)) ? x : y;
-    case LV_EQ: return (float)(x == y);
-    case LV_NE: return (float)(x != y);
-    case LV_LT: return (float)(x < y);
-    case LV_LE: return (float)(x <= y);
-    case LV_GT: return (float)(x > y);
-    case LV_GE: return (float)(x >= y);
-  }
-  return 0.f;
-}
-
+// one element: lv_f_binop / lv_f_binop_grad / lv_f_unop / lv_f_unop_grad (csrc/formulas.h)
 __global__ void k_binary(int op, Strided p, int64_t N, const float *a, const float *b, float *o) {
   LVC_GRID_STRIDE(k, N) {
     int64_t oa, ob;
     offs2(p, k, oa, ob);
-    o[k] = binop(op, a[oa], b[ob]);
+    o[k] = lv_f_binop(op, a[oa], b[ob]);
   }
 }
 __global__ void k_binary_same(int op, int64_t N, const float *a, const float *b, int bscalar, float *o) {
-  LVC_GRID_STRIDE(k, N) o[k] = binop(op, a[k], b[bscalar ? 0 : k]);
+  LVC_GRID_STRIDE(k, N) o[k] = lv_f_binop(op, a[k], b[bscalar ? 0 : k]);
 }
 
 int binary_fwd(lv_node *n) {
@@ -221,23 +203,13 @@ int binary_fwd(lv_node *n) {
   return 0;
 }
 
-// gradient of side (0: a, 1: b) at output element k; CPU formulas
+// gradient of side (0: a, 1: b) at output element k
 __global__ void k_binary_grad(int op, int side, Strided p, int64_t N, const float *A, const float *B,
                               const float *O, const float *G, float *dst, int add) {
   LVC_GRID_STRIDE(k, N) {
     int64_t oa, ob;
     offs2(p, k, oa, ob);
-    float x = A[oa], y = B[ob], g = G[k], r;
-    switch (op) {
-      case LV_ADD: r = g; break;
-      case LV_SUB: r = side ? -g : g; break;
-      case LV_MUL: r = side ? g * x : g * y; break;
-      case LV_DIV: r = side ? -g * x / (y * y) : g / y; break;
-      case LV_POW: r = side ? (x > 0 ? g * O[k] * logf(x) : 0.f) : (y == 0 ? 0.f : g * y * powf(x, y - 1)); break;
-      case LV_MAXIMUM: r = side ? (y > x ? g : (y == x ? 0.5f * g : 0.f)) : (x > y ? g : (x == y ? 0.5f * g : 0.f)); break;
-      case LV_MINIMUM: r = side ? (y < x ? g : (y == x ? 0.5f * g : 0.f)) : (x < y ? g : (x == y ? 0.5f * g : 0.f)); break;
-      default: r = 0.f;
-    }
+    float r = lv_f_binop_grad(op, side, A[oa], B[ob], O[k], G[k]);
     if (add) dst[k] += r; else dst[k] = r;
   }
 }
@@ -277,60 +249,14 @@ int binary_bwd(lv_node *n, lv_tensor *gout, lv_tensor **gin) {
 // ---------------------------------------------------------------- unary
 __global__ void k_unary(int op, int64_t N, const float *x, float *y, float p0, float p1) {
   LVC_GRID_STRIDE(i, N) {
-    float v = x[i], r;
-    switch (op) {
-      case LV_NEG: r = -v; break;
-      case LV_EXP: r = expf(v); break;
-      case LV_LOG: r = logf(v); break;
-      case LV_SQRT: r = sqrtf(v); break;
-      case LV_ABS: r = fabsf(v); break;
-      case LV_SIGN: r = (float)((v > 0) - (v < 0)); break;
-      case LV_ELU: r = v > 0 ? v : p0 * expm1f(v); break;
-      case LV_RELU: r = v > 0 ? v : 0.f; break;
-      case LV_TANH: r = tanhf(v); break;
-      case LV_SIGMOID: r = 1.f / (1.f + expf(-v)); break;
-      case LV_CLAMP: r = v < p0 ? p0 : (v > p1 ? p1 : v); break;
-      case LV_AFFINE: r = p0 * v + p1; break;
-      case LV_POWS: r = p0 == 2.f ? v * v : powf(v, p0); break;
-      case LV_RDIV: r = p0 / v; break;
-      case LV_SQUARE: r = v * v; break;
-      case LV_LOG1P: r = log1pf(v); break;
-      case LV_SOFTPLUS: r = v > 20.f ? v : log1pf(expf(v)); break;
-      case LV_SIN: r = sinf(v); break;
-      case LV_COS: r = cosf(v); break;
-      default: r = 0.f;
-    }
-    y[i] = r;
+    y[i] = lv_f_unop(op, x[i], p0, p1);
   }
 }
 
 __global__ void k_unary_bwd(int op, int64_t N, const float *x, const float *y, const float *g, float *d,
                             float p0, float p1) {
   LVC_GRID_STRIDE(i, N) {
-    float v = x[i], o = y[i], gg = g[i], r;
-    switch (op) {
-      case LV_NEG: r = -gg; break;
-      case LV_EXP: r = gg * o; break;
-      case LV_LOG: r = gg / v; break;
-      case LV_SQRT: r = gg * 0.5f / o; break;
-      case LV_ABS: r = v > 0 ? gg : (v < 0 ? -gg : 0.f); break;
-      case LV_SIGN: r = 0.f; break;
-      case LV_ELU: r = v > 0 ? gg : gg * (o + p0); break;
-      case LV_RELU: r = v > 0 ? gg : 0.f; break;
-      case LV_TANH: r = gg * (1.f - o * o); break;
-      case LV_SIGMOID: r = gg * o * (1.f - o); break;
-      case LV_CLAMP: r = (v >= p0 && v <= p1) ? gg : 0.f; break;
-      case LV_AFFINE: r = gg * p0; break;
-      case LV_POWS: r = p0 == 0.f ? 0.f : gg * p0 * powf(v, p0 - 1.f); break;
-      case LV_RDIV: r = -gg * o / v; break;
-      case LV_SQUARE: r = 2.f * gg * v; break;
-      case LV_LOG1P: r = gg / (1.f + v); break;
-      case LV_SOFTPLUS: r = gg / (1.f + expf(-v)); break;
-      case LV_SIN: r = gg * cosf(v); break;
-      case LV_COS: r = -gg * sinf(v); break;
-      default: r = 0.f;
-    }
-    d[i] += r;
+    d[i] += lv_f_unop_grad(op, x[i], y[i], g[i], p0, p1);
   }
 }
 
@@ -370,9 +296,9 @@ int reduce_fwd(lv_node *n) {
   RPlan p;
   make_rplan(a, (uint32_t)n->ia[1], &p);
   int op = (int)n->ia[0];
-  bool idx_out = (op == R_ARGMAX || op == R_ARGMIN);
+  bool idx_out = (op == LV_RARGMAX || op == LV_RARGMIN);
   float *auxf = nullptr; int64_t *auxi = nullptr;
-  if (n->aux[0]) { if (op == R_MAX || op == R_MIN) auxi = lv_i64(n->aux[0]); else auxf = lv_f32(n->aux[0]); }
+  if (n->aux[0]) { if (op == LV_RMAX || op == LV_RMIN) auxi = lv_i64(n->aux[0]); else auxf = lv_f32(n->aux[0]); }
   return launch_reduce(lv_f32(a), p, op, n->fa[0], idx_out ? nullptr : lv_f32(o),
                        idx_out ? lv_i64(o) : nullptr, auxf, auxi, 0);
 }
@@ -395,11 +321,11 @@ __global__ void k_reduce_bwd(EPlan p, int64_t N, int op, const float *x, const f
     }
     float r;
     switch (op) {
-      case R_SUM: r = g[off]; break;
-      case R_MEAN: r = g[off] * c; break;
-      case R_VAR: r = g[off] * c * (x[k] - mu[off]); break;
-      case R_STD: r = y[off] > 0 ? g[off] * c * (x[k] - mu[off]) / y[off] : 0.f; break;
-      case R_MAX: case R_MIN: r = ro == bi[off] ? g[off] : 0.f; break;
+      case LV_RSUM: r = g[off]; break;
+      case LV_RMEAN: r = g[off] * c; break;
+      case LV_RVAR: r = g[off] * c * (x[k] - mu[off]); break;
+      case LV_RSTD: r = y[off] > 0 ? g[off] * c * (x[k] - mu[off]) / y[off] : 0.f; break;
+      case LV_RMAX: case LV_RMIN: r = ro == bi[off] ? g[off] : 0.f; break;
       default: r = 0.f;
     }
     d[k] += r;
@@ -410,7 +336,7 @@ int reduce_bwd(lv_node *n, lv_tensor *gout, lv_tensor **gin) {
   if (!gin[0]) return 0;
   lv_tensor *a = n->in[0];
   int op = (int)n->ia[0];
-  if (op >= R_ARGMAX) return 0;
+  if (op >= LV_RARGMAX) return 0;
   uint32_t dims = (uint32_t)n->ia[1];
   EPlan p{};
   p.nd = a->ndim;
@@ -423,9 +349,9 @@ int reduce_bwd(lv_node *n, lv_tensor *gout, lv_tensor **gin) {
   int64_t N = numel(a);
   if (N == 0) return 0;
   double den = (double)count - n->fa[0];
-  float c = op == R_MEAN ? 1.f / (float)count : op == R_VAR ? (float)(2.0 / den) : (float)(1.0 / den);
-  const float *mu = (op == R_VAR || op == R_STD) ? lv_f32(n->aux[0]) : nullptr;
-  const int64_t *bi = (op == R_MAX || op == R_MIN) ? lv_i64(n->aux[0]) : nullptr;
+  float c = op == LV_RMEAN ? 1.f / (float)count : op == LV_RVAR ? (float)(2.0 / den) : (float)(1.0 / den);
+  const float *mu = (op == LV_RVAR || op == LV_RSTD) ? lv_f32(n->aux[0]) : nullptr;
+  const int64_t *bi = (op == LV_RMAX || op == LV_RMIN) ? lv_i64(n->aux[0]) : nullptr;
   k_reduce_bwd<<<grid_for(N), 256, 0, stream>>>(p, N, op, lv_f32(a), lv_f32(gout), lv_f32(n->out), mu, bi,
                                                  c, lv_f32(gin[0]));
   LVC_LAUNCHED("reduction backward");

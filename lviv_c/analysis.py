@@ -8,13 +8,19 @@ from .tensor import Tensor, from_numpy, no_grad
 
 
 class _EvalNoParamGrad:
-    """Model in eval mode with parameter gradients off; restores both afterwards."""
+    """Model in eval mode with parameter gradients off; restores both afterwards. A model on the
+    GPU is moved to the CPU for the analysis and back afterwards (the same Parameter objects):
+    the input-optimisation loop (lv_optimize_input) works on host memory."""
 
     def __init__(self, model):
         self.model = model
 
     def __enter__(self):
         m = self.model
+        from .capture import model_device
+        self.device = model_device(m)
+        if self.device != "cpu":
+            m.cpu()
         self.was_training = getattr(m, "training", False)
         if hasattr(m, "eval"):
             m.eval()
@@ -28,6 +34,8 @@ class _EvalNoParamGrad:
             p.requires_grad = True
         if hasattr(self.model, "train"):
             self.model.train(self.was_training)
+        if self.device != "cpu":
+            self.model.to(self.device)
         return False
 
 

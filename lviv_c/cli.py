@@ -39,6 +39,9 @@ def _add_training(p, max_iter_default):
                         f"{max_iter_default if max_iter_default is not None else '200, 2 with --quick'})")
     p.add_argument("--seed", type=int, default=1234, help="seed of the model and the shuffling "
                                                          "(default 1234, the course's)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="where to train: auto (default: the GPU when there is one), cpu, or cuda "
+                        "(the CPU, said once, when there is no GPU)")
 
 
 def _add_model(p):
@@ -149,19 +152,22 @@ def cmd_train(args):
     if args.model.startswith("sensorium"):  # static_loaders over the scan, multi-scan trainer
         from .sensorium_training import predict_tier, sensorium_scan_model
         model, s_loaders = sensorium_scan_model(args.model, path, batch_size=args.batch_size, seed=args.seed)
-        train_model(model, s_loaders, seed=args.seed, max_iter=args.max_iter, verbose=not args.quiet)
+        train_model(model, s_loaders, seed=args.seed, max_iter=args.max_iter, verbose=not args.quiet,
+                    device=args.device)
         measures, _ = TestSet(loaders, repeats).score(*(next(iter(predict_tier(model, s_loaders, t).values()))
                                                         for t in ("validation", "test")))
     else:
         model = build_model(args.model, loaders, seed=args.seed)
-        train_model(model, loaders, seed=args.seed, max_iter=args.max_iter, verbose=not args.quiet)
+        train_model(model, loaders, seed=args.seed, max_iter=args.max_iter, verbose=not args.quiet,
+                    device=args.device)
         measures, _ = evaluate(model, TestSet(loaders, repeats))
     _print_measures(args.model, measures)
     out = args.out or f"{args.model}.pt"
     if os.path.dirname(out):
         os.makedirs(os.path.dirname(out), exist_ok=True)
     save(model.state_dict(), out)
-    print(f"saved the state dict to {out}")
+    from .capture import model_device
+    print(f"trained on {model_device(model)}; saved the state dict to {out}")
     return 0
 
 
@@ -240,7 +246,7 @@ def cmd_demo(args):
         run_demo(data=args.data, quick=args.quick, out=args.out, max_iter=args.max_iter,
                  batch_size=args.batch_size, seed=args.seed, cache=args.cache,
                  verbose=not args.quiet, mei_iterations=args.mei_iterations,
-                 figures=not args.no_figures, **kw)
+                 figures=not args.no_figures, device=args.device, **kw)
     except DataPathError as e:
         raise _UsageError(str(e)) from None
     return 0

@@ -3,17 +3,65 @@ loaded only on demand, so `import lviv_c` never needs a GPU, a driver or libcuda
 
     lviv_c.cuda.is_available()      # never raises
     lviv_c.cuda.allow_tf32 = True   # opt in to TF32 tensor cores in matmul/conv (default False)
+
+``LVIV_EMULATE_CUDA=1`` (read at the first use) replaces the GPU by the emulated device, a TEST
+DEVICE ONLY: a second backend with its own storage and explicit copies in and out, named 'cuda',
+that computes with the CPU kernels (csrc/cpu/emulated.c). CI runs the CUDA tests on it so the
+dispatch, the placement and the tests themselves run on every commit; it proves nothing about the
+CUDA kernels, which only a GPU runs (scripts/gpu-check).
 """
 import importlib
+import os
 import sys
 import types
 
 _state = {"checked": False, "mod": None, "error": None, "installed": False, "tf32": False}
 
 
+class _EmulatedDevice:
+    """The module-level interface of lviv_c._cuda, for the emulated device (test device only)."""
+
+    emulated = True
+    TABLE_ABI = None
+
+    def __init__(self):
+        from . import _C
+        self.table = _C._emulated_cuda_table()
+        self.TABLE_ABI = _C.CUDA_TABLE_ABI
+
+    def device_count(self):
+        return 1
+
+    def device_name(self, index=0):
+        return "emulated CUDA device (CPU kernels; a test device, not a GPU)"
+
+    def get_device_capability(self, index=0):
+        return (0, 0)
+
+    def mem_info(self):
+        return (0, 0)
+
+    def synchronize(self):
+        return None
+
+    def set_allow_tf32(self, value):
+        return None
+
+    def runtime_version(self):
+        return "emulated"
+
+
+def emulated():
+    """True when LVIV_EMULATE_CUDA=1 put the emulated test device in the GPU's place."""
+    return _backend() is not None and getattr(_state["mod"], "emulated", False)
+
+
 def _backend():
     if not _state["checked"]:
         _state["checked"] = True
+        if os.environ.get("LVIV_EMULATE_CUDA", "") not in ("", "0"):
+            _state["mod"] = _EmulatedDevice()
+            return _state["mod"]
         try:
             _state["mod"] = importlib.import_module("lviv_c._cuda")
         except Exception as e:  # missing module, missing libcublas/libcudnn/driver: CPU only

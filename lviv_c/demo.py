@@ -135,12 +135,13 @@ def resolve_data(data=None, quick=False, cache=None, progress=True, seed=0):
     return path, os.path.isfile(os.path.join(path, "ground_truth", "params.json"))
 
 
-def load_loaders(path, batch_size=30, seed=None):
+def load_loaders(path, batch_size=30, seed=None, device="auto"):
     """(loaders, repeats loader) of a checked scan: load_dataset's train/validation/test loaders
-    and the test loader whose batches hold all repeats of one image."""
+    (their blocks on the GPU when `device` resolves to it) and the test loader whose batches hold
+    all repeats of one image."""
     from .dataset import load_dataset
     check_scan(path)
-    loaders = load_dataset(path, batch_size=batch_size, seed=seed)
+    loaders = load_dataset(path, batch_size=batch_size, seed=seed, cuda=device != "cpu")
     import contextlib
     import io
     with contextlib.redirect_stdout(io.StringIO()):   # "Returning only test sampler ..."
@@ -558,7 +559,7 @@ def format_plan(plan, epoch_seconds, budget_s, spent_s):
 
 def run_demo(data=None, quick=False, out="out", max_iter=None, models=DEMO_MODELS,
              batch_size=30, seed=1234, cache=None, verbose=True, lurz_config=None,
-             mei_iterations=None, n_analysis_neurons=None, figures=True, budget=None):
+             mei_iterations=None, n_analysis_neurons=None, figures=True, budget=None, device="auto"):
     """Train, evaluate and plot (see the module docstring). Returns the results dict that is
     also written to ``<out>/results.json``.
 
@@ -569,8 +570,12 @@ def run_demo(data=None, quick=False, out="out", max_iter=None, models=DEMO_MODEL
     plan is printed first. Without ``max_iter`` and ``budget``: on a CPU a budget of
     ``CPU_BUDGET_MINUTES``, on a GPU the course's 200 epochs. ``budget=0``: no planning, at most
     ``CPU_MAX_ITER`` epochs on a CPU.
-    ``models``: keys of MODELS. ``lurz_config``: overrides of LURZ_COURSE_CONFIG."""
+    ``models``: keys of MODELS. ``lurz_config``: overrides of LURZ_COURSE_CONFIG. ``device``:
+    'auto' (the GPU when there is one), 'cpu' or 'cuda' (the CPU, said once, when there is no
+    GPU); the table reports the device each model really trained on."""
+    from .capture import model_device
     from .trainers import resolve_device, train_model
+    device = resolve_device(device, verbose=verbose)
     t_start = time.perf_counter()
     for m in models:
         if m not in MODELS:
@@ -578,15 +583,14 @@ def run_demo(data=None, quick=False, out="out", max_iter=None, models=DEMO_MODEL
     if budget is not None and (not isinstance(budget, (int, float)) or budget < 0 or budget != budget):
         raise ValueError(f"budget: expected minutes >= 0, got {budget!r}")
     if max_iter is None:
-        from . import cuda as _cuda
         if quick:
             max_iter = 2
-        elif budget is None and not _cuda.is_available():
+        elif budget is None and device == "cpu":
             budget = CPU_BUDGET_MINUTES
         elif budget is None:
             max_iter = 200
         if max_iter is None and budget == 0:
-            max_iter = 200 if _cuda.is_available() else CPU_MAX_ITER
+            max_iter = 200 if device == "cuda" else CPU_MAX_ITER
     elif budget:
         raise ValueError("give max_iter or budget, not both")
     planned = max_iter is None
@@ -597,9 +601,8 @@ def run_demo(data=None, quick=False, out="out", max_iter=None, models=DEMO_MODEL
     path, synthetic = resolve_data(data, quick=quick, cache=cache, progress=verbose)
     os.makedirs(out, exist_ok=True)
     say = (lambda *a: print(*a, flush=True)) if verbose else (lambda *a: None)
-    loaders, repeats = load_loaders(path, batch_size=batch_size, seed=seed)
+    loaders, repeats = load_loaders(path, batch_size=batch_size, seed=seed, device=device)
     testset = TestSet(loaders, repeats)
-    device = resolve_device("cuda", verbose=verbose)
     n_trials = len(loaders["train"].dataset)
     n_neurons = int(loaders["train"].responses_block.shape[1])
     say(f"scan {path}: {n_trials} trials, {n_neurons} neurons; train "
@@ -647,7 +650,7 @@ def run_demo(data=None, quick=False, out="out", max_iter=None, models=DEMO_MODEL
             model, s_loaders = build_model(name, loaders, seed=seed, lurz_config=lurz_config), None
         t0 = time.perf_counter()
         score, output, _ = train_model(model, s_loaders or loaders, seed=seed, max_iter=max_iters[name],
-                                       verbose=verbose)
+                                       verbose=verbose, device=device)
         train_s = time.perf_counter() - t0
         if s_loaders is not None:  # same trials, same order and response units as the TestSet's
             preds[name], p_val = (next(iter(predict_tier(model, s_loaders, t).values()))
@@ -659,7 +662,7 @@ def run_demo(data=None, quick=False, out="out", max_iter=None, models=DEMO_MODEL
         row = {"label": MODELS[name], **measures,
                "epochs": int(output.get("epochs") or len(secs)),
                "seconds_per_epoch": float(np.mean(secs)) if secs else None,
-               "train_seconds": train_s, "device": device, "n_parameters": n_parameters(model),
+               "train_seconds": train_s, "device": model_device(model), "n_parameters": n_parameters(model),
                "validation_curve": [float(v) for v in output.get("correlation", [])]}
         if results.get("ground_truth"):
             ceil = results["ground_truth"]["test_corr"]

@@ -448,6 +448,8 @@ class _PickleWriter:
         self.out += b")R"                                                    # () REDUCE
 
     def tensor(self, arr):
+        if getattr(arr, "is_cuda", False):  # a GPU tensor is written as a host tensor: loads anywhere
+            arr = arr.detach().cpu()
         arr = np.asarray(arr)
         native = np.dtype(arr.dtype.name) if arr.dtype.kind in "biuf" else arr.dtype
         stype = _STORAGE_OF_DTYPE.get(native)

@@ -8,11 +8,11 @@ import numpy as np
 
 from . import _C
 
-# op codes (keep in sync with csrc/ops/ops.h)
-ADD, SUB, MUL, DIV, POW, MAXIMUM, MINIMUM, EQ, NE, LT, LE, GT, GE = range(13)
-(NEG, EXP, LOG, SQRT, ABS, SIGN, ELU, RELU, TANH, SIGMOID, CLAMP, AFFINE, POWS, RDIV, SQUARE,
- LOG1P, SOFTPLUS, SIN, COS) = range(19)
-RSUM, RMEAN, RVAR, RSTD, RMAX, RMIN, RARGMAX, RARGMIN = range(8)
+# op codes: defined once in csrc/opdef.h, exported by the extension
+from ._C import (ADD, SUB, MUL, DIV, POW, MAXIMUM, MINIMUM, EQ, NE, LT, LE, GT, GE,  # noqa: E402,F401
+                 NEG, EXP, LOG, SQRT, ABS, SIGN, ELU, RELU, TANH, SIGMOID, CLAMP, AFFINE, POWS, RDIV,
+                 SQUARE, LOG1P, SOFTPLUS, SIN, COS,
+                 RSUM, RMEAN, RVAR, RSTD, RMAX, RMIN, RARGMAX, RARGMIN)
 
 
 class dtype:

@@ -20,8 +20,13 @@ _warned_cpu = {"done": False}
 
 
 def resolve_device(device, verbose=True):
-    """'cuda' means the GPU when there is one; without one lviv_c runs on the CPU and says so once."""
+    """'cuda' (and 'auto') means the GPU when there is one; without one lviv_c runs on the CPU
+    and says so once. Returns 'cuda' or 'cpu'."""
     dev = str(device or "cpu")
+    if dev == "auto":
+        dev = "cuda"
+    if not (dev == "cpu" or dev.startswith("cuda")):
+        raise ValueError(f"device: expected 'auto', 'cpu' or 'cuda', got {device!r}")
     if dev.startswith("cuda") and not _cuda.is_available():
         if verbose and not _warned_cpu["done"]:
             print("lviv_c: no CUDA GPU available, running on the CPU", file=sys.stderr)
@@ -284,7 +289,10 @@ def train_model(model, dataloader, seed=None, avg_loss=False, scale_loss=True, l
 
     from .sensorium_training import is_multi_scan, train_multi
     if is_multi_scan(dataloader):  # {'train': {data_key: loader}, ...}: cycle through the scans
-        resolve_device(device, verbose)
+        if resolve_device(device, verbose) == "cuda" and verbose:
+            print("lviv_c: multi-scan (Sensorium) training runs on the CPU in this version", file=sys.stderr)
+        if hasattr(model, "to") and model_device(model) != "cpu":
+            model.to("cpu")
         return train_multi(model, dataloader, seed=seed, avg_loss=avg_loss, scale_loss=scale_loss,
                            loss_accum_batch_n=loss_accum_batch_n, verbose=verbose, interval=interval,
                            patience=patience, epoch=epoch, lr_init=lr_init, max_iter=max_iter,
@@ -293,7 +301,13 @@ def train_model(model, dataloader, seed=None, avg_loss=False, scale_loss=True, l
                            cb=cb, track_training=track_training, return_test_score=return_test_score,
                            capture=capture, **kwargs)
     loaders = _loaders(dataloader)
-    resolve_device(device, verbose)
+    # the course's train_model moves the model to the device; here parameters, buffers, the
+    # optimizer's moments (made below, on the parameters' device) and the captured graphs follow
+    # it, and batches are gathered on the device from the loaders' device-resident blocks
+    # (load_dataset(..., cuda=True)) or staged from their host blocks
+    dev = resolve_device(device, verbose)
+    if hasattr(model, "to") and model_device(model) != dev:
+        model.to(dev)
     if seed is not None:
         manual_seed(seed)
         np.random.seed(seed)

@@ -15,6 +15,12 @@ class ConvDesc(ctypes.Structure):
                  "groups", "Ho", "Wo")]
 
 
+class AdamAttr(ctypes.Structure):  # lv_adam_attr (csrc/opdef.h)
+    _fields_ = [("lr", ctypes.c_float), ("beta1", ctypes.c_float), ("beta2", ctypes.c_float),
+                ("eps", ctypes.c_float), ("weight_decay", ctypes.c_float), ("step", ctypes.c_int64),
+                ("amsgrad", ctypes.c_int), ("maximize", ctypes.c_int)]
+
+
 def P(a):
     """float pointer for a float32 C-contiguous array (None -> NULL)."""
     if a is None:

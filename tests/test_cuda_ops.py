@@ -16,6 +16,7 @@ import lviv_c as L
 from lviv_c import _C
 
 HAVE_GPU = L.cuda.is_available()
+pytestmark = pytest.mark.cuda  # CI also runs these on the emulated device (make test)
 gpu = pytest.mark.skipif(not HAVE_GPU, reason="no CUDA GPU (lviv_c.cuda.is_available() is False)")
 
 
@@ -37,7 +38,13 @@ def test_cuda_module_imports_or_fails_with_importerror_only():
     assert isinstance(n, int) and n >= 0
     if not HAVE_GPU:
         assert n == 0
-    assert m.TABLE_ABI == 2
+    assert m.TABLE_ABI == L._C.CUDA_TABLE_ABI
+    # the core accepts the backend's table (version, size, every entry filled) without a GPU
+    was = L._C._cuda_loaded()
+    L._C._set_cuda_table(m.table)
+    assert L._C._cuda_loaded()
+    if not was:
+        L._C._set_cuda_table(None)
 
 
 @pytest.mark.skipif(HAVE_GPU, reason="checks the no-GPU error path")
@@ -83,6 +90,10 @@ def test_nn_kernel_binding_on_cpu_matches_numpy():
     np.testing.assert_allclose(g.numpy(), 2.0 * (1 - y / (yh + 1e-12)), rtol=1e-6, atol=1e-6)
     with pytest.raises(ValueError, match="unknown kernel"):
         _C._nn_kernel("nope", [], [], [])
+    with pytest.raises(ValueError, match="expected 4 tensors, 0 ints and 2 floats"):
+        _C._nn_kernel("poisson_loss", [L.tensor(yh), L.tensor(y), loss], [], [1e-12, 2.0])
+    with pytest.raises(TypeError, match="float32"):
+        _C._nn_kernel("poisson_loss", [L.tensor(yh), L.tensor(y), loss, L.zeros(50, dtype=L.int64)], [], [1e-12, 2.0])
 
 
 # ---------------------------------------------------------------- parity helpers
@@ -316,7 +327,7 @@ def test_poisson_and_adam_kernels_parity():
     np.testing.assert_allclose(ld, lc, rtol=1e-6)
     np.testing.assert_allclose(gd, gc, rtol=1e-6, atol=1e-6)
     p, g, m, v = rnd(1000), rnd(1000), rnd(1000) * 0.1, np.abs(rnd(1000)) * 0.1
-    for c, d in _run_both("adam_step", [p, g, m, v], [7], [0.005, 0.9, 0.999, 1e-8, 0.01], [0, 2, 3]):
+    for c, d in _run_both("adam_step", [p, g, m, v, None], [7, 0, 0], [0.005, 0.9, 0.999, 1e-8, 0.01], [0, 2, 3]):
         np.testing.assert_allclose(d, c, rtol=1e-6, atol=1e-7)
 
 
@@ -517,11 +528,13 @@ def test_module_to_cuda_keeps_parameter_identity_and_values():
 
 @gpu
 def test_optimizer_state_on_parameter_device_matches_cpu():
+    x_host = rnd(16, 20)  # one input for both runs
+
     def run(device):
         L.manual_seed(0)
         m = L.nn.Linear(20, 7).to(device)
         opt = L.optim.Adam(m.parameters(), lr=0.01, weight_decay=0.01)
-        x = L.tensor(rnd(16, 20), device=device)
+        x = L.tensor(x_host, device=device)
         for _ in range(5):
             opt.zero_grad()
             F.poisson_loss(F.elu(m(x)) + 1, L.tensor(np.ones((16, 7), np.float32), device=device)).backward()

@@ -10,6 +10,7 @@ from lviv_c import _C
 from lviv_c.capture import host_copy, model_device, to_device, write_into
 
 HAVE_GPU = L.cuda.is_available()
+pytestmark = pytest.mark.cuda  # CI also runs these on the emulated device (make test)
 nogpu = pytest.mark.skipif(HAVE_GPU, reason="checks the no-GPU error path")
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from kern_ffi import (F, I64, P, call, conv2d, conv2d_bwd_data, conv2d_bwd_weight,  # noqa: E402
+from kern_ffi import (F, I64, P, AdamAttr, call, conv2d, conv2d_bwd_data, conv2d_bwd_weight,  # noqa: E402
                       conv_desc, f32, lib)
 
 RNG = np.random.default_rng(1234)
@@ -339,24 +339,31 @@ def test_avg_pool2d(k, s, p):
 
 # ----------------------------------------------------------------------------------- optimizers
 
-@pytest.mark.parametrize("wd", [0.0, 0.01])
-def test_adam(wd):
+@pytest.mark.parametrize("wd,amsgrad,maximize", [(0.0, 0, 0), (0.01, 0, 0), (0.01, 1, 0), (0.0, 1, 1)])
+def test_adam(wd, amsgrad, maximize):
     n = 50_000
-    p, m, v = rnd(n), np.zeros(n, np.float32), np.zeros(n, np.float32)
-    p64, m64, v64 = (a.astype(np.float64) for a in (p, m, v))
+    p, m, v, vm = rnd(n), np.zeros(n, np.float32), np.zeros(n, np.float32), np.zeros(n, np.float32)
+    p64, m64, v64, vm64 = (a.astype(np.float64) for a in (p, m, v, vm))
     lr, b1, b2, eps = 1e-2, 0.9, 0.999, 1e-8
     for step in range(1, 4):
         g = rnd(n)
-        call("lv_adam_step", I64(n), P(p), P(g), P(m), P(v), F(lr), F(b1), F(b2), F(eps), F(wd), I64(step))
-        gg = g + wd * p64
+        at = AdamAttr(lr, b1, b2, eps, wd, step, amsgrad, maximize)
+        call("lv_adam_step", I64(n), P(p), P(g), P(m), P(v), P(vm if amsgrad else None), ctypes.byref(at))
+        gg = (-g if maximize else g) + wd * p64
         m64 = b1 * m64 + (1 - b1) * gg
         v64 = b2 * v64 + (1 - b2) * gg * gg
-        p64 = p64 - lr * (m64 / (1 - b1 ** step)) / (np.sqrt(v64 / (1 - b2 ** step)) + eps)
+        vm64 = np.maximum(vm64, v64)
+        vv = vm64 if amsgrad else v64
+        p64 = p64 - lr * (m64 / (1 - b1 ** step)) / (np.sqrt(vv / (1 - b2 ** step)) + eps)
     close(p, p64, atol=2e-5)
     close(m, m64, atol=1e-6)
     close(v, v64, atol=1e-7)
+    if amsgrad:
+        close(vm, vm64, atol=1e-7)
     with pytest.raises(ValueError, match="step"):
-        call("lv_adam_step", I64(n), P(p), P(g), P(m), P(v), F(lr), F(b1), F(b2), F(eps), F(wd), I64(0))
+        call("lv_adam_step", I64(n), P(p), P(g), P(m), P(v), None, ctypes.byref(AdamAttr(lr, b1, b2, eps, wd, 0, 0, 0)))
+    with pytest.raises(ValueError, match="amsgrad"):
+        call("lv_adam_step", I64(n), P(p), P(g), P(m), P(v), None, ctypes.byref(AdamAttr(lr, b1, b2, eps, wd, 1, 1, 0)))
 
 
 @pytest.mark.parametrize("momentum,nesterov,wd", [(0.0, 0, 0.0), (0.9, 0, 0.01), (0.9, 1, 0.0)])

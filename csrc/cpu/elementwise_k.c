@@ -1,6 +1,7 @@
 /* Elementwise kernels: ELU, fused Poisson loss + gradient, avg_pool2d, Adam / SGD updates. */
 #include "lv.h"
 #include "cpu/kernels.h"
+#include "formulas.h"
 #include <math.h>
 #include <stdlib.h>
 
@@ -9,7 +10,7 @@
 int lv_elu_forward(int64_t n, const float *x, float alpha, float *y) {
   if (n < 0 || (n && (!x || !y))) return lv_set_error(LV_EVALUE, "elu: bad arguments"), -1;
 #pragma omp parallel for schedule(static) if (n > PAR_MIN)
-  for (int64_t i = 0; i < n; i++) y[i] = x[i] > 0.f ? x[i] : alpha * expm1f(x[i]);
+  for (int64_t i = 0; i < n; i++) y[i] = lv_f_elu(x[i], alpha);
   return 0;
 }
 
@@ -17,7 +18,7 @@ int lv_elu_backward(int64_t n, const float *y, const float *gy, float alpha, flo
   if (n < 0 || (n && (!y || !gy || !gx))) return lv_set_error(LV_EVALUE, "elu_backward: bad arguments"), -1;
   if (!(alpha > 0.f)) return lv_set_error(LV_EVALUE, "elu_backward: alpha must be > 0 (got %g)", alpha), -1;
 #pragma omp parallel for schedule(static) if (n > PAR_MIN)
-  for (int64_t i = 0; i < n; i++) gx[i] += y[i] > 0.f ? gy[i] : gy[i] * (y[i] + alpha);
+  for (int64_t i = 0; i < n; i++) gx[i] += lv_f_elu_grad(y[i] > 0.f, y[i], gy[i], alpha);
   return 0;
 }
 
@@ -27,9 +28,8 @@ int lv_poisson_loss(int64_t n, const float *yhat, const float *y, float eps, flo
   double s = 0;
 #pragma omp parallel for schedule(static) reduction(+ : s) if (n > PAR_MIN)
   for (int64_t i = 0; i < n; i++) {
-    double d = (double)yhat[i] + eps;
-    s += (double)yhat[i] - (double)y[i] * log(d);
-    if (grad) grad[i] = scale * (float)(1.0 - (double)y[i] / d);
+    s += lv_f_poisson_term(yhat[i], y[i], eps);
+    if (grad) grad[i] = lv_f_poisson_grad(yhat[i], y[i], eps, scale);
   }
   *loss = scale * s;
   return 0;
@@ -99,23 +99,21 @@ int lv_avg_pool2d_backward(int planes, int H, int W, int kh, int kw, int sh, int
   return 0;
 }
 
-int lv_adam_step(int64_t n, float *p, const float *g, float *m, float *v, float lr, float beta1,
-                 float beta2, float eps, float weight_decay, int64_t step) {
-  if (n < 0 || step < 1 || (n && (!p || !g || !m || !v)))
-    return lv_set_error(LV_EVALUE, "adam: bad arguments (n %lld, step %lld; step counts from 1)",
-                        (long long)n, (long long)step), -1;
-  double bc1 = 1.0 - pow(beta1, (double)step), bc2 = 1.0 - pow(beta2, (double)step);
-  float step_size = (float)(lr / bc1), isb2 = (float)(1.0 / sqrt(bc2));
-  float b1 = beta1, b2 = beta2, c1 = 1.f - beta1, c2 = 1.f - beta2, wd = weight_decay;
+int lv_adam_step(int64_t n, float *p, const float *g, float *m, float *v, float *vmax, const lv_adam_attr *a) {
+  if (n < 0 || a->step < 1 || (n && (!p || !g || !m || !v)) || (a->amsgrad && n && !vmax))
+    return lv_set_error(LV_EVALUE, "adam: bad arguments (n %lld, step %lld; step counts from 1; amsgrad needs "
+                        "max_exp_avg_sq)", (long long)n, (long long)a->step), -1;
+  lv_adam_consts c = lv_f_adam_consts(a->lr, a->beta1, a->beta2, a->step);
+  float b1 = a->beta1, b2 = a->beta2, eps = a->eps, wd = a->weight_decay;
+  if (!a->amsgrad && !a->maximize) { /* the common case, vectorised */
 #pragma omp parallel for schedule(static) if (n > PAR_MIN)
-  for (int64_t i = 0; i < n; i++) {
-    float gi = g[i] + wd * p[i];
-    float mi = b1 * m[i] + c1 * gi;
-    float vi = b2 * v[i] + c2 * gi * gi;
-    m[i] = mi;
-    v[i] = vi;
-    p[i] -= step_size * mi / (sqrtf(vi) * isb2 + eps);
+    for (int64_t i = 0; i < n; i++) lv_f_adam(&p[i], g[i], &m[i], &v[i], NULL, c, b1, b2, eps, wd);
+    return 0;
   }
+  float sg = a->maximize ? -1.f : 1.f;
+  float *vm = a->amsgrad ? vmax : NULL;
+#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+  for (int64_t i = 0; i < n; i++) lv_f_adam(&p[i], sg * g[i], &m[i], &v[i], vm ? &vm[i] : NULL, c, b1, b2, eps, wd);
   return 0;
 }
 

@@ -16,11 +16,10 @@
 #define LV_CPU_KERNELS_H
 #include <stddef.h>
 #include <stdint.h>
+#include "opdef.h"
 
 /* ------------------------------------------------------------------------------------------
  * conv2d: y = conv(x, w) (+ bias), cross-correlation like torch.nn.functional.conv2d.
- * Fill the first 13 fields and call lv_conv2d_prepare(), which validates them and sets Ho, Wo.
- * Padding is explicit and symmetric (ph, pw); 'same' padding is resolved by the caller.
  * Paths chosen internally: 1x1 (pure GEMM), depthwise direct (groups == C_in == C_out, stride 1;
  * channels-last 8-channel vectors when C % 8 == 0), direct over 8 output channels per vector
  * (groups 1, stride 1, C_out % 8 == 0, C_in and C_out <= 16), im2col + GEMM otherwise (a
@@ -29,16 +28,7 @@
  * run for a given thread count; the two direct paths reduce over fixed image chunks, so theirs do
  * not depend on the thread count either.
  * ------------------------------------------------------------------------------------------ */
-typedef struct lv_conv2d_desc {
-  int N, C_in, H, W;    /* input (N, C_in, H, W) */
-  int C_out, kh, kw;    /* weight (C_out, C_in/groups, kh, kw) */
-  int sh, sw;           /* stride >= 1 */
-  int ph, pw;           /* zero padding >= 0 on each side */
-  int dh, dw;           /* dilation >= 1 */
-  int groups;           /* divides C_in and C_out */
-  int Ho, Wo;           /* output (N, C_out, Ho, Wo): set by lv_conv2d_prepare */
-} lv_conv2d_desc;
-
+/* lv_conv2d_desc: csrc/opdef.h */
 int lv_conv2d_prepare(lv_conv2d_desc *d);
 /* Floats of workspace sufficient for forward, backward_data and backward_weight of d
  * (d must be prepared). Passing ws == NULL to the kernels makes them allocate it themselves. */
@@ -193,14 +183,26 @@ int lv_readout_backward(int B, int C, int H, int W, int Nn, int shared_pos,
                         float *gfeat,      /* (C, Nn) += , nullable */
                         float *gbias);     /* (Nn) += , nullable */
 
+/* Read positions of the Gaussian readout (ReadoutPositions op, csrc/ops/readout_ops.c).
+ * project bit 0: clamp mu (2N) to [-1, 1] in place; bit 1: sigma >= 0 in place unless type
+ * LV_GAUSS_FULL. sample: out/eps/mask (B, N, 2), eps ~ N(0, 1) drawn from seed (the CPU: a
+ * xoshiro stream per chunk of 128 neurons; the GPU: a counter-based hash); pos = mu + sigma eps
+ * (full: sigma (N, 2, 2) row-major, uncorrelated (N, 2), isotropic (N)); else out/mask (N, 2)
+ * from mu. out = clamp(pos, -1, 1), mask = 1 inside [-1, 1], else 0. */
+int lv_readout_pos_forward(int64_t B, int64_t N, int sample, int type, int project, float *mu,
+                           float *sigma, uint64_t seed, float *eps, float *mask, float *out);
+/* gmu (2N) += sum_b g*mask; gsigma += sum_b (g*mask) eps^T reduced per type (both nullable) */
+int lv_readout_pos_backward(int64_t B, int64_t N, int sample, int type, const float *g,
+                            const float *mask, const float *eps, float *gmu, float *gsigma);
+
 /* ------------------------------------------------------------------------------------------
  * Optimizer updates, in place on flat arrays (PyTorch formulas).
  * ------------------------------------------------------------------------------------------ */
-/* Adam: g' = g + weight_decay * p; m = b1 m + (1-b1) g'; v = b2 v + (1-b2) g'^2;
- * p -= lr * (m / (1 - b1^step)) / (sqrt(v / (1 - b2^step)) + eps). step counts from 1. */
+/* Adam (lv_f_adam in csrc/formulas.h: PyTorch's formula with the bias corrections folded into
+ * two per-step constants) on n floats; vmax (n) the amsgrad maximum, NULL without amsgrad;
+ * a->maximize negates g. a->step counts from 1. */
 int lv_adam_step(int64_t n, float *p /* (n) */, const float *g /* (n) */, float *m /* (n) */,
-                 float *v /* (n) */, float lr, float beta1, float beta2, float eps,
-                 float weight_decay, int64_t step);
+                 float *v /* (n) */, float *vmax /* (n) nullable */, const lv_adam_attr *a);
 /* SGD: g' = g + weight_decay * p; with momentum != 0: buf = first ? g' : momentum buf +
  * (1 - dampening) g'; g' = nesterov ? g' + momentum buf : buf. p -= lr g'.
  * buf (n) may be NULL when momentum == 0; first = 1 on the first step (buf uninitialised). */

@@ -2,6 +2,7 @@
  * Statistics are accumulated in double. Parallel over channels (OpenMP). */
 #include "lv.h"
 #include "cpu/kernels.h"
+#include "formulas.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,32 +14,6 @@ static int bn_check(const char *who, int N, int C, int HW, const void *x, const 
     return -1;
   }
   return 0;
-}
-
-/* exp(x) for x <= 0 (Cephes-style range reduction + degree-6 polynomial, rel. error ~2e-7),
- * branch-free so that the loops calling it vectorise; ELU(z) = exp(z) - 1 then has an absolute
- * error below 1e-7 near 0. */
-static inline float exp_neg(float x) {
-  x = x < -87.f ? -87.f : x;
-  float t = x * 1.44269504088896341f;
-  int n = (int)(t - 0.5f); /* round to nearest for t <= 0 */
-  float fn = (float)n;
-  float r = x - fn * 0.693359375f + fn * 2.12194440e-4f;
-  float p = 1.9875691500E-4f;
-  p = p * r + 1.3981999507E-3f;
-  p = p * r + 8.3334519073E-3f;
-  p = p * r + 4.1665795894E-2f;
-  p = p * r + 1.6666665459E-1f;
-  p = p * r + 5.0000001201E-1f;
-  p = p * r * r + r + 1.f;
-  int bits = (n + 127) << 23;
-  float sc;
-  memcpy(&sc, &bits, sizeof sc);
-  return p * sc;
-}
-static inline float elu1(float z) {
-  float e = exp_neg(z < 0.f ? z : 0.f) - 1.f;
-  return z > 0.f ? z : e;
 }
 
 /* training forward; act = 1 applies ELU(1) */
@@ -75,7 +50,7 @@ static int bn_fwd_train(const char *who, int act, int N, int C, int HW, const fl
       const float *xc = x + ((size_t)n * C + c) * HW;
       float *yc = y + ((size_t)n * C + c) * HW;
       if (act)
-        for (int i = 0; i < HW; i++) yc[i] = elu1(xc[i] * a + b);
+        for (int i = 0; i < HW; i++) yc[i] = lv_f_elu1_fast(xc[i] * a + b);
       else
         for (int i = 0; i < HW; i++) yc[i] = xc[i] * a + b;
     }
@@ -96,7 +71,7 @@ static int bn_fwd_eval(const char *who, int act, int N, int C, int HW, const flo
       const float *xc = x + ((size_t)n * C + c) * HW;
       float *yc = y + ((size_t)n * C + c) * HW;
       if (act)
-        for (int i = 0; i < HW; i++) yc[i] = elu1(xc[i] * a + b);
+        for (int i = 0; i < HW; i++) yc[i] = lv_f_elu1_fast(xc[i] * a + b);
       else
         for (int i = 0; i < HW; i++) yc[i] = xc[i] * a + b;
     }
@@ -124,7 +99,7 @@ static int bn_bwd(const char *who, int train, int N, int C, int HW, const float 
       float t1 = 0.f, t2 = 0.f;
       if (yc)
         for (int i = 0; i < HW; i++) {
-          float g = yc[i] > 0.f ? gc[i] : gc[i] * (yc[i] + 1.f);
+          float g = lv_f_elu_grad(yc[i] > 0.f, yc[i], gc[i], 1.f);
           t1 += g;
           t2 += g * (xc[i] - mu);
         }
@@ -145,7 +120,7 @@ static int bn_bwd(const char *who, int train, int N, int C, int HW, const float 
       const float *xc = x + o, *gc = gy + o, *yc = y ? y + o : NULL;
       float *gxc = gx + o;
       for (int i = 0; i < HW; i++) {
-        float g = yc ? (yc[i] > 0.f ? gc[i] : gc[i] * (yc[i] + 1.f)) : gc[i];
+        float g = yc ? lv_f_elu_grad(yc[i] > 0.f, yc[i], gc[i], 1.f) : gc[i];
         float xh = (xc[i] - mu) * is;
         gxc[i] += k * (g - mg - xh * mgx);
       }

@@ -1,6 +1,7 @@
 /* Elementwise ops with NumPy broadcasting, their gradients, and unary maths. */
 #include "ops/ops.h"
-#include "cuda_dispatch.h"
+#include "backend.h"
+#include "formulas.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,154 +20,10 @@ int lv_broadcast_shape(const lv_tensor *a, const lv_tensor *b, int64_t *out) {
   return nd;
 }
 
-/* strides of t (contiguous) in the index space of an nd-dim output; 0 on broadcast dims */
-static void bstrides(const lv_tensor *t, int nd, const int64_t *oshape, int64_t *st) {
-  int64_t s = 1;
-  for (int i = nd - 1; i >= 0; i--) {
-    int it = t->ndim - nd + i;
-    int64_t d = it >= 0 ? t->shape[it] : 1;
-    st[i] = (d == 1 && oshape[i] != 1) ? 0 : s;
-    if (it >= 0) s *= d;
-  }
-}
-
-/* Iterate over an output of shape oshape with two broadcast inputs: calls f on runs of the
- * innermost dimension. */
-typedef void (*run_fn)(int64_t n, const float *a, int64_t sa, const float *b, int64_t sb, float *o,
-                       int op);
-
-static void bc_apply(int nd, const int64_t *oshape, const float *a, const int64_t *sa,
-                     const float *b, const int64_t *sb, float *o, run_fn f, int op) {
-  if (nd == 0) { f(1, a, 0, b, 0, o, op); return; }
-  int64_t inner = oshape[nd - 1];
-  int64_t outer = 1;
-  for (int i = 0; i < nd - 1; i++) outer *= oshape[i];
-  if (inner == 0 || outer == 0) return;
-#pragma omp parallel for schedule(static) if (outer * inner > 32768)
-  for (int64_t r = 0; r < outer; r++) {
-    int64_t rem = r, oa = 0, ob = 0;
-    for (int i = nd - 2; i >= 0; i--) {
-      int64_t idx = rem % oshape[i];
-      rem /= oshape[i];
-      oa += idx * sa[i];
-      ob += idx * sb[i];
-    }
-    f(inner, a + oa, sa[nd - 1], b + ob, sb[nd - 1], o + r * inner, op);
-  }
-}
-
-static void run_binop(int64_t n, const float *a, int64_t sa, const float *b, int64_t sb, float *o,
-                      int op) {
-#define LOOP(expr) \
-  for (int64_t i = 0; i < n; i++) { float x = a[i * sa], y = b[i * sb]; o[i] = (expr); }
-  switch (op) {
-    case LV_ADD: if (sa == 1 && sb == 1) { for (int64_t i = 0; i < n; i++) o[i] = a[i] + b[i]; } else { LOOP(x + y) } break;
-    case LV_SUB: LOOP(x - y) break;
-    case LV_MUL: if (sa == 1 && sb == 1) { for (int64_t i = 0; i < n; i++) o[i] = a[i] * b[i]; } else { LOOP(x * y) } break;
-    case LV_DIV: LOOP(x / y) break;
-    case LV_POW: LOOP(powf(x, y)) break;
-    case LV_MAXIMUM: LOOP((x > y || isnan(x)) ? x : y) break;
-    case LV_MINIMUM: LOOP((x < y || isnan(x)) ? x : y) break;
-    case LV_EQ: LOOP((float)(x == y)) break;
-    case LV_NE: LOOP((float)(x != y)) break;
-    case LV_LT: LOOP((float)(x < y)) break;
-    case LV_LE: LOOP((float)(x <= y)) break;
-    case LV_GT: LOOP((float)(x > y)) break;
-    case LV_GE: LOOP((float)(x >= y)) break;
-  }
-#undef LOOP
-}
-
-/* sum g (out shape) into dst (shape of t) over the broadcast dims */
-static void reduce_into(const float *g, int nd, const int64_t *oshape, const int64_t *st, float *dst) {
-  int64_t n = 1;
-  for (int i = 0; i < nd; i++) n *= oshape[i];
-  int64_t idx[LV_MAXDIM] = {0};
-  int64_t off = 0;
-  for (int64_t k = 0; k < n; k++) {
-    dst[off] += g[k];
-    for (int i = nd - 1; i >= 0; i--) {
-      idx[i]++;
-      off += st[i];
-      if (idx[i] < oshape[i]) break;
-      off -= st[i] * oshape[i];
-      idx[i] = 0;
-    }
-  }
-}
-
-static int binary_fwd(lv_node *n) {
-  if (lv_on_cuda(n->out)) return lv_cuda->binary_fwd(n);
-  lv_tensor *a = n->in[0], *b = n->in[1], *o = n->out;
-  int64_t sa[LV_MAXDIM], sb[LV_MAXDIM];
-  bstrides(a, o->ndim, o->shape, sa);
-  bstrides(b, o->ndim, o->shape, sb);
-  int64_t N = lv_numel(o);
-  int sa_same = lv_same_shape(a, o), sb_same = lv_same_shape(b, o), b_scalar = lv_numel(b) == 1;
-  if (sa_same && (sb_same || b_scalar) && N > 65536) {
-    /* contiguous fast path: split the flat range over the threads */
-    const float *A = lv_f32(a), *B = lv_f32(b);
-    float *O = lv_f32(o);
-    int64_t chunk = 16384, nchunks = (N + chunk - 1) / chunk;
-    int op = (int)n->ia[0];
-#pragma omp parallel for schedule(static)
-    for (int64_t c = 0; c < nchunks; c++) {
-      int64_t s0 = c * chunk, len = N - s0 < chunk ? N - s0 : chunk;
-      run_binop(len, A + s0, 1, sb_same ? B + s0 : B, sb_same ? 1 : 0, O + s0, op);
-    }
-    return 0;
-  }
-  bc_apply(o->ndim, o->shape, lv_f32(a), sa, lv_f32(b), sb, lv_f32(o), run_binop, (int)n->ia[0]);
-  return 0;
-}
-
+static int binary_fwd(lv_node *n) { return lv_backend_of(n->out)->binary_fwd(n); }
 static int binary_bwd(lv_node *n, lv_tensor *gout, lv_tensor **gin) {
-  if (lv_on_cuda(gout)) return lv_cuda->binary_bwd(n, gout, gin);
-  lv_tensor *a = n->in[0], *b = n->in[1], *o = n->out;
-  int nd = o->ndim;
-  int64_t sa[LV_MAXDIM], sb[LV_MAXDIM];
-  bstrides(a, nd, o->shape, sa);
-  bstrides(b, nd, o->shape, sb);
-  int64_t N = lv_numel(o);
-  int op = (int)n->ia[0];
-  const float *A = lv_f32(a), *B = lv_f32(b), *O = lv_f32(o), *G = lv_f32(gout);
-  int same_a = lv_same_shape(a, o), same_b = lv_same_shape(b, o);
-  float *tmp = NULL;
-  if ((gin[0] && !same_a) || (gin[1] && !same_b)) {
-    tmp = malloc((size_t)(N ? N : 1) * sizeof(float));
-    if (!tmp) return lv_set_error(LV_ENOMEM, "%s backward: out of memory", binop_name[op]);
-  }
-  for (int side = 0; side < 2; side++) {
-    if (!gin[side]) continue;
-    int same = side == 0 ? same_a : same_b;
-    float *dst = same ? lv_f32(gin[side]) : tmp;
-    /* walk the output with offsets into a and b */
-    int64_t idx[LV_MAXDIM] = {0}, oa = 0, ob = 0;
-    for (int64_t k = 0; k < N; k++) {
-      float x = A[oa], y = B[ob], g = G[k], r;
-      switch (op) {
-        case LV_ADD: r = g; break;
-        case LV_SUB: r = side ? -g : g; break;
-        case LV_MUL: r = side ? g * x : g * y; break;
-        case LV_DIV: r = side ? -g * x / (y * y) : g / y; break;
-        case LV_POW: r = side ? (x > 0 ? g * O[k] * logf(x) : 0.f) : (y == 0 ? 0.f : g * y * powf(x, y - 1)); break;
-        case LV_MAXIMUM: r = side ? (y > x ? g : (y == x ? 0.5f * g : 0.f)) : (x > y ? g : (x == y ? 0.5f * g : 0.f)); break;
-        case LV_MINIMUM: r = side ? (y < x ? g : (y == x ? 0.5f * g : 0.f)) : (x < y ? g : (x == y ? 0.5f * g : 0.f)); break;
-        default: r = 0.f;
-      }
-      if (same) dst[k] += r; else dst[k] = r;
-      for (int i = nd - 1; i >= 0; i--) {
-        idx[i]++; oa += sa[i]; ob += sb[i];
-        if (idx[i] < o->shape[i]) break;
-        oa -= sa[i] * o->shape[i]; ob -= sb[i] * o->shape[i]; idx[i] = 0;
-      }
-    }
-    if (!same) reduce_into(tmp, nd, o->shape, side == 0 ? sa : sb, lv_f32(gin[side]));
-  }
-  free(tmp);
-  return 0;
+  return lv_backend_of(gout)->binary_bwd(n, gout, gin);
 }
-
 static const lv_op op_binary = {"binary", binary_fwd, binary_bwd, NULL};
 
 static int check_pair(const char *name, lv_tensor *a, lv_tensor *b) {
@@ -210,74 +67,9 @@ lv_tensor *lv_binary(lv_binop op, lv_tensor *a, lv_tensor *b) {
 }
 
 /* ---------------- unary ---------------- */
-static int unary_fwd(lv_node *n) {
-  if (lv_on_cuda(n->out)) return lv_cuda->unary_fwd(n);
-  const float *x = lv_f32(n->in[0]);
-  float *y = lv_f32(n->out);
-  int64_t N = lv_numel(n->out);
-  float p0 = (float)n->fa[0], p1 = (float)n->fa[1];
-  int op = (int)n->ia[0];
-#define U(expr) _Pragma("omp parallel for schedule(static) if (N > 65536)") \
-  for (int64_t i = 0; i < N; i++) { float v = x[i]; y[i] = (expr); } break;
-  switch (op) {
-    case LV_NEG: U(-v)
-    case LV_EXP: U(expf(v))
-    case LV_LOG: U(logf(v))
-    case LV_SQRT: U(sqrtf(v))
-    case LV_ABS: U(fabsf(v))
-    case LV_SIGN: U((float)((v > 0) - (v < 0)))
-    case LV_ELU: U(v > 0 ? v : p0 * expm1f(v))
-    case LV_RELU: U(v > 0 ? v : 0.f)
-    case LV_TANH: U(tanhf(v))
-    case LV_SIGMOID: U(1.f / (1.f + expf(-v)))
-    case LV_CLAMP: U(v < p0 ? p0 : (v > p1 ? p1 : v))
-    case LV_AFFINE: U(p0 * v + p1)
-    case LV_POWS: U(p0 == 2.f ? v * v : powf(v, p0))
-    case LV_RDIV: U(p0 / v)
-    case LV_SQUARE: U(v * v)
-    case LV_LOG1P: U(log1pf(v))
-    case LV_SOFTPLUS: U(v > 20.f ? v : log1pf(expf(v)))
-    case LV_SIN: U(sinf(v))
-    case LV_COS: U(cosf(v))
-  }
-#undef U
-  return 0;
-}
-
+static int unary_fwd(lv_node *n) { return lv_backend_of(n->out)->unary_fwd(n); }
 static int unary_bwd(lv_node *n, lv_tensor *gout, lv_tensor **gin) {
-  if (lv_on_cuda(gout)) return lv_cuda->unary_bwd(n, gout, gin);
-  if (!gin[0]) return 0;
-  const float *x = lv_f32(n->in[0]), *y = lv_f32(n->out), *g = lv_f32(gout);
-  float *d = lv_f32(gin[0]);
-  int64_t N = lv_numel(n->out);
-  float p0 = (float)n->fa[0], p1 = (float)n->fa[1];
-  int op = (int)n->ia[0];
-#define U(expr) _Pragma("omp parallel for schedule(static) if (N > 65536)") \
-  for (int64_t i = 0; i < N; i++) { float v = x[i], o = y[i], gg = g[i]; (void)o; (void)v; (void)gg; d[i] += (expr); } break;
-  switch (op) {
-    case LV_NEG: U(-gg)
-    case LV_EXP: U(gg * o)
-    case LV_LOG: U(gg / v)
-    case LV_SQRT: U(gg * 0.5f / o)
-    case LV_ABS: U(v > 0 ? gg : (v < 0 ? -gg : 0.f))
-    case LV_SIGN: U(0.f)
-    case LV_ELU: U(v > 0 ? gg : gg * (o + p0))
-    case LV_RELU: U(v > 0 ? gg : 0.f)
-    case LV_TANH: U(gg * (1.f - o * o))
-    case LV_SIGMOID: U(gg * o * (1.f - o))
-    case LV_CLAMP: U((v >= p0 && v <= p1) ? gg : 0.f)
-    case LV_AFFINE: U(gg * p0)
-    case LV_POWS: U(p0 == 0.f ? 0.f : gg * p0 * powf(v, p0 - 1.f))
-    case LV_RDIV: U(-gg * o / v)
-    case LV_SQUARE: U(2.f * gg * v)
-    case LV_LOG1P: U(gg / (1.f + v))
-    case LV_SOFTPLUS: U(gg / (1.f + expf(-v)))
-    case LV_SIN: U(gg * cosf(v))
-    case LV_COS: U(-gg * sinf(v))
-  }
-#undef U
-  (void)p1;
-  return 0;
+  return lv_backend_of(gout)->unary_bwd(n, gout, gin);
 }
 
 static const lv_op op_unary = {"unary", unary_fwd, unary_bwd, NULL};

@@ -3,12 +3,11 @@
  * and the shapes), and its forward is re-runnable on the same buffers (captured-graph replay):
  * per-forward state (batch statistics, dropout masks, loss gradients) lives in node->aux.
  *
- * CUDA: each forward/backward starts with one dispatch branch to the backend's op table
- * (csrc/cuda_dispatch.h) when its tensors live on the GPU; op-owned buffers (aux) are allocated
- * on the input's device. The CPU code below the branch is unchanged. */
+ * Each forward/backward dispatches once through the backend of its tensors (csrc/backend.h:
+ * lv_backend_of); op-owned buffers (aux) are allocated on the input's device. */
 #include "ops/nn_ops.h"
 #include "cpu/kernels.h"
-#include "cuda_dispatch.h"
+#include "backend.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,54 +19,14 @@ static int check_f32(const char *op, const char *what, const lv_tensor *t) {
   return 0;
 }
 
-static int check_dev(const char *op, lv_tensor **ts, int n) {
-  int dev = -1;
-  for (int i = 0; i < n; i++) {
-    if (!ts[i]) continue;
-    if (dev < 0) dev = ts[i]->st->device;
-    else if (ts[i]->st->device != dev)
-      return lv_set_error(LV_EVALUE, "%s: expected all tensors on the same device, got cpu and cuda", op);
-  }
-  if (dev == LV_CUDA && !lv_cuda) return lv_set_error(LV_ERUNTIME, "%s: CUDA backend not loaded", op);
-  return 0;
-}
+static int check_dev(const char *op, lv_tensor **ts, int n) { return lv_check_devices(op, ts, NULL, n); }
 
 static lv_tensor *aux_view(lv_tensor *t) { return t ? lv_tensor_detach(t) : NULL; }
 
 /* ======================================== linear ======================================== */
-static int linear_fwd(lv_node *n) {
-  if (lv_on_cuda(n->out)) return lv_cuda->linear_fwd(n);
-  lv_tensor *x = n->in[0], *w = n->in[1], *b = n->in[2];
-  int64_t K = w->shape[1], O = w->shape[0], M = O ? lv_numel(n->out) / O : 0;
-  float *y = lv_f32(n->out);
-  if (K == 0) memset(y, 0, sizeof(float) * (size_t)(M * O));
-  else lv_sgemm(0, 1, M, O, K, 1.f, lv_f32(x), K, lv_f32(w), K, 0.f, y, O);
-  if (b) {
-    const float *bb = lv_f32(b);
-#pragma omp parallel for schedule(static) if (M * O > 65536)
-    for (int64_t i = 0; i < M; i++)
-      for (int64_t o = 0; o < O; o++) y[i * O + o] += bb[o];
-  }
-  return 0;
-}
-
+static int linear_fwd(lv_node *n) { return lv_backend_of(n->out)->linear_fwd(n); }
 static int linear_bwd(lv_node *n, lv_tensor *gout, lv_tensor **gin) {
-  if (lv_on_cuda(gout)) return lv_cuda->linear_bwd(n, gout, gin);
-  lv_tensor *x = n->in[0], *w = n->in[1];
-  int64_t K = w->shape[1], O = w->shape[0], M = O ? lv_numel(gout) / O : 0;
-  const float *g = lv_f32(gout);
-  if (gin[0] && K) lv_sgemm(0, 0, M, K, O, 1.f, g, O, lv_f32(w), K, 1.f, lv_f32(gin[0]), K);
-  if (gin[1] && K) lv_sgemm(1, 0, O, K, M, 1.f, g, O, lv_f32(x), K, 1.f, lv_f32(gin[1]), K);
-  if (gin[2]) {
-    float *gb = lv_f32(gin[2]);
-    double *acc = calloc((size_t)(O ? O : 1), sizeof(double));
-    if (!acc) return lv_set_error(LV_ENOMEM, "linear backward: out of memory");
-    for (int64_t i = 0; i < M; i++)
-      for (int64_t o = 0; o < O; o++) acc[o] += g[i * O + o];
-    for (int64_t o = 0; o < O; o++) gb[o] += (float)acc[o];
-    free(acc);
-  }
-  return 0;
+  return lv_backend_of(gout)->linear_bwd(n, gout, gin);
 }
 
 static const lv_op op_linear = {"Linear", linear_fwd, linear_bwd, NULL};
@@ -116,28 +75,19 @@ static float *conv_ws(lv_node *n) { return n->aux[0] ? lv_f32(n->aux[0]) : NULL;
 static int conv_fwd(lv_node *n) {
   lv_conv2d_desc d;
   if (conv_desc(n, &d) < 0) return -1;
-  if (lv_on_cuda(n->out))
-    return lv_cuda->conv2d_forward(&d, lv_f32(n->in[0]), lv_f32(n->in[1]), n->in[2] ? lv_f32(n->in[2]) : NULL,
-                                   lv_f32(n->out));
-  return lv_conv2d_forward(&d, lv_f32(n->in[0]), lv_f32(n->in[1]), n->in[2] ? lv_f32(n->in[2]) : NULL,
-                           lv_f32(n->out), conv_ws(n));
+  return lv_backend_of(n->out)->conv2d_forward(&d, lv_f32(n->in[0]), lv_f32(n->in[1]),
+                                               n->in[2] ? lv_f32(n->in[2]) : NULL, lv_f32(n->out), conv_ws(n));
 }
 
 static int conv_bwd(lv_node *n, lv_tensor *gout, lv_tensor **gin) {
   lv_conv2d_desc d;
   if (conv_desc(n, &d) < 0) return -1;
-  if (lv_on_cuda(gout)) { /* cuDNN keeps its own shared workspace */
-    if (gin[0] && lv_cuda->conv2d_backward_data(&d, lv_f32(gout), lv_f32(n->in[1]), lv_f32(gin[0])) < 0) return -1;
-    if (gin[1] || gin[2])
-      return lv_cuda->conv2d_backward_weight(&d, lv_f32(n->in[0]), lv_f32(gout), gin[1] ? lv_f32(gin[1]) : NULL,
-                                             gin[2] ? lv_f32(gin[2]) : NULL);
-    return 0;
-  }
-  if (gin[0] && lv_conv2d_backward_data(&d, lv_f32(gout), lv_f32(n->in[1]), lv_f32(gin[0]), conv_ws(n)) < 0)
+  const lv_backend *be = lv_backend_of(gout);
+  if (gin[0] && be->conv2d_backward_data(&d, lv_f32(gout), lv_f32(n->in[1]), lv_f32(gin[0]), conv_ws(n)) < 0)
     return -1;
   if (gin[1] || gin[2])
-    return lv_conv2d_backward_weight(&d, lv_f32(n->in[0]), lv_f32(gout), gin[1] ? lv_f32(gin[1]) : NULL,
-                                     gin[2] ? lv_f32(gin[2]) : NULL, conv_ws(n));
+    return be->conv2d_backward_weight(&d, lv_f32(n->in[0]), lv_f32(gout), gin[1] ? lv_f32(gin[1]) : NULL,
+                                      gin[2] ? lv_f32(gin[2]) : NULL, conv_ws(n));
   return 0;
 }
 
@@ -187,9 +137,9 @@ lv_tensor *lv_conv2d(lv_tensor *x, lv_tensor *w, lv_tensor *b, int sh, int sw, i
   n->ia[0] = sh; n->ia[1] = sw; n->ia[2] = ph; n->ia[3] = pw; n->ia[4] = dh; n->ia[5] = dw; n->ia[6] = groups;
   lv_conv2d_desc d;
   if (conv_desc(n, &d) < 0) { lv_node_decref(n); return NULL; }
-  int64_t wsf = (int64_t)lv_conv2d_workspace_floats(&d);
-  if (!lv_on_cuda(x) && wsf > 1 && wsf <= ((int64_t)64 << 20)) { /* up to 256 MB kept with the node */
-    n->aux[0] = lv_tensor_new(1, &wsf, LV_F32, LV_CPU, 0);
+  int64_t wsf = (int64_t)lv_backend_of(x)->conv2d_workspace_floats(&d);
+  if (wsf > 1 && wsf <= ((int64_t)64 << 20)) { /* up to 256 MB kept with the node */
+    n->aux[0] = lv_tensor_new(1, &wsf, LV_F32, x->st->device, 0);
     if (!n->aux[0]) lv_clear_error(); /* fall back to per-call allocation */
   }
   int64_t shape[4] = {x->shape[0], O, (Hp - ekh) / sh + 1, (Wp - ekw) / sw + 1};
@@ -218,34 +168,13 @@ static int bn_fwd(lv_node *n) {
   int elu = (int)n->ia[1];
   lv_tensor *rm = n->aux[0], *rv = n->aux[1], *nbt = n->aux[2];
   float *y = lv_f32(n->out);
-  if (lv_on_cuda(n->out)) {
-    if (!n->ia[0]) return lv_cuda->bn_forward_eval(N, C, HW, x, g, b, lv_f32(rm), lv_f32(rv), eps, elu, y);
-    float *sd = lv_f32(n->aux[3]); /* (3, C): mean, invstd, unbiased var */
-    if (lv_cuda->bn_forward_train(N, C, HW, x, g, b, eps, elu, y, sd, sd + C, sd + 2 * C) < 0) return -1;
-    /* running stats and num_batches_tracked updated on the device (no host sync) */
-    return lv_cuda->bn_track(C, n->fa[1], sd, sd + 2 * C, rm ? lv_f32(rm) : NULL, rv ? lv_f32(rv) : NULL,
-                             nbt ? lv_i64(nbt) : NULL);
-  }
-  if (!n->ia[0])
-    return elu ? lv_bn_elu_forward_eval(N, C, HW, x, g, b, lv_f32(rm), lv_f32(rv), eps, y)
-               : lv_batchnorm_forward_eval(N, C, HW, x, g, b, lv_f32(rm), lv_f32(rv), eps, y);
-  float *sv = lv_f32(n->aux[3]);
-  int rc = elu ? lv_bn_elu_forward_train(N, C, HW, x, g, b, eps, y, sv, sv + C, sv + 2 * C)
-               : lv_batchnorm_forward_train(N, C, HW, x, g, b, eps, y, sv, sv + C, sv + 2 * C);
-  if (rc < 0) return rc;
-  double f = n->fa[1];
-  if (nbt) {
-    int64_t k = ++lv_i64(nbt)[0];
-    if (f < 0) f = 1.0 / (double)k;
-  } else if (f < 0) f = 0.0;
-  if (rm && rv) {
-    float *m = lv_f32(rm), *v = lv_f32(rv);
-    for (int c = 0; c < C; c++) {
-      m[c] = (float)((1.0 - f) * m[c] + f * sv[c]);
-      v[c] = (float)((1.0 - f) * v[c] + f * sv[2 * C + c]);
-    }
-  }
-  return 0;
+  const lv_backend *be = lv_backend_of(n->out);
+  if (!n->ia[0]) return be->bn_forward_eval(N, C, HW, x, g, b, lv_f32(rm), lv_f32(rv), eps, elu, y);
+  float *sv = lv_f32(n->aux[3]); /* (3, C): mean, invstd, unbiased var */
+  if (be->bn_forward_train(N, C, HW, x, g, b, eps, elu, y, sv, sv + C, sv + 2 * C) < 0) return -1;
+  /* running stats and num_batches_tracked (on the GPU without host sync) */
+  return be->bn_track(C, n->fa[1], sv, sv + 2 * C, rm ? lv_f32(rm) : NULL, rv ? lv_f32(rv) : NULL,
+                      nbt ? lv_i64(nbt) : NULL);
 }
 
 static int bn_bwd(lv_node *n, lv_tensor *gout, lv_tensor **gin) {
@@ -257,22 +186,12 @@ static int bn_bwd(lv_node *n, lv_tensor *gout, lv_tensor **gin) {
   float *gx = gin[0] ? lv_f32(gin[0]) : NULL, *gg = gin[1] ? lv_f32(gin[1]) : NULL,
         *gb = gin[2] ? lv_f32(gin[2]) : NULL;
   int elu = (int)n->ia[1];
-  if (lv_on_cuda(gout)) {
-    if (!n->ia[0])
-      return lv_cuda->bn_backward_eval(N, C, HW, x, y, gy, g, lv_f32(n->aux[0]), lv_f32(n->aux[1]), (float)n->fa[0],
-                                       elu, gx, gg, gb);
-    const float *sd = lv_f32(n->aux[3]);
-    return lv_cuda->bn_backward_train(N, C, HW, x, y, gy, g, sd, sd + C, elu, gx, gg, gb);
-  }
-  if (!n->ia[0]) {
-    const float *rm = lv_f32(n->aux[0]), *rv = lv_f32(n->aux[1]);
-    float eps = (float)n->fa[0];
-    return elu ? lv_bn_elu_backward_eval(N, C, HW, x, y, gy, g, rm, rv, eps, gx, gg, gb)
-               : lv_batchnorm_backward_eval(N, C, HW, x, gy, g, rm, rv, eps, gx, gg, gb);
-  }
+  const lv_backend *be = lv_backend_of(gout);
+  if (!n->ia[0])
+    return be->bn_backward_eval(N, C, HW, x, y, gy, g, lv_f32(n->aux[0]), lv_f32(n->aux[1]), (float)n->fa[0], elu,
+                                gx, gg, gb);
   const float *sv = lv_f32(n->aux[3]);
-  return elu ? lv_bn_elu_backward_train(N, C, HW, x, y, gy, g, sv, sv + C, gx, gg, gb)
-             : lv_batchnorm_backward_train(N, C, HW, x, gy, g, sv, sv + C, gx, gg, gb);
+  return be->bn_backward_train(N, C, HW, x, y, gy, g, sv, sv + C, elu, gx, gg, gb);
 }
 
 static const lv_op op_bn = {"BatchNorm", bn_fwd, bn_bwd, NULL};
@@ -337,24 +256,16 @@ lv_tensor *lv_batch_norm(lv_tensor *x, lv_tensor *weight, lv_tensor *bias, lv_te
 /* ===================================== grid_sample ===================================== */
 static int gs_fwd(lv_node *n) {
   lv_tensor *x = n->in[0], *gr = n->in[1];
-  if (lv_on_cuda(n->out))
-    return lv_cuda->grid_sample_forward((int)x->shape[0], (int)x->shape[1], (int)x->shape[2], (int)x->shape[3],
-                                        (int)gr->shape[1], (int)gr->shape[2], (int)n->ia[0], lv_f32(x), lv_f32(gr),
-                                        lv_f32(n->out));
-  return lv_grid_sample_forward((int)x->shape[0], (int)x->shape[1], (int)x->shape[2], (int)x->shape[3],
-                                   (int)gr->shape[1], (int)gr->shape[2], (int)n->ia[0], lv_f32(x),
-                                   lv_f32(gr), lv_f32(n->out));
+  return lv_backend_of(n->out)->grid_sample_forward((int)x->shape[0], (int)x->shape[1], (int)x->shape[2],
+                                                    (int)x->shape[3], (int)gr->shape[1], (int)gr->shape[2],
+                                                    (int)n->ia[0], lv_f32(x), lv_f32(gr), lv_f32(n->out));
 }
 static int gs_bwd(lv_node *n, lv_tensor *gout, lv_tensor **gin) {
   lv_tensor *x = n->in[0], *gr = n->in[1];
-  if (lv_on_cuda(gout))
-    return lv_cuda->grid_sample_backward((int)x->shape[0], (int)x->shape[1], (int)x->shape[2], (int)x->shape[3],
-                                         (int)gr->shape[1], (int)gr->shape[2], (int)n->ia[0], lv_f32(x), lv_f32(gr),
-                                         lv_f32(gout), gin[0] ? lv_f32(gin[0]) : NULL, gin[1] ? lv_f32(gin[1]) : NULL);
-  return lv_grid_sample_backward((int)x->shape[0], (int)x->shape[1], (int)x->shape[2], (int)x->shape[3],
-                                    (int)gr->shape[1], (int)gr->shape[2], (int)n->ia[0], lv_f32(x),
-                                    lv_f32(gr), lv_f32(gout), gin[0] ? lv_f32(gin[0]) : NULL,
-                                    gin[1] ? lv_f32(gin[1]) : NULL);
+  return lv_backend_of(gout)->grid_sample_backward((int)x->shape[0], (int)x->shape[1], (int)x->shape[2],
+                                                   (int)x->shape[3], (int)gr->shape[1], (int)gr->shape[2],
+                                                   (int)n->ia[0], lv_f32(x), lv_f32(gr), lv_f32(gout),
+                                                   gin[0] ? lv_f32(gin[0]) : NULL, gin[1] ? lv_f32(gin[1]) : NULL);
 }
 static const lv_op op_gs = {"GridSampler2D", gs_fwd, gs_bwd, NULL};
 
@@ -379,30 +290,21 @@ lv_tensor *lv_grid_sample(lv_tensor *x, lv_tensor *grid, int align_corners) {
 
 /* ===================================== avg_pool2d ===================================== */
 /* ia: kh kw sh sw ph pw */
-static int ap_planes(const lv_tensor *x) {
+static lv_pool2d_desc ap_desc(const lv_node *n) {
+  const lv_tensor *x = n->in[0];
   int64_t hw = x->shape[x->ndim - 1] * x->shape[x->ndim - 2];
-  return (int)(hw > 0 ? lv_numel(x) / hw : 0);
+  lv_pool2d_desc d = {(int)(hw > 0 ? lv_numel(x) / hw : 0), (int)x->shape[x->ndim - 2], (int)x->shape[x->ndim - 1],
+                      (int)n->ia[0], (int)n->ia[1], (int)n->ia[2], (int)n->ia[3], (int)n->ia[4], (int)n->ia[5]};
+  return d;
 }
 static int ap_fwd(lv_node *n) {
-  lv_tensor *x = n->in[0];
-  if (lv_on_cuda(n->out))
-    return lv_cuda->avg_pool2d_forward(ap_planes(x), (int)x->shape[x->ndim - 2], (int)x->shape[x->ndim - 1],
-                                       (int)n->ia[0], (int)n->ia[1], (int)n->ia[2], (int)n->ia[3], (int)n->ia[4],
-                                       (int)n->ia[5], lv_f32(x), lv_f32(n->out));
-  return lv_avg_pool2d_forward(ap_planes(x), (int)x->shape[x->ndim - 2], (int)x->shape[x->ndim - 1],
-                                  (int)n->ia[0], (int)n->ia[1], (int)n->ia[2], (int)n->ia[3],
-                                  (int)n->ia[4], (int)n->ia[5], lv_f32(x), lv_f32(n->out));
+  lv_pool2d_desc d = ap_desc(n);
+  return lv_backend_of(n->out)->avg_pool2d_forward(&d, lv_f32(n->in[0]), lv_f32(n->out));
 }
 static int ap_bwd(lv_node *n, lv_tensor *gout, lv_tensor **gin) {
   if (!gin[0]) return 0;
-  lv_tensor *x = n->in[0];
-  if (lv_on_cuda(gout))
-    return lv_cuda->avg_pool2d_backward(ap_planes(x), (int)x->shape[x->ndim - 2], (int)x->shape[x->ndim - 1],
-                                        (int)n->ia[0], (int)n->ia[1], (int)n->ia[2], (int)n->ia[3], (int)n->ia[4],
-                                        (int)n->ia[5], lv_f32(gout), lv_f32(gin[0]));
-  return lv_avg_pool2d_backward(ap_planes(x), (int)x->shape[x->ndim - 2], (int)x->shape[x->ndim - 1],
-                                   (int)n->ia[0], (int)n->ia[1], (int)n->ia[2], (int)n->ia[3],
-                                   (int)n->ia[4], (int)n->ia[5], lv_f32(gout), lv_f32(gin[0]));
+  lv_pool2d_desc d = ap_desc(n);
+  return lv_backend_of(gout)->avg_pool2d_backward(&d, lv_f32(gout), lv_f32(gin[0]));
 }
 static const lv_op op_ap = {"AvgPool2D", ap_fwd, ap_bwd, NULL};
 
@@ -437,26 +339,7 @@ lv_tensor *lv_avg_pool2d(lv_tensor *x, int kh, int kw, int sh, int sw, int ph, i
 
 /* ========================================= pad ========================================= */
 /* ia[0..7]: leading pad ("before") per dim of the input; fa[0]: value. Output dims are input
- * dims + before + after. Rows of the last dim are copied with memcpy. */
-static void pad_walk(lv_node *n, const float *src, float *dst, int to_out, const float *gsrc, float *gdst) {
-  lv_tensor *x = n->in[0], *o = n->out;
-  int nd = x->ndim;
-  int64_t last = nd ? x->shape[nd - 1] : 1;
-  int64_t rows = last ? lv_numel(x) / last : 0;
-  int64_t ost[LV_MAXDIM];
-  int64_t s = 1;
-  for (int i = nd - 1; i >= 0; i--) { ost[i] = s; s *= o->shape[i]; }
-  for (int64_t r = 0; r < rows; r++) {
-    int64_t rem = r, off = nd ? n->ia[nd - 1] : 0;
-    for (int i = nd - 2; i >= 0; i--) {
-      int64_t idx = rem % x->shape[i];
-      rem /= x->shape[i];
-      off += (idx + n->ia[i]) * ost[i];
-    }
-    if (to_out) memcpy(dst + off, src + r * last, sizeof(float) * (size_t)last);
-    else for (int64_t k = 0; k < last; k++) gdst[r * last + k] += gsrc[off + k];
-  }
-}
+ * dims + before + after. */
 static void pad_desc(const lv_node *n, lv_pad_desc *d) {
   d->nd = n->in[0]->ndim;
   for (int i = 0; i < d->nd; i++) {
@@ -466,26 +349,15 @@ static void pad_desc(const lv_node *n, lv_pad_desc *d) {
   }
 }
 static int pad_fwd(lv_node *n) {
-  if (lv_on_cuda(n->out)) {
-    lv_pad_desc d;
-    pad_desc(n, &d);
-    return lv_cuda->pad_forward(&d, (float)n->fa[0], lv_f32(n->in[0]), lv_f32(n->out));
-  }
-  float *y = lv_f32(n->out);
-  int64_t N = lv_numel(n->out);
-  float v = (float)n->fa[0];
-  for (int64_t i = 0; i < N; i++) y[i] = v;
-  pad_walk(n, lv_f32(n->in[0]), y, 1, NULL, NULL);
-  return 0;
+  lv_pad_desc d;
+  pad_desc(n, &d);
+  return lv_backend_of(n->out)->pad_forward(&d, (float)n->fa[0], lv_f32(n->in[0]), lv_f32(n->out));
 }
 static int pad_bwd(lv_node *n, lv_tensor *gout, lv_tensor **gin) {
-  if (gin[0] && lv_on_cuda(gout)) {
-    lv_pad_desc d;
-    pad_desc(n, &d);
-    return lv_cuda->pad_backward(&d, lv_f32(gout), lv_f32(gin[0]));
-  }
-  if (gin[0]) pad_walk(n, NULL, NULL, 0, lv_f32(gout), lv_f32(gin[0]));
-  return 0;
+  if (!gin[0]) return 0;
+  lv_pad_desc d;
+  pad_desc(n, &d);
+  return lv_backend_of(gout)->pad_backward(&d, lv_f32(gout), lv_f32(gin[0]));
 }
 static const lv_op op_pad = {"ConstantPadNd", pad_fwd, pad_bwd, NULL};
 
@@ -518,28 +390,15 @@ lv_tensor *lv_pad(lv_tensor *x, int npairs, const int64_t *pads, double value) {
 }
 
 /* ======================================= dropout ======================================= */
-/* aux[0]: mask (0 or 1/(1-p)), redrawn on every forward; fa[0]: p */
+/* aux[0]: mask (0 or 1/(1-p)), redrawn on every forward (from the global seeded generator, so
+ * replays redraw and seeded runs repeat); fa[0]: p */
 static int do_fwd(lv_node *n) {
-  int64_t N = lv_numel(n->in[0]);
-  float *m = lv_f32(n->aux[0]), *y = lv_f32(n->out);
-  const float *x = lv_f32(n->in[0]);
-  double p = n->fa[0];
-  /* GPU: a counter-based mask from a seed drawn from the global generator on every forward, so
-   * replays redraw and seeded runs repeat (the masks differ from the CPU's draws) */
-  if (lv_on_cuda(n->out)) return lv_cuda->dropout_forward(N, x, (float)p, lv_rng_next(), m, y);
-  float keep = p < 1 ? (float)(1.0 / (1.0 - p)) : 0.f;
-  for (int64_t i = 0; i < N; i++) m[i] = lv_rng_uniform() >= p ? keep : 0.f;
-  for (int64_t i = 0; i < N; i++) y[i] = x[i] * m[i];
-  return 0;
+  return lv_backend_of(n->out)->dropout_forward(lv_numel(n->in[0]), lv_f32(n->in[0]), n->fa[0], lv_f32(n->aux[0]),
+                                                lv_f32(n->out));
 }
 static int do_bwd(lv_node *n, lv_tensor *gout, lv_tensor **gin) {
   if (!gin[0]) return 0;
-  int64_t N = lv_numel(n->in[0]);
-  const float *m = lv_f32(n->aux[0]), *g = lv_f32(gout);
-  if (lv_on_cuda(gout)) return lv_cuda->mul_add(lv_f32(gin[0]), g, m, N);
-  float *d = lv_f32(gin[0]);
-  for (int64_t i = 0; i < N; i++) d[i] += g[i] * m[i];
-  return 0;
+  return lv_backend_of(gout)->mul_add(lv_f32(gin[0]), lv_f32(gout), lv_f32(n->aux[0]), lv_numel(n->in[0]));
 }
 static const lv_op op_dropout = {"Dropout", do_fwd, do_bwd, NULL};
 
@@ -557,36 +416,16 @@ lv_tensor *lv_dropout(lv_tensor *x, double p) {
 }
 
 /* ==================================== poisson loss ==================================== */
-/* in: yhat, y. aux[0]: d loss / d yhat (refreshed every forward). fa: 0 eps, 1 scale */
+/* in: yhat, y. aux[0]: d loss / d yhat (refreshed every forward). fa: 0 eps, 1 scale. The loss
+ * stays in the backend's memory (no host sync on the GPU). */
 static int pl_fwd(lv_node *n) {
-  if (lv_on_cuda(n->out)) /* the loss stays on the device (no host sync) */
-    return lv_cuda->poisson_loss(lv_numel(n->in[0]), lv_f32(n->in[0]), lv_f32(n->in[1]), (float)n->fa[0],
-                                 (float)n->fa[1], lv_f32(n->out), lv_f32(n->aux[0]));
-  double loss;
-  int rc = lv_poisson_loss(lv_numel(n->in[0]), lv_f32(n->in[0]), lv_f32(n->in[1]), (float)n->fa[0],
-                              (float)n->fa[1], &loss, lv_f32(n->aux[0]));
-  lv_f32(n->out)[0] = (float)loss;
-  return rc;
+  return lv_backend_of(n->out)->poisson_loss(lv_numel(n->in[0]), lv_f32(n->in[0]), lv_f32(n->in[1]), (float)n->fa[0],
+                                             (float)n->fa[1], lv_f32(n->out), lv_f32(n->aux[0]));
 }
 static int pl_bwd(lv_node *n, lv_tensor *gout, lv_tensor **gin) {
-  int64_t N = lv_numel(n->in[0]);
-  if (lv_on_cuda(gout))
-    return lv_cuda->poisson_loss_backward(N, lv_f32(gout), lv_f32(n->aux[0]), lv_f32(n->in[0]), (float)n->fa[0],
-                                          (float)n->fa[1], gin[0] ? lv_f32(gin[0]) : NULL,
-                                          gin[1] ? lv_f32(gin[1]) : NULL);
-  float g = lv_f32(gout)[0];
-  if (gin[0]) {
-    const float *d = lv_f32(n->aux[0]);
-    float *o = lv_f32(gin[0]);
-    for (int64_t i = 0; i < N; i++) o[i] += g * d[i];
-  }
-  if (gin[1]) {
-    const float *yh = lv_f32(n->in[0]);
-    float *o = lv_f32(gin[1]);
-    float eps = (float)n->fa[0], s = (float)n->fa[1];
-    for (int64_t i = 0; i < N; i++) o[i] -= g * s * logf(yh[i] + eps);
-  }
-  return 0;
+  return lv_backend_of(gout)->poisson_loss_backward(lv_numel(n->in[0]), lv_f32(gout), lv_f32(n->aux[0]),
+                                                    lv_f32(n->in[0]), (float)n->fa[0], (float)n->fa[1],
+                                                    gin[0] ? lv_f32(gin[0]) : NULL, gin[1] ? lv_f32(gin[1]) : NULL);
 }
 static const lv_op op_poisson = {"PoissonLoss", pl_fwd, pl_bwd, NULL};
 

@@ -4,21 +4,7 @@
 #define LV_OPS_H
 #include "lv.h"
 
-typedef enum {
-  LV_ADD, LV_SUB, LV_MUL, LV_DIV, LV_POW, LV_MAXIMUM, LV_MINIMUM,
-  LV_EQ, LV_NE, LV_LT, LV_LE, LV_GT, LV_GE
-} lv_binop;
-
-typedef enum {
-  LV_NEG, LV_EXP, LV_LOG, LV_SQRT, LV_ABS, LV_SIGN, LV_ELU, LV_RELU, LV_TANH, LV_SIGMOID,
-  LV_CLAMP,  /* p0 = min (or -inf), p1 = max (or +inf) */
-  LV_AFFINE, /* p0 * x + p1 */
-  LV_POWS,   /* x ** p0 */
-  LV_RDIV,   /* p0 / x */
-  LV_SQUARE, LV_LOG1P, LV_SOFTPLUS, LV_SIN, LV_COS
-} lv_unop;
-
-typedef enum { LV_RSUM, LV_RMEAN, LV_RVAR, LV_RSTD, LV_RMAX, LV_RMIN, LV_RARGMAX, LV_RARGMIN } lv_redop;
+/* op codes: csrc/opdef.h */
 
 lv_tensor *lv_binary(lv_binop op, lv_tensor *a, lv_tensor *b);
 lv_tensor *lv_unary(lv_unop op, lv_tensor *a, double p0, double p1);

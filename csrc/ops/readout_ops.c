@@ -3,15 +3,12 @@
  * on every forward from one 64-bit seed taken from the global generator, so lv_manual_seed makes
  * a run reproducible and the draws do not depend on the number of threads.
  *
- * The read itself calls the CPU kernels lv_readout_forward / lv_readout_backward
- * (csrc/cpu/kernels.h, csrc/cpu/sample.c).
- *
- * CUDA: one dispatch branch at the top of each forward/backward calls the backend's table
- * (readout_pos_forward/backward, readout_forward/backward); aux buffers live on mu's device. The
- * GPU draws its position noise from a counter-based generator keyed by the same per-forward seed
- * (replays redraw, seeded runs repeat; the draws differ from the CPU's). */
+ * Each forward/backward dispatches once through the backend of its tensors (readout_pos_forward/
+ * backward, readout_forward/backward); aux buffers live on mu's device. The GPU draws its position
+ * noise from a counter-based generator keyed by the same per-forward seed (replays redraw, seeded
+ * runs repeat; the draws differ from the CPU's). */
 #include "ops/readout_ops.h"
-#include "cuda_dispatch.h"
+#include "backend.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,136 +17,29 @@
 
 #include "cpu/kernels.h"
 
-static int check_cpu_f32(const char *op, const char *what, const lv_tensor *t) {
-  if (!t) return 0;
-  if (t->dtype != LV_F32) return lv_set_error(LV_ETYPE, "%s: %s must be float32, got int64", op, what);
-  if (t->st->device == LV_CUDA && !lv_cuda) return lv_set_error(LV_ERUNTIME, "%s: CUDA backend not loaded", op);
+static int check_f32(const char *op, const char *what, const lv_tensor *t) {
+  if (t && t->dtype != LV_F32) return lv_set_error(LV_ETYPE, "%s: %s must be float32, got int64", op, what);
   return 0;
 }
 
-static int check_same_dev(const char *op, lv_tensor **ts, int n) {
-  int dev = -1;
-  for (int i = 0; i < n; i++) {
-    if (!ts[i]) continue;
-    if (dev < 0) dev = ts[i]->st->device;
-    else if (ts[i]->st->device != dev)
-      return lv_set_error(LV_EVALUE, "%s: expected all tensors on the same device, got cpu and cuda", op);
-  }
-  return 0;
-}
+static int check_same_dev(const char *op, lv_tensor **ts, int n) { return lv_check_devices(op, ts, NULL, n); }
 
 /* ==================================== read positions ==================================== */
 /* in: 0 mu, 1 sigma (or NULL). aux: 0 eps (B, N, 2) when sampling, 1 clamp mask like out.
  * ia: 0 batch, 1 sample, 2 gauss type, 3 project, 4 N. */
-#define CHUNK 128
-
-static inline void gauss_pair(lv_rng *r, float *e0, float *e1) {
-  uint64_t u = lv_rng_u64(r);
-  float u1 = (float)((u >> 40) + 1) * 0x1.0p-24f;            /* (0, 1] */
-  float u2 = (float)((u >> 16) & 0xffffff) * 0x1.0p-24f;     /* [0, 1) */
-  float rad = sqrtf(-2.f * logf(u1)), th = 6.2831853071795865f * u2;
-  *e0 = rad * cosf(th);
-  *e1 = rad * sinf(th);
-}
-
 static int pos_fwd(lv_node *nd) {
-  int64_t B = nd->ia[0], N = nd->ia[4];
-  int sample = (int)nd->ia[1], type = (int)nd->ia[2];
-  float *mu = lv_f32(nd->in[0]);
-  float *sg = nd->in[1] ? lv_f32(nd->in[1]) : NULL;
-  float *out = lv_f32(nd->out), *mask = lv_f32(nd->aux[1]);
-  if (lv_on_cuda(nd->out))
-    return lv_cuda->readout_pos_forward(B, N, sample, type, (int)nd->ia[3], mu, sg, sample ? lv_rng_next() : 0,
-                                        sample ? lv_f32(nd->aux[0]) : NULL, mask, out);
-  /* projection of the free parameters, in place */
-  if (nd->ia[3] & 1)
-    for (int64_t i = 0; i < 2 * N; i++) mu[i] = mu[i] < -1.f ? -1.f : (mu[i] > 1.f ? 1.f : mu[i]);
-  if (nd->ia[3] & 2) {
-    if (sg && type != LV_GAUSS_FULL) {
-      int64_t m = lv_numel(nd->in[1]);
-      for (int64_t i = 0; i < m; i++) if (sg[i] < 0.f) sg[i] = 0.f;
-    }
-  }
-  if (!sample) {
-    for (int64_t i = 0; i < 2 * N; i++) {
-      float v = mu[i];
-      mask[i] = (v >= -1.f && v <= 1.f) ? 1.f : 0.f;
-      out[i] = v < -1.f ? -1.f : (v > 1.f ? 1.f : v);
-    }
-    return 0;
-  }
-  float *eps = lv_f32(nd->aux[0]);
-  uint64_t seed = lv_rng_next();
-  int64_t nchunks = (N + CHUNK - 1) / CHUNK;
-#pragma omp parallel for schedule(static) if (B * N > 20000)
-  for (int64_t k = 0; k < nchunks; k++) {
-    lv_rng r;
-    lv_rng_seed(&r, seed ^ ((uint64_t)(k + 1) * 0x9E3779B97F4A7C15ULL));
-    int64_t n0 = k * CHUNK, n1 = n0 + CHUNK < N ? n0 + CHUNK : N;
-    for (int64_t b = 0; b < B; b++)
-      for (int64_t n = n0; n < n1; n++) {
-        size_t o = ((size_t)b * N + n) * 2;
-        float e0, e1, v0, v1;
-        gauss_pair(&r, &e0, &e1);
-        eps[o] = e0;
-        eps[o + 1] = e1;
-        if (type == LV_GAUSS_FULL) {
-          const float *s = sg + 4 * n; /* row-major 2x2: pos_c = sum_d s[c][d] eps_d */
-          v0 = mu[2 * n] + s[0] * e0 + s[1] * e1;
-          v1 = mu[2 * n + 1] + s[2] * e0 + s[3] * e1;
-        } else if (type == LV_GAUSS_UNCORRELATED) {
-          v0 = mu[2 * n] + sg[2 * n] * e0;
-          v1 = mu[2 * n + 1] + sg[2 * n + 1] * e1;
-        } else {
-          v0 = mu[2 * n] + sg[n] * e0;
-          v1 = mu[2 * n + 1] + sg[n] * e1;
-        }
-        mask[o] = (v0 >= -1.f && v0 <= 1.f) ? 1.f : 0.f;
-        mask[o + 1] = (v1 >= -1.f && v1 <= 1.f) ? 1.f : 0.f;
-        out[o] = v0 < -1.f ? -1.f : (v0 > 1.f ? 1.f : v0);
-        out[o + 1] = v1 < -1.f ? -1.f : (v1 > 1.f ? 1.f : v1);
-      }
-  }
-  return 0;
+  int sample = (int)nd->ia[1];
+  return lv_backend_of(nd->out)->readout_pos_forward(
+      nd->ia[0], nd->ia[4], sample, (int)nd->ia[2], (int)nd->ia[3], lv_f32(nd->in[0]),
+      nd->in[1] ? lv_f32(nd->in[1]) : NULL, sample ? lv_rng_next() : 0, sample ? lv_f32(nd->aux[0]) : NULL,
+      lv_f32(nd->aux[1]), lv_f32(nd->out));
 }
 
 static int pos_bwd(lv_node *nd, lv_tensor *gout, lv_tensor **gin) {
-  int64_t B = nd->ia[0], N = nd->ia[4];
-  int sample = (int)nd->ia[1], type = (int)nd->ia[2];
-  const float *g = lv_f32(gout), *mask = lv_f32(nd->aux[1]);
-  float *gmu = gin[0] ? lv_f32(gin[0]) : NULL;
-  float *gsg = gin[1] ? lv_f32(gin[1]) : NULL;
-  if (lv_on_cuda(gout))
-    return lv_cuda->readout_pos_backward(B, N, sample, type, g, mask, sample ? lv_f32(nd->aux[0]) : NULL, gmu, gsg);
-  if (!sample) {
-    if (gmu) for (int64_t i = 0; i < 2 * N; i++) gmu[i] += g[i] * mask[i];
-    return 0;
-  }
-  const float *eps = lv_f32(nd->aux[0]);
-#pragma omp parallel for schedule(static) if (B * N > 20000)
-  for (int64_t n = 0; n < N; n++) {
-    double m0 = 0, m1 = 0, s00 = 0, s01 = 0, s10 = 0, s11 = 0;
-    for (int64_t b = 0; b < B; b++) {
-      size_t o = ((size_t)b * N + n) * 2;
-      float g0 = g[o] * mask[o], g1 = g[o + 1] * mask[o + 1];
-      float e0 = eps[o], e1 = eps[o + 1];
-      m0 += g0; m1 += g1;
-      s00 += g0 * e0; s01 += g0 * e1; s10 += g1 * e0; s11 += g1 * e1;
-    }
-    if (gmu) { gmu[2 * n] += (float)m0; gmu[2 * n + 1] += (float)m1; }
-    if (gsg) {
-      if (type == LV_GAUSS_FULL) {
-        float *d = gsg + 4 * n;
-        d[0] += (float)s00; d[1] += (float)s01; d[2] += (float)s10; d[3] += (float)s11;
-      } else if (type == LV_GAUSS_UNCORRELATED) {
-        gsg[2 * n] += (float)s00;
-        gsg[2 * n + 1] += (float)s11;
-      } else {
-        gsg[n] += (float)(s00 + s11);
-      }
-    }
-  }
-  return 0;
+  int sample = (int)nd->ia[1];
+  return lv_backend_of(gout)->readout_pos_backward(nd->ia[0], nd->ia[4], sample, (int)nd->ia[2], lv_f32(gout),
+                                                   lv_f32(nd->aux[1]), sample ? lv_f32(nd->aux[0]) : NULL,
+                                                   gin[0] ? lv_f32(gin[0]) : NULL, gin[1] ? lv_f32(gin[1]) : NULL);
 }
 
 static const lv_op op_positions = {"ReadoutPositions", pos_fwd, pos_bwd, NULL};
@@ -159,7 +49,7 @@ lv_tensor *lv_readout_positions(lv_tensor *mu, lv_tensor *sigma, int64_t batch, 
   const char *op = "readout_positions";
   char s1[96], s2[96];
   lv_tensor *both[2] = {mu, sample ? sigma : NULL};
-  if (check_cpu_f32(op, "mu", mu) || check_cpu_f32(op, "sigma", sigma) || check_same_dev(op, both, 2)) return NULL;
+  if (check_f32(op, "mu", mu) || check_f32(op, "sigma", sigma) || check_same_dev(op, both, 2)) return NULL;
   if (gauss_type < 0 || gauss_type > 2) {
     lv_set_error(LV_EVALUE, "%s: gauss_type must be 0 (full), 1 (uncorrelated) or 2 (isotropic), got %d", op, gauss_type);
     return NULL;
@@ -216,22 +106,16 @@ lv_tensor *lv_readout_positions(lv_tensor *mu, lv_tensor *sigma, int64_t batch, 
 static int ro_fwd(lv_node *nd) {
   const float *bias = nd->in[3] ? lv_f32(nd->in[3]) : NULL;
   if (nd->out->shape[0] == 0 || nd->out->shape[1] == 0) return 0;
-  if (lv_on_cuda(nd->out))
-    return lv_cuda->readout_forward(RO_ARGS(nd), lv_f32(nd->in[0]), lv_f32(nd->in[1]), lv_f32(nd->in[2]), bias,
-                                    lv_f32(nd->out));
-  return lv_readout_forward(RO_ARGS(nd), lv_f32(nd->in[0]), lv_f32(nd->in[1]), lv_f32(nd->in[2]),
-                            bias, lv_f32(nd->out));
+  return lv_backend_of(nd->out)->readout_forward(RO_ARGS(nd), lv_f32(nd->in[0]), lv_f32(nd->in[1]),
+                                                 lv_f32(nd->in[2]), bias, lv_f32(nd->out));
 }
 
 static int ro_bwd(lv_node *nd, lv_tensor *gout, lv_tensor **gin) {
   if (nd->out->shape[0] == 0 || nd->out->shape[1] == 0) return 0;
   float *g[4];
   for (int i = 0; i < 4; i++) g[i] = gin[i] ? lv_f32(gin[i]) : NULL;
-  if (lv_on_cuda(gout))
-    return lv_cuda->readout_backward(RO_ARGS(nd), lv_f32(nd->in[0]), lv_f32(nd->in[1]), lv_f32(nd->in[2]),
-                                     lv_f32(gout), g[0], g[1], g[2], g[3]);
-  return lv_readout_backward(RO_ARGS(nd), lv_f32(nd->in[0]), lv_f32(nd->in[1]), lv_f32(nd->in[2]),
-                             lv_f32(gout), g[0], g[1], g[2], g[3]);
+  return lv_backend_of(gout)->readout_backward(RO_ARGS(nd), lv_f32(nd->in[0]), lv_f32(nd->in[1]), lv_f32(nd->in[2]),
+                                               lv_f32(gout), g[0], g[1], g[2], g[3]);
 }
 
 static const lv_op op_readout = {"GaussianReadout", ro_fwd, ro_bwd, NULL};
@@ -239,8 +123,8 @@ static const lv_op op_readout = {"GaussianReadout", ro_fwd, ro_bwd, NULL};
 lv_tensor *lv_gaussian_readout(lv_tensor *x, lv_tensor *pos, lv_tensor *feat, lv_tensor *bias) {
   const char *op = "gaussian_readout";
   char s1[96], s2[96], s3[96];
-  if (check_cpu_f32(op, "input", x) || check_cpu_f32(op, "positions", pos) ||
-      check_cpu_f32(op, "features", feat) || check_cpu_f32(op, "bias", bias))
+  if (check_f32(op, "input", x) || check_f32(op, "positions", pos) ||
+      check_f32(op, "features", feat) || check_f32(op, "bias", bias))
     return NULL;
   lv_tensor *all[4] = {x, pos, feat, bias};
   if (check_same_dev(op, all, 4)) return NULL;

@@ -10,7 +10,7 @@
 #define LV_READOUT_OPS_H
 #include "lv.h"
 
-typedef enum { LV_GAUSS_FULL = 0, LV_GAUSS_UNCORRELATED = 1, LV_GAUSS_ISOTROPIC = 2 } lv_gauss_type;
+/* lv_gauss_type (LV_GAUSS_FULL, ...): csrc/opdef.h */
 
 /* mu: N*2 values (any shape, e.g. (N, 2) or (1, N, 1, 2)); sigma: N*4 (full: sigma[n] is the 2x2
  * matrix, pos = mu + sigma[n] @ eps), N*2 (uncorrelated: pos_c = mu_c + sigma_c eps_c) or N

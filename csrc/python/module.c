@@ -38,10 +38,21 @@ PyObject *lvpy_err(void) {
 static struct PyModuleDef moddef = {PyModuleDef_HEAD_INIT, "_C",
                                     "lviv_c C core (tensors, kernels, reader, trainer)", -1, NULL};
 
+/* the op codes of csrc/opdef.h under their names without LV_ (lviv_c/tensor.py reads them) */
+static int add_op_codes(PyObject *m) {
+#define LV_ADD_CODE_(name) if (PyModule_AddIntConstant(m, #name, LV_##name) < 0) return -1;
+  LV_BINOP_LIST(LV_ADD_CODE_)
+  LV_UNOP_LIST(LV_ADD_CODE_)
+  LV_REDOP_LIST(LV_ADD_CODE_)
+#undef LV_ADD_CODE_
+  return 0;
+}
+
 PyMODINIT_FUNC PyInit__C(void) {
   import_array();
   PyObject *m = PyModule_Create(&moddef);
   if (!m) return NULL;
+  if (add_op_codes(m) < 0) { Py_DECREF(m); return NULL; }
   int (*hooks[])(PyObject *) = {lv_py_init_tensor, lv_py_init_data, lv_py_init_nn,
                                 lv_py_init_train, lv_py_init_analysis, lv_py_init_models,
                                 lv_py_init_cuda};

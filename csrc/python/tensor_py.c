@@ -5,7 +5,7 @@
 #include "lvpy.h"
 #include <numpy/arrayobject.h>
 #include "ops/ops.h"
-#include "cuda_dispatch.h"
+#include "backend.h"
 #include "structmember.h"
 
 typedef struct {

@@ -115,7 +115,23 @@ def _accepts_data_key(model):
     return any(p.name == "data_key" or p.kind == p.VAR_KEYWORD for p in params)
 
 
+def _on_model_device(model, images):
+    """The batch's images on the model's device (the course's ``images.to(device)``)."""
+    from ..capture import model_device
+    dev = model_device(model)
+    if isinstance(images, np.ndarray):
+        if dev == "cpu":
+            return images
+        from ..tensor import tensor
+        return tensor(np.asarray(images, np.float32), device=dev)
+    on_cuda = bool(getattr(images, "is_cuda", False))
+    if on_cuda == (dev == "cuda") or not callable(getattr(images, "to", None)):
+        return images
+    return images.to(dev)
+
+
 def _call_model(model, images, data_key):
+    images = _on_model_device(model, images)
     if data_key is not None and _accepts_data_key(model):
         return model(images, data_key=data_key)
     return model(images)
@@ -125,7 +141,7 @@ def _to_numpy(x, dtype=np.float32):
     """Host NumPy copy of a model output / batch entry (Tensor, ndarray, torch tensor, list)."""
     try:
         return np.asarray(x, dtype=dtype)
-    except (TypeError, ValueError, RuntimeError):
+    except (TypeError, ValueError, RuntimeError, BufferError):  # BufferError: a CUDA tensor
         for meth in ("detach", "cpu", "numpy"):
             if callable(getattr(x, meth, None)):
                 x = getattr(x, meth)()

@@ -1,0 +1,155 @@
+"""Placement with train_model(device='cuda') and the analysis of a GPU model, on a GPU or (in CI)
+on the emulated device (LVIV_EMULATE_CUDA=1: the CPU kernels behind the CUDA storage tag; it
+checks the dispatch and the placement, not the CUDA kernels). Skipped when neither is there."""
+import numpy as np
+import pytest
+
+import lviv_c as L
+from lviv_c import _C
+
+pytestmark = [pytest.mark.cuda,
+              pytest.mark.skipif(not L.cuda.is_available(), reason="no CUDA GPU and no emulated device")]
+
+
+@pytest.fixture(scope="module")
+def scan(tmp_path_factory):
+    from lviv_c import synthetic
+    return synthetic.make_scan(str(tmp_path_factory.mktemp("place")), **synthetic.SMALL, seed=2, progress=False)
+
+
+def _loaders(scan, batch_size=16):
+    from lviv_c.dataset import load_dataset
+    return load_dataset(scan, batch_size=batch_size, seed=1, cuda=True)
+
+
+def _train(scan, device, max_iter=2, batch_size=16):
+    from lviv_c.course import build_course_model
+    from lviv_c.trainers import train_model
+    dl = _loaders(scan, batch_size)
+    m = build_course_model("cnn", dl, seed=1)
+    score, out, state = train_model(m, dl, seed=1, device=device, max_iter=max_iter, verbose=False,
+                                    lr_decay_steps=1, patience=100)
+    return m, dl, score, state
+
+
+def test_train_model_on_cuda_places_model_and_data_and_matches_the_cpu(scan):
+    mg, dl, sg, stg = _train(scan, "cuda")
+    assert all(p.is_cuda for p in mg.parameters())
+    assert all(v.is_cuda for v in mg.state_dict().values())          # parameters and buffers
+    x, y = dl["train"].device_blocks()                               # the scan's blocks live there
+    assert x.is_cuda and y.is_cuda
+    mc, _, sc, stc = _train(scan, "cpu")
+    assert all(not p.is_cuda for p in mc.parameters())
+    if L.cuda.emulated():                                            # the same kernels: the same numbers
+        assert sg == sc
+        for k in stc:
+            np.testing.assert_array_equal(stg[k].cpu().numpy(), stc[k].numpy(), err_msg=k)
+    else:
+        assert abs(sg - sc) < 1e-3
+
+
+def test_optimizer_moments_follow_the_model_to_the_device(scan):
+    from lviv_c.course import build_course_model
+    from lviv_c.trainers import Engine
+    dl = _loaders(scan)
+    m = build_course_model("ln", dl, seed=1).to("cuda")
+    eng = Engine(m, dl["train"])
+    eng.train_epoch(dl["train"].sampler.order())
+    opt = L.optim.Adam(m.parameters(), lr=1e-3)
+    m(L.randn(4, 1, 36, 64, device="cuda")).sum().backward()
+    opt.step()
+    for p in m.parameters():
+        st = opt.state[p]
+        assert st["exp_avg"].is_cuda and st["exp_avg_sq"].is_cuda
+
+
+@pytest.mark.skipif(not L.cuda.emulated(), reason="transfer counters exist on the emulated device only")
+def test_nothing_is_copied_back_per_batch(scan):
+    """Host <- device copies in a captured epoch: only the summed loss (one double), read for the
+    progress report at most every 0.1 s and at the end, never per batch or per parameter."""
+    from lviv_c.course import build_course_model
+    from lviv_c.trainers import Engine
+
+    def d2h_per_epoch(batch_size):
+        dl = _loaders(scan, batch_size)
+        m = build_course_model("ln", dl, seed=1).to("cuda")
+        eng = Engine(m, dl["train"])
+        order = dl["train"].sampler.order()
+        eng.train_epoch(order)                                       # capture
+        before = _C._emulated_transfers()
+        eng.train_epoch(order)
+        after = _C._emulated_transfers()
+        return after["d2h"] - before["d2h"], after["d2h_bytes"] - before["d2h_bytes"], len(order) // batch_size
+    n, nbytes, nb = d2h_per_epoch(4)
+    assert nb >= 20 and 1 <= n < nb / 2
+    assert nbytes == 8 * n
+
+
+def test_analysis_of_a_gpu_model_matches_the_cpu_and_leaves_it_there(scan):
+    from lviv_c.analysis import gradient_rf, generate_mei
+    from lviv_c.course import build_course_model
+    dl = _loaders(scan)
+    img = np.full((36, 64), 100.0, np.float32)
+    mc = build_course_model("cnn", dl, seed=3)
+    rf_c = gradient_rf(mc, [0, 1], img)
+    _, mei_c = generate_mei(mc, img, [0, 1], iterations=3, mean_constr=100.0, std_constr=20.0, progress=False)
+    mg = build_course_model("cnn", dl, seed=3).to("cuda")
+    params = [id(p) for p in mg.parameters()]
+    rf_g = gradient_rf(mg, [0, 1], img)
+    _, mei_g = generate_mei(mg, img, [0, 1], iterations=3, mean_constr=100.0, std_constr=20.0, progress=False)
+    assert all(p.is_cuda for p in mg.parameters()) and [id(p) for p in mg.parameters()] == params
+    np.testing.assert_allclose(rf_g, rf_c, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(mei_g, mei_c, rtol=1e-5, atol=1e-5)
+
+
+def test_measures_take_cpu_batches_for_a_gpu_model(scan):
+    from lviv_c.course import build_course_model
+    from lviv_c.dataset import load_dataset
+    from lviv_c.utility.measures import get_correlations
+    dl_cpu = load_dataset(scan, batch_size=16, seed=1, cuda=False)
+    m = build_course_model("ln", dl_cpu, seed=1)
+    m.eval()
+    c_cpu = get_correlations(m, dl_cpu["validation"], per_neuron=True)
+    m.to("cuda")
+    c_gpu = get_correlations(m, dl_cpu["validation"], per_neuron=True)
+    np.testing.assert_allclose(c_gpu, c_cpu, rtol=1e-5, atol=1e-6)
+
+
+def test_save_of_cuda_tensors_writes_host_tensors(tmp_path):
+    t = L.tensor(np.arange(6, dtype=np.float32).reshape(2, 3), device="cuda")
+    L.save({"w": t}, str(tmp_path / "w.pt"))
+    back = L.load(str(tmp_path / "w.pt"))["w"]
+    assert not getattr(back, "is_cuda", False)
+    np.testing.assert_array_equal(np.asarray(back), np.arange(6, dtype=np.float32).reshape(2, 3))
+
+
+def test_cli_train_device_cuda_matches_device_cpu(scan, tmp_path):
+    import os
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    outs = {}
+    for dev in ("cuda", "cpu"):
+        out = str(tmp_path / f"{dev}.pt")
+        r = subprocess.run([sys.executable, "-m", "lviv_c", "train", "--data", scan, "--model", "ln",
+                            "--max-iter", "1", "--device", dev, "--out", out, "--quiet"],
+                           capture_output=True, text=True, env=env, timeout=600)
+        assert r.returncode == 0, r.stderr
+        assert f"trained on {dev}" in r.stdout
+        outs[dev] = L.load(out)
+    for k in outs["cpu"]:
+        if L.cuda.emulated():
+            np.testing.assert_array_equal(np.asarray(outs["cuda"][k]), np.asarray(outs["cpu"][k]), err_msg=k)
+        else:
+            np.testing.assert_allclose(np.asarray(outs["cuda"][k]), np.asarray(outs["cpu"][k]), rtol=1e-3, atol=1e-4)
+
+
+def test_demo_reports_the_device_it_trained_on(scan, tmp_path):
+    from lviv_c import demo
+    res = demo.run_demo(data=scan, out=str(tmp_path / "out"), models=("ln",), max_iter=1, batch_size=32,
+                        verbose=False, figures=False, device="cuda")
+    assert res["device"] == "cuda" and res["models"]["ln"]["device"] == "cuda"
+    res = demo.run_demo(data=scan, out=str(tmp_path / "out2"), models=("ln",), max_iter=1, batch_size=32,
+                        verbose=False, figures=False, device="cpu")
+    assert res["device"] == "cpu" and res["models"]["ln"]["device"] == "cpu"
