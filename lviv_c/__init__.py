@@ -27,6 +27,7 @@ from .tensor import (  # noqa: E402,F401
     var, where, zeros, zeros_like,
 )
 from .tensor import float  # noqa: E402,F401,A004
+from .tensor import bool_ as bool  # noqa: E402,F401,A004
 
 from . import nn, optim  # noqa: E402,F401
 from .serialization import load, save  # noqa: E402,F401
