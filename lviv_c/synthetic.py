@@ -39,6 +39,17 @@ import time
 
 import numpy as np
 
+try:
+    from .utility.measures import corr
+except ImportError:  # run as a file (standalone, NumPy only): the measures module by its path
+    import importlib.util as _ilu
+    _spec = _ilu.spec_from_file_location(
+        "_lviv_c_measures", os.path.join(os.path.dirname(os.path.abspath(__file__)), "utility",
+                                         "measures.py"))
+    _measures = _ilu.module_from_spec(_spec)
+    _spec.loader.exec_module(_measures)
+    corr = _measures.corr
+
 __all__ = ["make_scan", "load_ground_truth", "gabor_filters", "scan_name", "data_key",
            "DEFAULTS", "SMALL", "GABOR_PARAM_COLUMNS"]
 
@@ -356,12 +367,9 @@ def _trial_noise(seed_seq, mean_rates, theta, pool):
 
 
 def _corr_cols(a, b):
-    """Pearson correlation per column; NaN where a column is constant."""
-    a = a - a.mean(axis=0)
-    b = b - b.mean(axis=0)
-    den = np.sqrt((a * a).sum(axis=0) * (b * b).sum(axis=0))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, (a * b).sum(axis=0) / np.where(den > 0, den, 1.0), np.nan)
+    """Pearson correlation per column (lviv_c.utility.measures.corr with eps=0): NaN where a
+    column is constant, so the ceilings average (nanmean) over neurons that respond."""
+    return corr(a, b, axis=0, eps=0.0, nan="propagate")
 
 
 # --------------------------------------------------------------------------------------------

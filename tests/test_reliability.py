@@ -79,3 +79,115 @@ def test_masks_survive_shape_ops_and_convert_like_pytorch():
     assert L.arange(6).bool().tolist() == [False] + [True] * 5
     np.testing.assert_array_equal(np.asarray(L.where(t > 2, t, -1.0)), [-1, -1, -1, 3, 4, 5])
     assert L.cat([t > 2, t > 4]).dtype == L.bool
+
+
+# ----------------------------------------------------------------------------- NaN training
+
+import os  # noqa: E402
+import shutil  # noqa: E402
+
+from lviv_c.dataset import load_dataset  # noqa: E402
+from lviv_c.synthetic import make_scan  # noqa: E402
+from lviv_c.trainers import train_model  # noqa: E402
+from lviv_c.utility import measures as M  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def scan(tmp_path_factory):
+    return make_scan(tmp_path_factory.mktemp("rel"), n_trials=240, n_neurons=20,
+                     image_shape=(18, 32), n_test_images=8, n_repeats=4, n_validation=40,
+                     seed=3, progress=False)
+
+
+@pytest.fixture
+def scan_copy(scan, tmp_path):
+    dst = tmp_path / os.path.basename(scan)
+    shutil.copytree(scan, dst)
+    return str(dst)
+
+
+def _linear():
+    from test_nn_notebook import Linear
+    L.manual_seed(0)
+    return Linear(18, 32, 20, gamma=0.1)
+
+
+def test_one_correlation_with_one_nan_rule():
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=(30, 4))
+    p = y + rng.normal(size=(30, 4))
+    p[:, 1] = 2.0                        # a constant prediction: 0 (eps), as in the course
+    p[3, 2] = np.nan                     # a NaN prediction
+    assert M.corr(y, p, axis=0)[1] == 0.0 and M.corr(y, p, axis=0)[2] == 0.0
+    kept = M.corr(y, p, axis=0, nan="propagate")
+    assert kept[1] == 0.0 and np.isnan(kept[2]) and np.isfinite(kept[[0, 3]]).all()
+    with pytest.warns(UserWarning, match="NaNs will be set to Zero"):
+        M.corr(y, p, axis=0, nan="warn")
+    assert np.isnan(M.corr(y, p, axis=0, eps=0.0, nan="propagate")[1])   # eps=0: NaN
+    # the trainer and the synthetic scan use this one function
+    from lviv_c import synthetic, trainers
+    np.testing.assert_array_equal(trainers._corr_per_neuron(y, p), kept)
+    np.testing.assert_array_equal(synthetic._corr_cols(y, p),
+                                  M.corr(y, p, axis=0, eps=0.0, nan="propagate"))
+    with pytest.raises(ValueError, match="nan must be one of"):
+        M.corr(y, p, nan="ignore")
+
+
+def test_nan_weight_stops_training_with_an_error(scan):
+    dl = load_dataset(scan, batch_size=40, seed=1)
+    m = _linear()
+    m.linear.weight.data[0, 0] = float("nan")
+    with pytest.raises(FloatingPointError, match="not finite.*no finite state"):
+        train_model(m, dl, seed=1, max_iter=3, verbose=False)
+
+
+def test_nan_mid_training_restores_the_best_finite_state(scan, monkeypatch):
+    import lviv_c.trainers as T
+    dl = load_dataset(scan, batch_size=40, seed=1)
+    m = _linear()
+    calls = {"n": 0}
+    real = T._progress_bar
+
+    def poisoning_bar(total, desc, verbose):
+        calls["n"] += 1
+        if calls["n"] == 3:                       # a NaN weight appears in the third epoch
+            m.linear.weight.data[0, 0] = float("nan")
+        return real(total, desc, False)
+    monkeypatch.setattr(T, "_progress_bar", poisoning_bar)
+    with pytest.raises(FloatingPointError, match=r"not finite at epoch 3; the model holds the best "
+                                                 r"finite state \(epoch [0-2],"):
+        train_model(m, dl, seed=1, max_iter=10, verbose=False)
+    w = np.asarray(m.linear.weight.detach())
+    assert np.isfinite(w).all()
+    assert calls["n"] == 3                        # stopped at once, no NaN epochs after
+
+
+@pytest.mark.parametrize("values, match", [
+    (lambda s: np.zeros_like(s), "every responses std is 0"),
+    (lambda s: np.where(np.arange(s.size) == 3, np.nan, s), "NaN/inf"),
+    (lambda s: s[:-2], "values, expected 1 or 20"),
+])
+def test_bad_response_statistics_are_named(scan_copy, values, match):
+    f = os.path.join(scan_copy, "meta", "statistics", "responses", "all", "std.npy")
+    np.save(f, values(np.load(f)))
+    with pytest.raises(ValueError, match=match) as ei:
+        load_dataset(scan_copy, batch_size=40, seed=1)
+    assert f in str(ei.value)
+
+
+def test_bad_image_statistics_are_named(scan_copy):
+    f = os.path.join(scan_copy, "meta", "statistics", "images", "all", "std.npy")
+    np.save(f, np.zeros_like(np.load(f)))
+    with pytest.raises(ValueError, match="std must be > 0") as ei:
+        load_dataset(scan_copy, batch_size=40, seed=1, exclude=None)
+    assert f in str(ei.value)
+
+
+def test_small_response_std_uses_the_course_threshold(scan_copy):
+    f = os.path.join(scan_copy, "meta", "statistics", "responses", "all", "std.npy")
+    s = np.load(f)
+    s[4] = 0.0
+    np.save(f, s)
+    dl = load_dataset(scan_copy, batch_size=40, seed=1)
+    y = np.concatenate([np.asarray(b.responses) for b in dl["train"]])
+    assert np.isfinite(y).all()
