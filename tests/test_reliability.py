@@ -191,3 +191,83 @@ def test_small_response_std_uses_the_course_threshold(scan_copy):
     dl = load_dataset(scan_copy, batch_size=40, seed=1)
     y = np.concatenate([np.asarray(b.responses) for b in dl["train"]])
     assert np.isfinite(y).all()
+
+
+# ----------------------------------------------------------------------------- CLI output paths
+
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_cli(*args, timeout=600):
+    e = dict(os.environ)
+    e["PYTHONPATH"] = ROOT + os.pathsep + e.get("PYTHONPATH", "")
+    e.pop("LVIV_DATA", None)
+    return subprocess.run([sys.executable, "-m", "lviv_c", *args], capture_output=True,
+                          text=True, cwd=ROOT, env=e, timeout=timeout)
+
+
+def one_line_error(r, *words):
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr[-2000:])
+    assert "Traceback" not in r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, r.stderr
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+    return lines[0]
+
+
+@pytest.mark.parametrize("out, why", [
+    ("/proc/lviv_c_x.pt", "cannot write the output there"),
+    ("/dev/full", "character device"),
+    ("{file}/x.pt", "regular file"),
+    ("{tmp}", "folder"),
+])
+def test_train_checks_its_output_before_training(scan, tmp_path, out, why):
+    (tmp_path / "file").write_text("x")
+    out = out.format(file=tmp_path / "file", tmp=tmp_path)
+    r = run_cli("train", "--data", scan, "--model", "ln", "--max-iter", "1", "--out", out)
+    one_line_error(r, "--out", out, why)
+    assert "Epoch" not in r.stdout + r.stderr and "test corr" not in r.stdout   # nothing trained
+
+
+def test_synthesize_checks_its_folder_and_names_the_flag(tmp_path):
+    one_line_error(run_cli("synthesize", "/proc/lviv_c_scan", "--small", "--quiet"),
+                   "/proc/lviv_c_scan", "cannot write")
+    (tmp_path / "f").write_text("x")
+    one_line_error(run_cli("synthesize", str(tmp_path / "f" / "s"), "--small", "--quiet"),
+                   "cannot write")
+    assert run_cli("synthesize", str(tmp_path), "--small", "--quiet", "--n-neurons", "5"
+                   ).returncode == 0
+    line = one_line_error(run_cli("synthesize", str(tmp_path), "--small", "--quiet",
+                                  "--n-neurons", "5"), "exists", "--overwrite")
+    assert "overwrite=True" not in line
+
+
+def test_a_failed_final_write_keeps_the_weights(scan, tmp_path, monkeypatch, capsys):
+    import tempfile
+
+    from lviv_c import cli, serialization
+    real = serialization.save
+    calls = []
+
+    def full_disk(obj, f, **kw):
+        calls.append(str(f))
+        if len(calls) == 1:
+            raise OSError(28, "No space left on device", str(f))
+        return real(obj, f, **kw)
+    monkeypatch.setattr(serialization, "save", full_disk)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "keep"))
+    os.makedirs(tmp_path / "keep")
+    out = str(tmp_path / "w.pt")
+    rc = cli.main(["train", "--data", scan, "--model", "ln", "--max-iter", "1", "--out", out,
+                   "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "No space left on device" in err and "saved to" in err, err
+    kept = calls[1]
+    assert kept in err and os.path.dirname(kept) == str(tmp_path / "keep")
+    state = serialization.load(kept)
+    assert state["linear.weight"].shape == (20, 18 * 32)
+    assert not os.path.exists(out)
