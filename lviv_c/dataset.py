@@ -410,6 +410,9 @@ class FileTreeDataset:
                     self.config = json.load(fh)
             except (ValueError, UnicodeDecodeError) as e:
                 raise ValueError(f"{cfg}: not valid JSON ({e})") from None
+            except RecursionError:
+                raise ValueError(f"{cfg}: JSON nested too deeply; expected an object like "
+                                 '{"links": {...}}') from None
             if not isinstance(self.config, dict):
                 raise ValueError(f"{cfg}: expected a JSON object")
         links = self.config.get("links", {}) or {}

@@ -577,8 +577,9 @@ def run_demo(data=None, quick=False, out="out", max_iter=None, models=DEMO_MODEL
                 mei_iterations=mei_iterations, ground_truth=gt, verbose=verbose, seed=seed)
     results["figures"] = written
     results["seconds"] = time.perf_counter() - t_start
-    with open(os.path.join(out, "results.json"), "w") as f:
-        json.dump(_jsonable(results), f, indent=1, allow_nan=False)
+    from ._files import atomic_write
+    atomic_write(os.path.join(out, "results.json"),
+                 lambda f: json.dump(_jsonable(results), f, indent=1, allow_nan=False), mode="w")
     say("\n" + format_table(results))
     a = results.get("analysis") or {}
     for name in ("lurz", "lurz-linear"):

@@ -364,9 +364,12 @@ class Tensor(_C.TensorBase):
 
     # ---- autograd ----
     def backward(self, gradient=None, retain_graph=None, create_graph=False):
+        """Gradients of this tensor into the leaves' ``.grad``. As in PyTorch the graph is spent
+        afterwards: a second backward through it raises unless ``retain_graph=True``."""
         if gradient is not None:
             gradient = _to_tensor(gradient)
-        _C.backward(self, gradient)
+        retain = create_graph if retain_graph is None else retain_graph
+        _C.backward(self, gradient, builtins.bool(retain))
 
     def detach(self):
         return _C.detach(self)
@@ -410,8 +413,7 @@ class Tensor(_C.TensorBase):
         r = op(self.detach(), other.detach() if isinstance(other, Tensor) else other)
         if tuple(r.shape) != tuple(self.shape):
             raise RuntimeError(f"output with shape {tuple(self.shape)} doesn't match the broadcast shape {tuple(r.shape)}")
-        if self.requires_grad and _C.is_grad_enabled():
-            raise RuntimeError("a leaf Variable that requires grad is being used in an in-place operation")
+        _check_inplace(self)
         _C.copy_into(self, r)
         return self
 
@@ -648,7 +650,7 @@ class Tensor(_C.TensorBase):
     def _resolve_shape(self, shape):
         if len(shape) == 1 and isinstance(shape[0], (tuple, list, Size)):
             shape = tuple(shape[0])
-        shape = [int(s) for s in shape]
+        shape = list(_int_sizes(shape, "view", "shape"))
         if shape.count(-1) > 1:
             raise RuntimeError("only one dimension can be inferred")
         if -1 in shape:
@@ -677,8 +679,10 @@ class Tensor(_C.TensorBase):
     def flatten(self, start_dim=0, end_dim=-1):
         if self.ndim == 0:
             return self.reshape(1)
-        s = start_dim % self.ndim
-        e = end_dim % self.ndim
+        s = _wrap_dim(start_dim, self.ndim)
+        e = _wrap_dim(end_dim, self.ndim)
+        if s > e:
+            raise RuntimeError("flatten() has invalid args: start_dim cannot come after end_dim")
         shp = self.shape
         n = 1
         for d in shp[s:e + 1]:
@@ -688,21 +692,34 @@ class Tensor(_C.TensorBase):
     def squeeze(self, dim=None):
         if dim is None:
             return _C.reshape(self, tuple(s for s in self.shape if s != 1))
-        d = dim % self.ndim
+        if self.ndim == 0:
+            _wrap_dim(dim, 0)
+            return self
+        d = _wrap_dim(dim, self.ndim)
         if self.shape[d] != 1:
             return self
         return _C.reshape(self, tuple(self.shape[:d]) + tuple(self.shape[d + 1:]))
 
     def unsqueeze(self, dim):
-        d = dim % (self.ndim + 1)
+        d = _wrap_dim(dim, self.ndim + 1)
         return _C.reshape(self, tuple(self.shape[:d]) + (1,) + tuple(self.shape[d:]))
 
     def permute(self, *dims):
         if len(dims) == 1 and isinstance(dims[0], (tuple, list)):
             dims = dims[0]
-        return _C.permute(self, tuple(int(d) for d in dims))
+        if len(dims) != self.ndim:
+            raise RuntimeError(f"permute(sparse_coo): number of dimensions in the tensor input does not "
+                               f"match the length of the desired ordering of dimensions i.e. input.dim() "
+                               f"= {self.ndim} is not equal to len(dims) = {len(dims)}")
+        p = tuple(_wrap_dim(d, self.ndim) for d in dims)
+        if len(set(p)) != len(p):
+            raise RuntimeError("permute(): duplicate dims are not allowed.")
+        return _C.permute(self, p)
 
     def transpose(self, d0, d1):
+        d0, d1 = _wrap_dim(d0, self.ndim), _wrap_dim(d1, self.ndim)
+        if self.ndim == 0:
+            return self
         p = list(range(self.ndim))
         p[d0], p[d1] = p[d1], p[d0]
         return _C.permute(self, tuple(p))
@@ -721,8 +738,9 @@ class Tensor(_C.TensorBase):
     def expand(self, *shape):
         if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
             shape = tuple(shape[0])
+        shape = _int_sizes(shape, "expand")
         nd = len(shape)
-        full = [int(s) if int(s) != -1 else self.shape[i - (nd - self.ndim)] for i, s in enumerate(shape)]
+        full = [s if s != -1 else self.shape[i - (nd - self.ndim)] for i, s in enumerate(shape)]
         if tuple(full) == tuple(self.shape):
             return self
         return _C.expand(self, tuple(full))
@@ -757,8 +775,7 @@ class Tensor(_C.TensorBase):
     def __setitem__(self, key, value):
         _capture_guard("tensor[...] = value")
         arr = np.asarray(memoryview(self))
-        if self.requires_grad and _C.is_grad_enabled():
-            raise RuntimeError("a leaf Variable that requires grad is being used in an in-place operation")
+        _check_inplace(self)
         if isinstance(key, tuple):
             key = tuple(_np_key(k) for k in key)
         else:
@@ -797,6 +814,45 @@ class _MinMax(tuple):
     @property
     def indices(self):
         return self[1]
+
+
+def _wrap_dim(d, ndim):
+    """A dim index in [-ndim, ndim - 1] (ndim 0 counts as 1) -> [0, ndim); IndexError as PyTorch."""
+    if not isinstance(d, (numbers.Integral, np.integer)) or isinstance(d, (builtins.bool, np.bool_)):
+        raise TypeError(f"a dim must be an int, got {type(d).__name__}")
+    n = builtins.max(ndim, 1)
+    d = int(d)
+    if d < -n or d >= n:
+        raise IndexError(f"Dimension out of range (expected to be in range of [{-n}, {n - 1}], "
+                         f"but got {d})")
+    return d % n
+
+
+def _int_sizes(size, fn, what="size"):
+    """A tuple of ints from a size argument; a float (2.5) or other non-integer is a TypeError
+    as in PyTorch, not silently truncated."""
+    out = []
+    for i, s in enumerate(size):
+        if isinstance(s, Tensor) and s.numel() == 1 and s._dtype_code == 1 and not _is_bool(s):
+            s = int(s.item())
+        if not isinstance(s, (numbers.Integral, np.integer)) or isinstance(s, (builtins.bool, np.bool_)):
+            raise TypeError(f"{fn}(): argument '{what}' must be tuple of ints, but found element of "
+                            f"type {type(s).__name__} at pos {i}")
+        out.append(int(s))
+    return tuple(out)
+
+
+def _check_inplace(t):
+    """In-place changes are not recorded by lviv_c's autograd: refuse them on tensors it tracks,
+    with PyTorch's message for leaves and a message that says what to do for the others."""
+    if t.requires_grad and _C.is_grad_enabled():
+        if t.is_leaf:
+            raise RuntimeError("a leaf Variable that requires grad is being used in an in-place "
+                               "operation.")
+        raise RuntimeError(f"in-place operation on a tensor that autograd needs (the output of "
+                           f"{t.grad_fn}, which requires grad): lviv_c does not record in-place "
+                           f"changes; use the out-of-place form (y = y + 1, y = y * m) or "
+                           f"modify y.detach() under no_grad()")
 
 
 def _capture_guard(what):
@@ -1029,49 +1085,56 @@ def tensor(data, dtype=None, device=None, requires_grad=False):
 as_tensor = tensor
 
 
-def _shape_args(size):
+def _shape_args(size, fn="empty"):
     if len(size) == 1 and isinstance(size[0], (tuple, list, Size)):
         size = tuple(size[0])
-    return tuple(int(s) for s in size)
+    size = _int_sizes(size, fn)
+    if builtins.any(s < 0 for s in size):
+        raise RuntimeError(f"{fn}(): trying to create tensor with negative dimension: {list(size)}")
+    return size
 
 
-def _new(size, dtype, device, requires_grad, zero, fill=None):
+def _new(size, dtype, device, requires_grad, zero, fill=None, fn="empty"):
     """A new tensor; fill(t) initialises it on the CPU (same random stream as a CPU tensor)
     before it moves to the device, so device='cuda' draws the same numbers as device='cpu'."""
     dev = _check_device(device)
     dt = _as_dtype(dtype) or float32
-    t = _C.empty(_shape_args(size), dt.code, zero)
+    t = _C.empty(_shape_args(size, fn), dt.code, zero)
     if fill is not None:
         fill(t)
+    if dt is bool_:
+        t = (t != 0)
     t = _on_device(t, dev)
+    if dt is bool_:
+        _mark_bool(t)
     if requires_grad:
         t.requires_grad = True
     return t
 
 
 def empty(*size, dtype=None, device=None, requires_grad=False):
-    return _new(size, dtype, device, requires_grad, False)
+    return _new(size, dtype, device, requires_grad, False, fn="empty")
 
 
 def zeros(*size, dtype=None, device=None, requires_grad=False):
-    return _new(size, dtype, device, requires_grad, True)
+    return _new(size, dtype, device, requires_grad, True, fn="zeros")
 
 
 def ones(*size, dtype=None, device=None, requires_grad=False):
-    return _new(size, dtype, device, requires_grad, False, lambda t: _C.fill_(t, 2, 1.0))
+    return _new(size, dtype, device, requires_grad, False, lambda t: _C.fill_(t, 2, 1.0), fn="ones")
 
 
 def full(size, fill_value, dtype=None, device=None, requires_grad=False):
     v = builtins.float(fill_value)
-    return _new((size,), dtype, device, requires_grad, False, lambda t: _C.fill_(t, 2, v))
+    return _new((size,), dtype, device, requires_grad, False, lambda t: _C.fill_(t, 2, v), fn="full")
 
 
 def rand(*size, dtype=None, device=None, requires_grad=False):
-    return _new(size, dtype, device, requires_grad, False, lambda t: _C.fill_(t, 0, 0.0, 1.0))
+    return _new(size, dtype, device, requires_grad, False, lambda t: _C.fill_(t, 0, 0.0, 1.0), fn="rand")
 
 
 def randn(*size, dtype=None, device=None, requires_grad=False):
-    return _new(size, dtype, device, requires_grad, False, lambda t: _C.fill_(t, 1, 0.0, 1.0))
+    return _new(size, dtype, device, requires_grad, False, lambda t: _C.fill_(t, 1, 0.0, 1.0), fn="randn")
 
 
 def arange(start, end=None, step=1, dtype=None, device=None, requires_grad=False):

@@ -40,6 +40,19 @@ def _loaders(dataloader):
                     f"as returned by load_dataset, got {type(dataloader).__name__}")
 
 
+def _check_not_empty(loaders):
+    """train_model needs trials in the train tier and in the validation tier (the course's early
+    stopping evaluates the validation correlation every epoch)."""
+    for tier in ("train", "validation"):
+        ld = loaders.get(tier)
+        idx = getattr(ld, "indices", None)
+        if ld is not None and idx is not None and len(idx) == 0:
+            raise ValueError(f"train_model: the {tier!r} loader has no trials (no trial of the scan "
+                             f"has tiers == {tier!r}); the course trains on 'train' and stops early on "
+                             f"the correlation over the 'validation' trials, so both tiers need trials "
+                             f"(meta/trials/tiers.npy)")
+
+
 def _blocks(loader, what):
     try:
         xb, yb = loader.images_block, loader.responses_block
@@ -195,6 +208,8 @@ class Engine:
         if key is not None and key in self._pred_cache:
             return self._pred_cache[key]
         n = len(idx)
+        if n == 0:
+            raise ValueError("predict: the loader has no trials (an empty tier of the scan?)")
         bsz = int(getattr(loader, "batch_size", None) or self.B)
         bsz = min(bsz, n)
         if self.capture and self._fallback_reason is None:
@@ -298,6 +313,7 @@ def train_model(model, dataloader, seed=None, avg_loss=False, scale_loss=True, l
     from .training_loop import early_stopping_loop
 
     loaders = _loaders(dataloader)
+    _check_not_empty(loaders)
     resolve_device(device, verbose)
     if seed is not None:
         manual_seed(seed)

@@ -271,3 +271,148 @@ def test_a_failed_final_write_keeps_the_weights(scan, tmp_path, monkeypatch, cap
     state = serialization.load(kept)
     assert state["linear.weight"].shape == (20, 18 * 32)
     assert not os.path.exists(out)
+
+
+# ----------------------------------------------------------------------------- hangs, empty tiers
+
+def test_a_fifo_named_like_a_trial_is_refused_not_waited_on(scan_copy):
+    from memlimit import run_capped
+    f = os.path.join(scan_copy, "data", "responses", "7.npy")
+    os.unlink(f)
+    os.mkfifo(f)
+    code = f"""
+    from lviv_c.dataset import load_dataset
+    try:
+        load_dataset({scan_copy!r}, batch_size=40)
+    except (OSError, ValueError) as e:
+        print(json.dumps(str(e)))
+    """
+    rc, out, err, res = run_capped(code, timeout=120)      # a hang fails here (TimeoutExpired)
+    assert res is not None and f in res and "FIFO" in res, (out, err[-2000:])
+
+
+def test_an_empty_validation_tier_is_named(scan_copy):
+    f = os.path.join(scan_copy, "meta", "trials", "tiers.npy")
+    tiers = np.load(f)
+    np.save(f, np.where(tiers == "validation", "train", tiers).astype(tiers.dtype))
+    dl = load_dataset(scan_copy, batch_size=40, seed=1)
+    with pytest.raises(ValueError, match="'validation' loader has no trials.*tiers.npy"):
+        train_model(_linear(), dl, seed=1, max_iter=1, verbose=False)
+
+
+# ----------------------------------------------------------------------------- messages
+
+def test_dim_and_size_arguments_are_checked():
+    x = L.ones(2, 3, 4)
+    with pytest.raises(IndexError, match=r"Dimension out of range \(expected to be in range of "
+                                         r"\[-3, 2\], but got 9\)"):
+        x.transpose(0, 9)
+    with pytest.raises(IndexError, match="Dimension out of range"):
+        x.unsqueeze(4)                       # was taken modulo 4
+    with pytest.raises(IndexError, match="Dimension out of range"):
+        x.squeeze(3)
+    with pytest.raises(IndexError, match="Dimension out of range"):
+        x.flatten(0, 5)
+    with pytest.raises(RuntimeError, match="duplicate dims"):
+        x.permute(0, 0, 1)
+    assert x.unsqueeze(-1).shape == (2, 3, 4, 1) and x.transpose(-1, 0).shape == (4, 3, 2)
+    with pytest.raises(TypeError, match=r"zeros\(\): argument 'size' must be tuple of ints, but "
+                                        r"found element of type float at pos 0"):
+        L.zeros(2.5)                         # was shape (2,)
+    with pytest.raises(TypeError, match="found element of type float"):
+        x.view(4.0, 6)
+    with pytest.raises(RuntimeError, match="negative dimension"):
+        L.ones(2, -1)
+    assert L.zeros((2, 3)).shape == (2, 3) and L.zeros(np.int64(2)).shape == (2,)
+
+
+def test_second_backward_through_a_spent_graph_raises():
+    x = L.tensor([1.0, 2.0], requires_grad=True)
+    y = (x * x).sum()
+    y.backward()
+    with pytest.raises(RuntimeError, match="backward through the graph a second time.*retain_graph"):
+        y.backward()                         # used to add 2x to the gradient again
+    np.testing.assert_array_equal(np.asarray(x.grad), [2, 4])
+    z = (x * x).sum()
+    z.backward(retain_graph=True)
+    z.backward()
+    np.testing.assert_array_equal(np.asarray(x.grad), [2 + 4, 4 + 8])
+    w = x * 3                                # a shared part of two graphs is spent too
+    w.sum().backward()
+    with pytest.raises(RuntimeError, match="second time"):
+        (w * 2).sum().backward()
+
+
+def test_in_place_on_a_tracked_non_leaf_says_what_to_do():
+    x = L.tensor([1.0, 2.0], requires_grad=True)
+    y = x * 2
+    for f in (lambda: y.add_(1), lambda: y.__setitem__(0, 5.0), lambda: y.mul_(2)):
+        with pytest.raises(RuntimeError) as ei:
+            f()
+        assert "leaf Variable" not in str(ei.value) and "out-of-place" in str(ei.value)
+    with pytest.raises(RuntimeError, match="a leaf Variable that requires grad"):
+        x.add_(1)
+    with L.no_grad():
+        y.add_(1)                            # allowed without grad recording
+    np.testing.assert_array_equal(np.asarray(y.detach()), [3, 5])
+
+
+def test_deeply_nested_config_json_is_named(scan_copy):
+    cfg = os.path.join(scan_copy, "config.json")
+    with open(cfg, "w") as fh:
+        fh.write("[" * 100000 + "]" * 100000)
+    with pytest.raises(ValueError, match="nested too deeply") as ei:
+        load_dataset(scan_copy, batch_size=40)
+    assert cfg in str(ei.value)
+
+
+# ----------------------------------------------------------------------------- also
+
+def test_importing_the_source_folder_says_what_to_do(tmp_path):
+    src = tmp_path / "lviv_c"
+    shutil.copytree(os.path.join(ROOT, "lviv_c"), src,
+                    ignore=shutil.ignore_patterns("*.so", "__pycache__"))
+    e = dict(os.environ)
+    e.pop("PYTHONPATH", None)
+    r = subprocess.run([sys.executable, "-c", "import lviv_c"], cwd=tmp_path, env=e,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0
+    assert "compiled extension lviv_c._C is missing" in r.stderr and "build_ext --inplace" in r.stderr
+    assert "circular import" not in r.stderr
+
+
+def test_the_binding_checks_codes_from_python():
+    from lviv_c import _C
+    x = L.ones(3)
+    with pytest.raises(ValueError, match="bad reduction op"):
+        _C.reduce(99, x, 0, False)
+    with pytest.raises(ValueError, match="bad reduction op"):
+        _C.reduce(-1, x, 0, False)
+    with pytest.raises(IndexError):
+        _C.reduce(0, x, 1 << 40, False)
+    with pytest.raises(ValueError, match="unknown dtype code"):
+        _C.empty((2,), 7)
+    with pytest.raises(ValueError, match="unknown dtype code"):
+        _C.to_dtype(x, 5)
+    with pytest.raises(ValueError, match="unknown kind"):
+        _C.fill_(x, 9, 0.0)
+    with pytest.raises(ValueError, match="bad unary op"):
+        _C.unary(1000, x)
+
+
+def test_npy_header_junk_after_the_dict_is_refused(tmp_path):
+    import io
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, np.arange(3, dtype=np.float32), version=(1, 0))
+    raw = bytearray(buf.getvalue())
+    end = raw.index(b"}")
+    raw[end + 1:end + 4] = b"xyz"            # inside the space padding: the header length stays
+    f = tmp_path / "j.npy"
+    f.write_bytes(bytes(raw))
+    with pytest.raises(ValueError):
+        np.load(f)                           # NumPy refuses it
+    from lviv_c import _C
+    with pytest.raises(ValueError, match=r"unexpected 'x' after the closing"):
+        _C.npy_load(str(f))
+    with pytest.raises(ValueError, match="after the closing"):
+        _C.npy_header(str(f))
