@@ -501,7 +501,15 @@ def make_scan(out_dir, n_trials=5993, n_neurons=5335, image_shape=(36, 64), n_te
             raise FileExistsError(f"{path} exists (pass overwrite=True to replace it)")
         if os.listdir(path) and not os.path.exists(os.path.join(path, "config.json")):
             raise FileExistsError(f"{path} is not a scan folder; refusing to replace it")
-        shutil.rmtree(path)
+    # written into a hidden sibling folder and renamed into place when complete: a failure or
+    # Ctrl-C leaves neither a partial scan nor a lost old one
+    final = path
+    os.makedirs(str(out_dir), exist_ok=True)
+    import tempfile
+    path = tempfile.mkdtemp(prefix=f".{name}.partial-", dir=str(out_dir))
+    old_umask = os.umask(0)
+    os.umask(old_umask)
+    os.chmod(path, 0o777 & ~old_umask)
 
     ss = np.random.SeedSequence(seed)
     ss_img, ss_pop, ss_model, ss_noise, ss_meta = ss.spawn(5)
@@ -626,7 +634,7 @@ def make_scan(out_dir, n_trials=5993, n_neurons=5335, image_shape=(36, 64), n_te
             oracle = float(np.nanmean(_corr_cols(y.reshape(-1, n_neurons),
                                                  loo.reshape(-1, n_neurons))))
         info = dict(
-            generator="lviv_c.synthetic", seed=seed, name=name, data_key=data_key(path),
+            generator="lviv_c.synthetic", seed=seed, name=name, data_key=data_key(final),
             n_trials=n_trials, n_neurons=n_neurons, image_shape=[h, w],
             n_test_images=n_test_images, n_repeats=n_repeats, n_validation=n_validation,
             n_train=int(n_train), simple_fraction=simple_fraction,
@@ -658,10 +666,31 @@ def make_scan(out_dir, n_trials=5993, n_neurons=5335, image_shape=(36, 64), n_te
                 _save(os.path.join(gt, k + ".npy"), np.asarray(v, dtype=np.float64))
             with open(os.path.join(gt, "params.json"), "w") as f:
                 json.dump(info, f, indent=1)
-        say(f"done: {path}  ceilings {ceil_tier}  test oracle {oracle}")
-        return path
+        _publish(path, final)
+        path = None
+        say(f"done: {final}  ceilings {ceil_tier}  test oracle {oracle}")
+        return final
     finally:
         pool.shutdown()
+        if path is not None:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _publish(tmp, final):
+    """Rename the complete scan ``tmp`` to ``final``, replacing an old scan there."""
+    old = None
+    if os.path.exists(final):
+        old = os.path.join(os.path.dirname(final), "." + os.path.basename(final) + ".old-" +
+                           os.path.basename(tmp).rsplit("-", 1)[-1])
+        os.rename(final, old)
+    try:
+        os.rename(tmp, final)
+    except BaseException:
+        if old is not None:
+            os.rename(old, final)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _mk(path):

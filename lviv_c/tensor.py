@@ -887,6 +887,24 @@ def _np_key(k):
     return a
 
 
+def positions(index, size, what="index"):
+    """int64 positions in [0, size) of an index along one dim, with PyTorch's rules: a bool mask
+    (tensor, array or list) must have length ``size`` and gives the positions of its True
+    entries; integers are bounds-checked (negative ones count from the end); floats raise
+    IndexError. The one place that turns user indices into positions."""
+    kind, arr = _adv_key(index)
+    arr = np.atleast_1d(arr)
+    if kind == "mask":
+        if arr.shape != (size,):
+            raise IndexError(f"{what}: the shape of the mask {list(arr.shape)} does not match the "
+                             f"size {size} it indexes")
+        return np.flatnonzero(arr).astype(np.int64)
+    if arr.size and (int(arr.min()) < -size or int(arr.max()) >= size):
+        bad = int(arr.max()) if int(arr.max()) >= size else int(arr.min())
+        raise IndexError(f"{what}: index {bad} is out of bounds for size {size}")
+    return np.where(arr < 0, arr + size, arr).astype(np.int64).reshape(-1)
+
+
 def _index_tensor(index):
     """The int64 index tensor of index_select (a tensor, list or array of positions)."""
     if isinstance(index, Tensor):

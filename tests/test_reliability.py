@@ -416,3 +416,47 @@ def test_npy_header_junk_after_the_dict_is_refused(tmp_path):
         _C.npy_load(str(f))
     with pytest.raises(ValueError, match="after the closing"):
         _C.npy_header(str(f))
+
+
+def test_a_failed_synthesize_keeps_the_old_scan_and_leaves_no_partial_one(tmp_path, monkeypatch):
+    from lviv_c import synthetic
+    kw = dict(n_trials=60, n_neurons=5, image_shape=(8, 8), n_test_images=4, n_repeats=2,
+              n_validation=10, progress=False)
+    path = synthetic.make_scan(tmp_path, seed=1, **kw)
+    before = open(os.path.join(path, "data", "responses", "0.npy"), "rb").read()
+
+    def disk_full(*a, **k):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(synthetic, "_write_data", disk_full)
+    with pytest.raises(OSError):
+        synthetic.make_scan(tmp_path, seed=2, overwrite=True, **kw)
+    assert sorted(os.listdir(tmp_path)) == [os.path.basename(path)]      # no partial folder
+    assert open(os.path.join(path, "data", "responses", "0.npy"), "rb").read() == before
+    monkeypatch.undo()
+    synthetic.make_scan(tmp_path, seed=2, overwrite=True, **kw)          # a complete replace
+    assert sorted(os.listdir(tmp_path)) == [os.path.basename(path)]
+    assert open(os.path.join(path, "data", "responses", "0.npy"), "rb").read() != before
+    assert (os.stat(path).st_mode & 0o777) == (0o777 & ~_umask())
+
+
+def _umask():
+    old = os.umask(0)
+    os.umask(old)
+    return old
+
+
+def test_neuron_indices_in_analysis_and_readout_follow_the_indexing_rules():
+    from lviv_c.analysis import _neurons
+    np.testing.assert_array_equal(_neurons([True, False, True, False], 4)[0], [0, 2])  # was 1,0,1,0
+    np.testing.assert_array_equal(_neurons(L.arange(4) > 1, 4)[0], [2, 3])
+    np.testing.assert_array_equal(_neurons([-1, 0], 4)[0], [3, 0])
+    with pytest.raises(IndexError, match="mask"):
+        _neurons([True, False], 4)
+    with pytest.raises(IndexError, match="valid indices"):
+        _neurons([1.5], 4)                                                   # was 1
+    with pytest.raises(IndexError, match="out of bounds"):
+        _neurons([4], 4)
+    from lviv_c.tensor import positions
+    np.testing.assert_array_equal(positions(L.tensor([True, False, True]), 3), [0, 2])
+    with pytest.raises(IndexError, match="long, int, byte or bool"):
+        positions(L.tensor([0.0, 2.0]), 3)
