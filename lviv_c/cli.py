@@ -13,6 +13,8 @@ import json
 import os
 import sys
 
+import numpy as np
+
 __all__ = ["main", "build_parser"]
 
 _DATA_HELP = ("scan folder (FileTreeDataset layout, e.g. static20457-5-9-preproc0); default: "
@@ -215,6 +217,11 @@ def cmd_evaluate(args):
     except Exception as e:  # not a PyTorch file
         raise _UsageError(f"{args.weights}: not a PyTorch state dict file ({e})".splitlines()[0]) \
             from None
+    bad = [k for k, v in (state.items() if isinstance(state, dict) else ())
+           if isinstance(v, np.ndarray) and v.dtype.kind == "f" and not np.isfinite(v).all()]
+    if bad:   # the measures would report such a model as correlation 0
+        raise _UsageError(f"{args.weights}: {bad[0]} holds NaN/inf values ({len(bad)} tensor(s) "
+                          f"not finite); not evaluating a diverged model")
     try:
         model.load_state_dict(state)
     except (RuntimeError, TypeError, ValueError) as e:

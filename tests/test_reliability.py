@@ -460,3 +460,15 @@ def test_neuron_indices_in_analysis_and_readout_follow_the_indexing_rules():
     np.testing.assert_array_equal(positions(L.tensor([True, False, True]), 3), [0, 2])
     with pytest.raises(IndexError, match="long, int, byte or bool"):
         positions(L.tensor([0.0, 2.0]), 3)
+
+
+def test_evaluate_refuses_weights_with_nan(scan, tmp_path):
+    from lviv_c import cli, serialization
+    from lviv_c.demo import build_model, load_loaders
+    loaders, _ = load_loaders(scan, batch_size=40)
+    sd = {k: np.array(v) for k, v in build_model("ln", loaders).state_dict().items()}
+    sd["linear.weight"][0, 0] = np.nan
+    w = tmp_path / "nan.pt"
+    serialization.save(sd, w)
+    r = run_cli("evaluate", "--data", scan, "--model", "ln", "--weights", str(w))
+    one_line_error(r, str(w), "linear.weight", "NaN")
