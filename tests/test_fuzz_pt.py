@@ -10,7 +10,6 @@ import os
 import numpy as np
 
 from lviv_c import serialization as S
-from memlimit import run_capped
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 N_ITER = int(os.environ.get("LVIV_FUZZ_ITERS", "1500"))

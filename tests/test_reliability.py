@@ -463,7 +463,7 @@ def test_neuron_indices_in_analysis_and_readout_follow_the_indexing_rules():
 
 
 def test_evaluate_refuses_weights_with_nan(scan, tmp_path):
-    from lviv_c import cli, serialization
+    from lviv_c import serialization
     from lviv_c.demo import build_model, load_loaders
     loaders, _ = load_loaders(scan, batch_size=40)
     sd = {k: np.array(v) for k, v in build_model("ln", loaders).state_dict().items()}
