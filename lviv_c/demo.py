@@ -169,9 +169,9 @@ def n_parameters(model):
 # ----------------------------------------------------------------------------------- measures
 
 def _corr(a, b):
-    """Per-column correlation (population std, eps 1e-8, NaN -> 0), as lviv_c.utility.measures."""
+    """Per-column correlation: lviv_c.utility.measures.corr and its NaN rule (default: NaN -> 0)."""
     from .utility.measures import corr
-    return np.nan_to_num(np.asarray(corr(a, b, axis=0), dtype=np.float64))
+    return np.asarray(corr(a, b, axis=0), dtype=np.float64)
 
 
 def _mean(x):
