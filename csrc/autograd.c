@@ -138,7 +138,11 @@ static int accumulate_leaf(lv_tensor *leaf, lv_tensor *g) {
   return lv_backend_of(leaf->grad)->add_into(lv_f32(leaf->grad), lv_f32(g), lv_numel(g));
 }
 
-int lv_backward(lv_tensor *root, lv_tensor *grad) {
+/* C callers (the training and analysis loops) replay captured graphs and run backward through
+ * them again and again: they retain the graph */
+int lv_backward(lv_tensor *root, lv_tensor *grad) { return lv_backward_ex(root, grad, 1); }
+
+int lv_backward_ex(lv_tensor *root, lv_tensor *grad, int retain_graph) {
   if (!root->requires_grad)
     return lv_set_error(LV_ERUNTIME, "element 0 of tensors does not require grad and does not have a grad_fn");
   lv_tensor *g0;
@@ -185,6 +189,14 @@ int lv_backward(lv_tensor *root, lv_tensor *grad) {
       if (push(&order, x) < 0) { rc = -1; goto done; }
     }
   }
+  for (int k = 0; k < order.n; k++)
+    if (order.v[k]->freed) {
+      rc = lv_set_error(LV_ERUNTIME, "Trying to backward through the graph a second time (or "
+                        "directly access saved tensors after they have already been freed). "
+                        "Specify retain_graph=True if you need to backward through the graph a "
+                        "second time");
+      goto done;
+    }
   root->grad_fn->gacc = g0;
   g0 = NULL;
   for (int k = order.n - 1; k >= 0; k--) {
@@ -238,6 +250,8 @@ int lv_backward(lv_tensor *root, lv_tensor *grad) {
     x->gacc = NULL;
     if (rc) break;
   }
+  if (rc == 0 && !retain_graph)
+    for (int k = 0; k < order.n; k++) order.v[k]->freed = 1;
 done:
   for (int k = 0; k < order.n; k++) { lv_tensor_decref(order.v[k]->gacc); order.v[k]->gacc = NULL; }
   lv_tensor_decref(g0);
@@ -257,6 +271,7 @@ int lv_capture_replay(lv_capture *c) {
   for (int i = 0; i < c->n; i++) {
     double t0 = profiling ? prof_now() : 0;
     if (c->nodes[i]->op->forward(c->nodes[i]) < 0) return -1;
+    c->nodes[i]->freed = 0;   /* a fresh forward: the graph can be backpropagated again */
     if (profiling) prof_add(c->nodes[i]->op, prof_now() - t0, 0);
   }
   return 0;

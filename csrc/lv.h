@@ -104,6 +104,7 @@ typedef struct lv_node {
   lv_tensor *gacc;                  /* gradient accumulator during backward */
   lv_tensor *gbuf[LV_MAXIN];        /* input-gradient buffers kept for the next backward */
   int topo_mark;
+  int freed;                        /* a backward without retain_graph went through this node */
   int training;                     /* for ops that behave differently in training */
   lv_tensor **orig;                 /* the caller's inputs, valid only until lv_node_finish */
 } lv_node;
@@ -131,6 +132,8 @@ void lv_node_decref(lv_node *n);
 int lv_needs_grad(int n_in, lv_tensor **in);
 
 int lv_backward(lv_tensor *root, lv_tensor *grad /* NULL: ones for scalars */);
+/* as PyTorch: without retain_graph the graph is spent (a second backward through it raises) */
+int lv_backward_ex(lv_tensor *root, lv_tensor *grad, int retain_graph);
 
 /* per-op timing of forward replays and backward passes (for bench/: time outside kernels) */
 void lv_profile_enable(int on);

@@ -15,7 +15,18 @@ try:
 except ImportError:  # pragma: no cover - the build requires it
     pass
 
-from . import _C  # noqa: E402
+try:
+    from . import _C  # noqa: E402
+except ImportError as _e:  # the source folder without its compiled extension (as NumPy explains)
+    _here = _os.path.dirname(_os.path.abspath(__file__))
+    if any(_f.startswith("_C.") and _f.endswith((".so", ".pyd")) for _f in _os.listdir(_here)):
+        raise
+    raise ImportError(
+        f"lviv_c: the compiled extension lviv_c._C is missing from {_here}. You are importing the "
+        f"lviv_c source folder (probably because Python was started in the repository root, which "
+        f"comes first on sys.path) rather than a built or installed lviv_c. Either start Python "
+        f"from another folder to use the installed package, or build the extension in place: "
+        f"`python setup.py build_ext --inplace` (or `make build`).") from None
 from . import cuda  # noqa: E402
 from .tensor import (  # noqa: E402,F401
     Size, Tensor, allclose, amax, amin, arange, argmax, argmin, as_tensor, abs, cat, clamp, clip,
@@ -27,6 +38,7 @@ from .tensor import (  # noqa: E402,F401
     var, where, zeros, zeros_like,
 )
 from .tensor import float  # noqa: E402,F401,A004
+from .tensor import bool_ as bool  # noqa: E402,F401,A004
 
 from . import nn, optim  # noqa: E402,F401
 from .serialization import load, save  # noqa: E402,F401

@@ -51,11 +51,13 @@ def _image(input_image):
 
 
 def _neurons(neuron_idx, n_neurons):
+    from .tensor import positions
     single = np.ndim(neuron_idx) == 0 and neuron_idx is not None
-    idx = np.arange(n_neurons) if neuron_idx is None else np.atleast_1d(np.asarray(neuron_idx, dtype=np.int64))
-    if idx.size and (idx.min() < -n_neurons or idx.max() >= n_neurons):
-        raise IndexError(f"neuron_idx: indices must be in [0, {n_neurons}), got {idx.min()}..{idx.max()}")
-    return idx % n_neurons if idx.size else idx, single
+    if neuron_idx is None:
+        return np.arange(n_neurons), single
+    if single and isinstance(neuron_idx, (bool, np.bool_)):
+        raise IndexError("neuron_idx: expected an int, a list/array of ints or a bool mask, got a bool")
+    return positions(neuron_idx, n_neurons, "neuron_idx"), single
 
 
 def _forward(model, x, data_key=None):

@@ -13,6 +13,8 @@ import json
 import os
 import sys
 
+import numpy as np
+
 __all__ = ["main", "build_parser"]
 
 _DATA_HELP = ("scan folder (FileTreeDataset layout, e.g. static20457-5-9-preproc0); default: "
@@ -21,6 +23,52 @@ _DATA_HELP = ("scan folder (FileTreeDataset layout, e.g. static20457-5-9-preproc
 
 class _UsageError(Exception):
     """A one-line error for the user (exit status 2)."""
+
+
+def _why(e):
+    """The reason of an OSError/ValueError from lviv_c._files, for a one-line message."""
+    if isinstance(e, OSError) and e.strerror:
+        where = f" ({e.filename})" if e.filename else ""
+        return f"{e.strerror}{where}"
+    return str(e)
+
+
+def _check_out_file(path, opt):
+    """Before the work starts: ``path`` can be written (folder made when missing)."""
+    from ._files import check_output_file
+    try:
+        check_output_file(path, "output file")
+    except (OSError, ValueError) as e:
+        raise _UsageError(f"{opt} {path}: cannot write the output there: {_why(e)}") from None
+
+
+def _check_out_folder(path, opt):
+    from ._files import check_output_folder
+    try:
+        check_output_folder(path, "output folder")
+    except (OSError, ValueError) as e:
+        raise _UsageError(f"{opt} {path}: cannot write the output there: {_why(e)}") from None
+
+
+def _save_or_keep(state, out, model_name):
+    """Save the state dict to ``out``; when that fails after the work is done, keep it in the
+    temporary folder and say where (exit status 2)."""
+    import tempfile
+    from .serialization import save
+    try:
+        save(state, out)
+    except (OSError, ValueError) as e:
+        fd, keep = tempfile.mkstemp(prefix=f"lviv-c-{model_name}-", suffix=".pt")
+        os.close(fd)
+        try:
+            save(state, keep)
+        except (OSError, ValueError) as e2:
+            os.unlink(keep)
+            raise _UsageError(f"--out {out}: could not save the state dict ({_why(e)}), nor a "
+                              f"copy in {os.path.dirname(keep)} ({_why(e2)}); the weights are "
+                              f"lost") from None
+        raise _UsageError(f"--out {out}: could not save the state dict ({_why(e)}); it was "
+                          f"saved to {keep} instead") from None
 
 
 def _add_data(p, required=False):
@@ -145,27 +193,29 @@ def _print_measures(name, m, out=sys.stdout):
 
 def cmd_train(args):
     from .demo import TestSet, build_model, evaluate
-    from .serialization import save
     from .trainers import train_model
+    out = args.out or f"{args.model}.pt"
+    _check_out_file(out, "--out")              # before the data is read and the model trained
     path = _data(args)
     loaders, repeats = _loaders(path, args.batch_size, seed=args.seed)
     if args.model.startswith("sensorium"):  # static_loaders over the scan, multi-scan trainer
         from .sensorium_training import predict_tier, sensorium_scan_model
         model, s_loaders = sensorium_scan_model(args.model, path, batch_size=args.batch_size, seed=args.seed)
-        train_model(model, s_loaders, seed=args.seed, max_iter=args.max_iter, verbose=not args.quiet,
+        tl = s_loaders
+    else:
+        model, tl = build_model(args.model, loaders, seed=args.seed), loaders
+    try:
+        train_model(model, tl, seed=args.seed, max_iter=args.max_iter, verbose=not args.quiet,
                     device=args.device)
-        measures, _ = TestSet(loaders, repeats).score(*(next(iter(predict_tier(model, s_loaders, t).values()))
+    except FloatingPointError as e:
+        raise _UsageError(str(e)) from None
+    if tl is not loaders:
+        measures, _ = TestSet(loaders, repeats).score(*(next(iter(predict_tier(model, tl, t).values()))
                                                         for t in ("validation", "test")))
     else:
-        model = build_model(args.model, loaders, seed=args.seed)
-        train_model(model, loaders, seed=args.seed, max_iter=args.max_iter, verbose=not args.quiet,
-                    device=args.device)
         measures, _ = evaluate(model, TestSet(loaders, repeats))
     _print_measures(args.model, measures)
-    out = args.out or f"{args.model}.pt"
-    if os.path.dirname(out):
-        os.makedirs(os.path.dirname(out), exist_ok=True)
-    save(model.state_dict(), out)
+    _save_or_keep(model.state_dict(), out, args.model)
     from .capture import model_device
     print(f"trained on {model_device(model)}; saved the state dict to {out}")
     return 0
@@ -190,6 +240,11 @@ def cmd_evaluate(args):
     except Exception as e:  # not a PyTorch file
         raise _UsageError(f"{args.weights}: not a PyTorch state dict file ({e})".splitlines()[0]) \
             from None
+    bad = [k for k, v in (state.items() if isinstance(state, dict) else ())
+           if isinstance(v, np.ndarray) and v.dtype.kind == "f" and not np.isfinite(v).all()]
+    if bad:   # the measures would report such a model as correlation 0
+        raise _UsageError(f"{args.weights}: {bad[0]} holds NaN/inf values ({len(bad)} tensor(s) "
+                          f"not finite); not evaluating a diverged model")
     try:
         model.load_state_dict(state)
     except (RuntimeError, TypeError, ValueError) as e:
@@ -217,11 +272,16 @@ def cmd_synthesize(args):
         kw["n_trials"] = args.n_trials
     if args.n_neurons is not None:
         kw["n_neurons"] = args.n_neurons
+    _check_out_folder(args.out_dir, "OUT_DIR")
     try:
         path = synthetic.make_scan(args.out_dir, seed=args.seed, progress=not args.quiet,
                                    overwrite=args.overwrite, **kw)
-    except (FileExistsError, ValueError) as e:
+    except FileExistsError as e:
+        raise _UsageError(str(e).replace("pass overwrite=True", "pass --overwrite")) from None
+    except ValueError as e:
         raise _UsageError(str(e)) from None
+    except OSError as e:   # e.g. the disk filled up while writing
+        raise _UsageError(f"OUT_DIR {args.out_dir}: could not write the scan: {_why(e)}") from None
     print(path)
     return 0
 
@@ -242,6 +302,7 @@ def cmd_demo(args):
         if args.max_iter is not None and args.budget:
             raise _UsageError("--budget and --max-iter: give one of them")
         kw["budget"] = args.budget
+    _check_out_folder(args.out, "--out")
     try:
         run_demo(data=args.data, quick=args.quick, out=args.out, max_iter=args.max_iter,
                  batch_size=args.batch_size, seed=args.seed, cache=args.cache,

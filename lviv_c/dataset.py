@@ -252,12 +252,40 @@ class NeuroNormalizer:
         in_name = "images" if "images" in stats else "inputs"
         out_name = "responses" if "responses" in stats else "targets"
         src = stats_source
-        self._inputs_mean = float(np.asarray(stats[in_name][src]["mean"] if inputs_mean is None
-                                             else inputs_mean, np.float64).reshape(-1)[0])
-        self._inputs_std = float(np.asarray(stats[in_name][src]["std"] if inputs_std is None
-                                            else inputs_std, np.float64).reshape(-1)[0])
-        s = np.asarray(stats[out_name][src]["std"], np.float64)
+        shapes = {}
+        blocks = getattr(data, "_blocks", {})
+        for key, blk in blocks.items():
+            shapes[key] = blk.shape[1:]
+
+        def stat(name, what, divisor=False, given=None):
+            """A statistics array, checked: finite (an error naming the file for NaN/inf),
+            one value per column of the data it normalises, and > 0 when divided by."""
+            if given is not None:
+                v, where = np.asarray(given, np.float64), f"{what} (argument)"
+            else:
+                meta = stats[name][src]
+                v = np.asarray(meta[what], np.float64)
+                where = os.path.join(getattr(meta, "_path", ""), what + ".npy")
+            if v.size == 0 or not np.all(np.isfinite(v)):
+                raise ValueError(f"{where}: the {name} statistics contain NaN/inf or nothing "
+                                 f"({v.size} values); expected finite numbers")
+            cols = shapes.get(name) if name != in_name else None
+            if cols is not None and v.size > 1 and v.reshape(-1).size != int(np.prod(cols[-1:])):
+                raise ValueError(f"{where}: {v.size} values, expected 1 or {int(np.prod(cols[-1:]))}"
+                                 f" (one per column of data/{name})")
+            if divisor and np.any(v <= 0):
+                raise ValueError(f"{where}: {name} std must be > 0 (it divides the data), "
+                                 f"found {float(v.min())}")
+            return v, where
+
+        self._inputs_mean = float(stat(in_name, "mean", given=inputs_mean)[0].reshape(-1)[0])
+        self._inputs_std = float(stat(in_name, "std", True, given=inputs_std)[0].reshape(-1)[0])
+        s, where = stat(out_name, "std")
+        # the course's rule: std at or below 1% of the mean std is replaced by that threshold
         threshold = 0.01 * np.nanmean(s)
+        if not threshold > 0:
+            raise ValueError(f"{where}: every {out_name} std is 0; expected per-neuron standard "
+                             f"deviations (stds of at most 1% of their mean are floored there)")
         precision = np.ones_like(s) / threshold
         ok = s > threshold
         precision[ok] = 1.0 / s[ok]
@@ -266,13 +294,10 @@ class NeuroNormalizer:
         self._params = {in_name: (self._inputs_mean, self._inputs_std, True),
                         out_name: (None, precision, False)}
         if "behavior" in stats:
-            self._params["behavior"] = (None, np.asarray(stats["behavior"][src]["std"],
-                                                         np.float64), True)
+            self._params["behavior"] = (None, stat("behavior", "std", True)[0], True)
         if "pupil_center" in stats:
-            self._params["pupil_center"] = (np.asarray(stats["pupil_center"][src]["mean"],
-                                                       np.float64),
-                                            np.asarray(stats["pupil_center"][src]["std"],
-                                                       np.float64), True)
+            self._params["pupil_center"] = (stat("pupil_center", "mean")[0],
+                                            stat("pupil_center", "std", True)[0], True)
 
     def _active(self, fields):
         return [k for k in fields if k in self._params and k not in self.exclude]
@@ -385,6 +410,9 @@ class FileTreeDataset:
                     self.config = json.load(fh)
             except (ValueError, UnicodeDecodeError) as e:
                 raise ValueError(f"{cfg}: not valid JSON ({e})") from None
+            except RecursionError:
+                raise ValueError(f"{cfg}: JSON nested too deeply; expected an object like "
+                                 '{"links": {...}}') from None
             if not isinstance(self.config, dict):
                 raise ValueError(f"{cfg}: expected a JSON object")
         links = self.config.get("links", {}) or {}

@@ -177,9 +177,9 @@ def n_parameters(model):
 # ----------------------------------------------------------------------------------- measures
 
 def _corr(a, b):
-    """Per-column correlation (population std, eps 1e-8, NaN -> 0), as lviv_c.utility.measures."""
+    """Per-column correlation: lviv_c.utility.measures.corr and its NaN rule (default: NaN -> 0)."""
     from .utility.measures import corr
-    return np.nan_to_num(np.asarray(corr(a, b, axis=0), dtype=np.float64))
+    return np.asarray(corr(a, b, axis=0), dtype=np.float64)
 
 
 def _mean(x):
@@ -682,8 +682,9 @@ def run_demo(data=None, quick=False, out="out", max_iter=None, models=DEMO_MODEL
                 mei_iterations=mei_iterations, ground_truth=gt, verbose=verbose, seed=seed)
     results["figures"] = written
     results["seconds"] = time.perf_counter() - t_start
-    with open(os.path.join(out, "results.json"), "w") as f:
-        json.dump(_jsonable(results), f, indent=1, allow_nan=False)
+    from ._files import atomic_write
+    atomic_write(os.path.join(out, "results.json"),
+                 lambda f: json.dump(_jsonable(results), f, indent=1, allow_nan=False), mode="w")
     say("\n" + format_table(results))
     a = results.get("analysis") or {}
     for name in ("lurz", "lurz-linear"):

@@ -12,6 +12,16 @@ Security: ``load`` never runs code from the file. The pickle is read by an ``Unp
 ``builtins.eval``, a pickled ``nn.Module`` class, ...) raises ``pickle.UnpicklingError`` naming it.
 Tensor views are bounds-checked against their storage before they are materialised.
 
+Hostile or corrupt files: every allocation is bounded by what the file can hold. Each pickle is
+scanned (``pickletools.genops``) before it is unpickled: an opcode that reads past the end, a
+memo index beyond the number of opcodes, or an unknown opcode is refused. Zip records must be
+stored (not compressed) and their sizes are checked against the zip directory and the storage
+sizes before they are read. The contiguous copies that tensor views are materialised into may
+total at most ``4 * file size + MAX_VIEW_EXPANSION`` bytes (a stride-0 view of a few bytes
+cannot expand to gigabytes). A path must name a regular file (a FIFO is refused, not waited on).
+Every malformed file raises ``pickle.UnpicklingError`` whose message starts with
+``lviv_c.load: <file>:`` (``LoadError``, a subclass of it), never another exception type.
+
 File formats
 ------------
 Zip format (``torch.save`` since PyTorch 1.6), an uncompressed ("stored") zip archive whose
@@ -50,8 +60,10 @@ The even older tar-based format (PyTorch < 0.4) is not read.
 import codecs
 import collections
 import io
+import math
 import os
 import pickle
+import pickletools
 import struct
 import tarfile
 import zipfile
@@ -60,12 +72,15 @@ from collections.abc import Mapping
 
 import numpy as np
 
-__all__ = ["load", "save"]
+from ._files import atomic_write, open_regular
+
+__all__ = ["load", "save", "LoadError", "MAX_VIEW_EXPANSION"]
 
 _LEGACY_MAGIC = 0x1950a86a20f9469cfc6c
 _LEGACY_PROTOCOL = 1001
 _ALIGN = 64
-_MAX_EXPANDED_BYTES = 1 << 30  # a stride-0 (expanded) tensor larger than its storage: cap
+# the contiguous copies of all tensor views of one file may total 4 x the file's size plus this
+MAX_VIEW_EXPANSION = 64 << 20
 
 # storage type name -> NumPy dtype of its elements (little-endian); bfloat16 is read as uint16
 # and widened to float32.
@@ -110,12 +125,57 @@ class _TorchDType:
 class _Storage:
     """A flat storage: ``array`` is 1-D with the storage's element dtype (None while scanning)."""
 
-    def __init__(self, stype, numel, array=None):
+    budget = None   # the file's _Budget, set by the reader
+
+    def __init__(self, stype, numel, array=None, budget=None):
         self.stype, self.numel, self.array = stype, int(numel), array
+        self.budget = budget
+
+
+class LoadError(pickle.UnpicklingError):
+    """A file ``lviv_c.load`` cannot read: not a PyTorch file, corrupt, or refused (see module
+    doc). The message names the file."""
 
 
 def _err(msg):
-    return pickle.UnpicklingError("lviv_c.load: " + msg)
+    return LoadError(msg)
+
+
+class _Budget:
+    """Bytes the materialised tensor views of one file may still take."""
+
+    def __init__(self, file_bytes):
+        self.left = 4 * int(file_bytes) + MAX_VIEW_EXPANSION
+
+    def take(self, nbytes, what):
+        if nbytes > self.left:
+            raise _err("{} needs {} bytes, more than the file can describe ({} bytes left of "
+                       "4 x the file size + MAX_VIEW_EXPANSION): refused".format(
+                           what, nbytes, self.left))
+        self.left -= nbytes
+
+
+def _prescan(f, start):
+    """Walk the pickle at ``start`` of ``f`` opcode by opcode without building anything; refuse
+    truncated data, unknown opcodes and memo indices beyond the number of opcodes (the C
+    unpickler sizes its memo by the largest index). Leaves ``f`` at ``start``."""
+    f.seek(start)
+    n = 0
+    try:
+        for op, arg, _pos in pickletools.genops(f):
+            n += 1
+            if op.name in ("PUT", "BINPUT", "LONG_BINPUT", "GET", "BINGET", "LONG_BINGET"):
+                if not isinstance(arg, int) or arg < 0 or arg > n:
+                    raise _err("pickle memo index {!r} at opcode {}: corrupt file".format(arg, n))
+            if op.name == "STOP":
+                break
+        else:
+            raise _err("pickle without a STOP opcode: truncated file")
+    except LoadError:
+        raise
+    except Exception as e:  # genops: truncated data, unknown opcode, bad text fields
+        raise _err("malformed pickle ({}: {})".format(type(e).__name__, e)) from None
+    f.seek(start)
 
 
 def _finish(arr, stype_name, big_endian):
@@ -128,7 +188,7 @@ def _finish(arr, stype_name, big_endian):
     return arr
 
 
-def _view(storage, offset, size, stride, dtype_storage=None):
+def _view(storage, offset, size, stride, dtype_storage=None, budget=None):
     """Materialise the strided view (offset, size, stride in elements) of ``storage``."""
     if storage.array is None:      # scanning pass of the legacy reader
         return None
@@ -136,8 +196,10 @@ def _view(storage, offset, size, stride, dtype_storage=None):
         size = tuple(int(s) for s in size)
         stride = tuple(int(s) for s in stride)
         offset = int(offset)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise _err("malformed tensor size/stride") from None
+    if len(size) > 64:
+        raise _err("tensor of {} dimensions: corrupt file".format(len(size)))
     arr = storage.array
     if dtype_storage is not None and dtype_storage != storage.stype.name:
         # _rebuild_tensor_v3: untyped bytes reinterpreted as the tensor's dtype
@@ -151,16 +213,15 @@ def _view(storage, offset, size, stride, dtype_storage=None):
     if any(s < 0 for s in size) or any(s < 0 for s in stride) or offset < 0:
         raise _err("negative size, stride or offset in tensor ({}, {}, {})".format(
             size, stride, offset))
-    n = int(np.prod(size, dtype=np.int64)) if size else 1
+    n = math.prod(size)            # exact (Python ints): no int64 wrap-around
+    if budget is not None:
+        budget.take(n * arr.dtype.itemsize, "tensor of size {}".format(size))
     if n == 0:
         return np.empty(size, dtype=arr.dtype)
     last = offset + sum((s - 1) * t for s, t in zip(size, stride))
     if last >= arr.size:
         raise _err("tensor view (offset {}, size {}, stride {}) reaches element {} of a storage "
                    "of {} elements".format(offset, size, stride, last, arr.size))
-    if n > arr.size and n * arr.dtype.itemsize > _MAX_EXPANDED_BYTES:
-        raise _err("expanded tensor of {} elements from a storage of {}: refused".format(
-            n, arr.size))
     item = arr.dtype.itemsize
     view = np.lib.stride_tricks.as_strided(arr[offset:], shape=size,
                                            strides=tuple(t * item for t in stride))
@@ -170,14 +231,15 @@ def _view(storage, offset, size, stride, dtype_storage=None):
 def _rebuild_tensor(storage, storage_offset, size, stride, *rest):
     if not isinstance(storage, _Storage):
         raise _err("tensor rebuilt from something that is not a storage")
-    return _view(storage, storage_offset, size, stride)
+    return _view(storage, storage_offset, size, stride, budget=storage.budget)
 
 
 def _rebuild_tensor_v3(storage, storage_offset, size, stride, requires_grad, backward_hooks,
                        dtype, metadata=None):
     if not isinstance(storage, _Storage) or not isinstance(dtype, _TorchDType):
         raise _err("malformed _rebuild_tensor_v3 call")
-    return _view(storage, storage_offset, size, stride, dtype_storage=dtype.storage)
+    return _view(storage, storage_offset, size, stride, dtype_storage=dtype.storage,
+                 budget=storage.budget)
 
 
 def _rebuild_parameter(data, requires_grad=False, backward_hooks=None, state=None):
@@ -200,6 +262,14 @@ def _torch_size(*args):
     return tuple(*args)
 
 
+def _encode(obj, encoding="utf-8", errors="strict"):
+    # protocol-2 pickles spell bytes as _codecs.encode(str, 'latin1'); no other codec is run
+    if not isinstance(obj, str) or str(encoding).lower().replace("-", "") not in (
+            "latin1", "iso88591", "utf8"):
+        raise _err("_codecs.encode only decodes latin1/utf-8 strings here")
+    return codecs.encode(obj, encoding, errors)
+
+
 _ALLOWED_FUNCS = {
     ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
     ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
@@ -207,12 +277,13 @@ _ALLOWED_FUNCS = {
     ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
     ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
     ("torch", "Size"): _torch_size,
-    ("_codecs", "encode"): codecs.encode,   # protocol-2 pickles spell bytes this way
+    ("_codecs", "encode"): _encode,          # protocol-2 pickles spell bytes this way
 }
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
     def __init__(self, file, storage_loader):
+        _prescan(file, file.tell())
         super().__init__(file, encoding="utf-8")
         self._storage_loader = storage_loader
 
@@ -251,10 +322,10 @@ def _storage_args(args):
     if not isinstance(stype, _StorageType):
         raise _err("storage id names no storage type: {!r}".format(args))
     if isinstance(key, bytes):
-        key = key.decode("ascii")
+        key = key.decode("ascii", "replace")
     try:
         numel = int(numel)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise _err("malformed storage size {!r}".format(numel)) from None
     if numel < 0:
         raise _err("negative storage size")
@@ -262,15 +333,33 @@ def _storage_args(args):
 
 
 def _load_zip(data):
+    budget = _Budget(len(data))
     zf = zipfile.ZipFile(io.BytesIO(data))
-    names = zf.namelist()
+    infos = {i.filename: i for i in zf.infolist()}
+    names = list(infos)
     pkl = [n for n in names if n.endswith("data.pkl") and n.count("/") == 1]
     if not pkl:
         raise _err("zip file without a <archive>/data.pkl record: not a PyTorch file")
     prefix = pkl[0][: -len("data.pkl")]
+
+    def read(name, expected=None):
+        """A record's bytes, its size checked against the directory (and ``expected``) and the
+        file before anything is read; compressed records are refused."""
+        info = infos[name]
+        if info.compress_type != zipfile.ZIP_STORED:
+            raise _err("record {!r} is compressed (method {}); PyTorch files store their "
+                       "records uncompressed".format(name, info.compress_type))
+        if info.file_size != info.compress_size or info.file_size > len(data):
+            raise _err("record {!r} claims {} bytes in a file of {}".format(
+                name, info.file_size, len(data)))
+        if expected is not None and info.file_size != expected:
+            raise _err("record {!r} holds {} bytes, expected {}".format(
+                name, info.file_size, expected))
+        return zf.read(name)
+
     big_endian = False
-    if prefix + "byteorder" in names:
-        order = zf.read(prefix + "byteorder")
+    if prefix + "byteorder" in infos:
+        order = read(prefix + "byteorder")
         if order not in (b"little", b"big"):
             raise _err("unknown byteorder {!r}".format(order))
         big_endian = order == b"big"
@@ -280,22 +369,20 @@ def _load_zip(data):
         stype, key, numel, _ = _storage_args(args)
         if key not in cache:
             name = prefix + "data/" + key
-            if name not in names:
+            if name not in infos:
                 raise _err("missing storage record {!r}".format(name))
-            raw = zf.read(name)
             dt = stype.dtype.newbyteorder(">") if big_endian else stype.dtype
-            if len(raw) != numel * dt.itemsize:
-                raise _err("storage {} holds {} bytes, expected {} x {}".format(
-                    key, len(raw), numel, dt.itemsize))
+            raw = read(name, numel * dt.itemsize)
             arr = np.frombuffer(raw, dtype=dt)
-            cache[key] = _Storage(stype, numel, _finish(arr, stype.name, big_endian))
+            cache[key] = _Storage(stype, numel, _finish(arr, stype.name, big_endian), budget)
         return cache[key]
 
-    return _RestrictedUnpickler(io.BytesIO(zf.read(pkl[0])), storage_loader).load()
+    return _RestrictedUnpickler(io.BytesIO(read(pkl[0])), storage_loader).load()
 
 
 def _load_legacy(data):
     f = io.BytesIO(data)
+    budget = _Budget(len(data))
 
     def no_storage(args):
         raise _err("storage in a legacy header")
@@ -306,7 +393,8 @@ def _load_legacy(data):
     try:
         magic = header()
     except Exception as e:  # not a pickle at all
-        raise _err("not a PyTorch file (neither zip nor legacy pickle): {}".format(e)) from None
+        raise _err("not a PyTorch file (neither zip nor legacy pickle): {}".format(
+            str(e) or type(e).__name__)) from None
     if magic != _LEGACY_MAGIC:
         raise _err("invalid magic number: not a PyTorch file")
     if header() != _LEGACY_PROTOCOL:
@@ -329,7 +417,7 @@ def _load_legacy(data):
         raise _err("malformed storage key list")
     roots = {}
     for key in keys:
-        key = key.decode("ascii") if isinstance(key, bytes) else str(key)
+        key = key.decode("ascii", "replace") if isinstance(key, bytes) else str(key)
         if key not in declared:
             raise _err("storage {!r} in the file is not referenced".format(key))
         stype, numel = declared[key]
@@ -344,7 +432,7 @@ def _load_legacy(data):
         if len(raw) != n * dt.itemsize:
             raise _err("file ends inside storage {!r}".format(key))
         roots[key] = _Storage(stype, n, _finish(np.frombuffer(raw, dtype=dt), stype.name,
-                                                not little))
+                                                not little), budget)
 
     # pass 2: the main pickle again, now with the storages at hand
     views = {}
@@ -359,12 +447,12 @@ def _load_legacy(data):
         try:
             view_key, off, vsize = view
             off, vsize = int(off), int(vsize)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise _err("malformed storage view {!r}".format(view)) from None
         if off < 0 or vsize < 0 or off + vsize > root.numel:
             raise _err("storage view {!r} outside storage {!r}".format(view, key))
         if view_key not in views:
-            views[view_key] = _Storage(stype, vsize, root.array[off:off + vsize])
+            views[view_key] = _Storage(stype, vsize, root.array[off:off + vsize], budget)
         return views[view_key]
 
     f.seek(start)
@@ -374,17 +462,36 @@ def _load_legacy(data):
 def load(f, map_location=None, weights_only=True, **kwargs):
     """Read a PyTorch file (zip or legacy format) saved with ``torch.save``.
 
-    ``f``: a path or a binary file object. Returns the saved object with tensors as NumPy arrays
-    (float32/float64/float16/int64/int32/int16/int8/uint8/bool keep their dtype, bfloat16 becomes
-    float32); views are materialised as contiguous copies. ``map_location`` (and other
-    ``torch.load`` keywords) are accepted and ignored: every array lives in host memory.
-    Raises ``pickle.UnpicklingError`` for anything that is not plain data (see module doc).
+    ``f``: a path (of a regular file) or a binary file object. Returns the saved object with
+    tensors as NumPy arrays (float32/float64/float16/int64/int32/int16/int8/uint8/bool keep their
+    dtype, bfloat16 becomes float32); views are materialised as contiguous copies.
+    ``map_location`` (and other ``torch.load`` keywords) are accepted and ignored: every array
+    lives in host memory. Raises ``LoadError`` (a ``pickle.UnpicklingError``) naming the file for
+    anything that is not plain data or is corrupt (see module doc); ``OSError`` when the path
+    cannot be opened, ``ValueError`` when it is not a regular file.
     """
     if hasattr(f, "read"):
+        name = getattr(f, "name", None) or "<file object>"
         data = f.read()
     else:
-        with open(os.fspath(f), "rb") as fh:
+        name = os.fspath(f)
+        with open_regular(name, "PyTorch file") as fh:
             data = fh.read()
+    try:
+        return _load_bytes(data)
+    except LoadError as e:
+        raise LoadError("lviv_c.load: {}: {}".format(name, e)) from None
+    except (MemoryError, RecursionError):
+        raise
+    except Exception as e:  # zipfile/pickle/struct errors of a corrupt file
+        raise LoadError("lviv_c.load: {}: corrupt or not a PyTorch file ({}: {})".format(
+            name, type(e).__name__, str(e) or "unexpected end of data")) from None
+
+
+def _load_bytes(data):
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise _err("the file object returned {} instead of bytes".format(type(data).__name__))
+    data = bytes(data)
     if data[:4] == b"PK\x03\x04":
         return _load_zip(data)
     if len(data) >= 512:
@@ -564,6 +671,8 @@ def save(obj, f, **kwargs):
     float64/32/16, int64/32/16/8, uint8, bool. Dicts, ``OrderedDict`` (with its
     ``_metadata``), lists, tuples, str, int, float, bool and None may be nested around them.
     ``f``: a path or a writable binary file. Every array gets its own storage (no sharing).
+    A path is written atomically: a temporary file in the same folder, fsync'ed, then renamed
+    over ``f``, so a failed write (full disk, file-size limit) leaves the old file intact.
     """
     w = _PickleWriter()
     if isinstance(obj, Mapping) and type(obj) not in (dict, collections.OrderedDict):
@@ -577,5 +686,4 @@ def save(obj, f, **kwargs):
     if hasattr(f, "write"):
         f.write(blob)
     else:
-        with open(os.fspath(f), "wb") as fh:
-            fh.write(blob)
+        atomic_write(f, lambda fh: fh.write(blob))

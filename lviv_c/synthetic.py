@@ -39,6 +39,17 @@ import time
 
 import numpy as np
 
+try:
+    from .utility.measures import corr
+except ImportError:  # run as a file (standalone, NumPy only): the measures module by its path
+    import importlib.util as _ilu
+    _spec = _ilu.spec_from_file_location(
+        "_lviv_c_measures", os.path.join(os.path.dirname(os.path.abspath(__file__)), "utility",
+                                         "measures.py"))
+    _measures = _ilu.module_from_spec(_spec)
+    _spec.loader.exec_module(_measures)
+    corr = _measures.corr
+
 __all__ = ["make_scan", "load_ground_truth", "gabor_filters", "scan_name", "data_key",
            "DEFAULTS", "SMALL", "GABOR_PARAM_COLUMNS"]
 
@@ -356,12 +367,9 @@ def _trial_noise(seed_seq, mean_rates, theta, pool):
 
 
 def _corr_cols(a, b):
-    """Pearson correlation per column; NaN where a column is constant."""
-    a = a - a.mean(axis=0)
-    b = b - b.mean(axis=0)
-    den = np.sqrt((a * a).sum(axis=0) * (b * b).sum(axis=0))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, (a * b).sum(axis=0) / np.where(den > 0, den, 1.0), np.nan)
+    """Pearson correlation per column (lviv_c.utility.measures.corr with eps=0): NaN where a
+    column is constant, so the ceilings average (nanmean) over neurons that respond."""
+    return corr(a, b, axis=0, eps=0.0, nan="propagate")
 
 
 # --------------------------------------------------------------------------------------------
@@ -493,7 +501,15 @@ def make_scan(out_dir, n_trials=5993, n_neurons=5335, image_shape=(36, 64), n_te
             raise FileExistsError(f"{path} exists (pass overwrite=True to replace it)")
         if os.listdir(path) and not os.path.exists(os.path.join(path, "config.json")):
             raise FileExistsError(f"{path} is not a scan folder; refusing to replace it")
-        shutil.rmtree(path)
+    # written into a hidden sibling folder and renamed into place when complete: a failure or
+    # Ctrl-C leaves neither a partial scan nor a lost old one
+    final = path
+    os.makedirs(str(out_dir), exist_ok=True)
+    import tempfile
+    path = tempfile.mkdtemp(prefix=f".{name}.partial-", dir=str(out_dir))
+    old_umask = os.umask(0)
+    os.umask(old_umask)
+    os.chmod(path, 0o777 & ~old_umask)
 
     ss = np.random.SeedSequence(seed)
     ss_img, ss_pop, ss_model, ss_noise, ss_meta = ss.spawn(5)
@@ -618,7 +634,7 @@ def make_scan(out_dir, n_trials=5993, n_neurons=5335, image_shape=(36, 64), n_te
             oracle = float(np.nanmean(_corr_cols(y.reshape(-1, n_neurons),
                                                  loo.reshape(-1, n_neurons))))
         info = dict(
-            generator="lviv_c.synthetic", seed=seed, name=name, data_key=data_key(path),
+            generator="lviv_c.synthetic", seed=seed, name=name, data_key=data_key(final),
             n_trials=n_trials, n_neurons=n_neurons, image_shape=[h, w],
             n_test_images=n_test_images, n_repeats=n_repeats, n_validation=n_validation,
             n_train=int(n_train), simple_fraction=simple_fraction,
@@ -650,10 +666,31 @@ def make_scan(out_dir, n_trials=5993, n_neurons=5335, image_shape=(36, 64), n_te
                 _save(os.path.join(gt, k + ".npy"), np.asarray(v, dtype=np.float64))
             with open(os.path.join(gt, "params.json"), "w") as f:
                 json.dump(info, f, indent=1)
-        say(f"done: {path}  ceilings {ceil_tier}  test oracle {oracle}")
-        return path
+        _publish(path, final)
+        path = None
+        say(f"done: {final}  ceilings {ceil_tier}  test oracle {oracle}")
+        return final
     finally:
         pool.shutdown()
+        if path is not None:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _publish(tmp, final):
+    """Rename the complete scan ``tmp`` to ``final``, replacing an old scan there."""
+    old = None
+    if os.path.exists(final):
+        old = os.path.join(os.path.dirname(final), "." + os.path.basename(final) + ".old-" +
+                           os.path.basename(tmp).rsplit("-", 1)[-1])
+        os.rename(final, old)
+    try:
+        os.rename(tmp, final)
+    except BaseException:
+        if old is not None:
+            os.rename(old, final)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _mk(path):

@@ -31,6 +31,9 @@ class dtype:
 
 float32 = dtype("float32", 0, np.float32)
 int64 = dtype("int64", 1, np.int64)
+# bool (torch.bool): what comparisons return; stored as float32 0/1 in the C core and marked as
+# a mask on the Python object, so indexing can tell a mask (shape-checked) from positions
+bool_ = dtype("bool", 0, np.bool_)
 float = float32  # noqa: A001  torch.float
 long = int64
 _DTYPES = {0: float32, 1: int64}
@@ -39,12 +42,25 @@ _DTYPES = {0: float32, 1: int64}
 def _as_dtype(d):
     if d is None or isinstance(d, dtype):
         return d
+    if d is builtins.bool:
+        return bool_
     nd = np.dtype(d)
+    if nd.kind == "b":
+        return bool_
     if nd.kind == "f":
         return float32
-    if nd.kind in "iub":
+    if nd.kind in "iu":
         return int64
-    raise TypeError(f"unsupported dtype {d!r}: lviv_c tensors are float32 or int64")
+    raise TypeError(f"unsupported dtype {d!r}: lviv_c tensors are float32, int64 or bool")
+
+
+def _is_bool(t):
+    return t.__dict__.get("_is_bool", False)
+
+
+def _mark_bool(t):
+    t._is_bool = True
+    return t
 
 
 class device:
@@ -154,7 +170,7 @@ class Tensor(_C.TensorBase):
     # ---- properties ----
     @property
     def dtype(self):
-        return _DTYPES[self._dtype_code]
+        return bool_ if _is_bool(self) else _DTYPES[self._dtype_code]
 
     @property
     def device(self):
@@ -205,10 +221,10 @@ class Tensor(_C.TensorBase):
         return self.shape[0]
 
     def element_size(self):
-        return 4 if self._dtype_code == 0 else 8
+        return 1 if _is_bool(self) else 4 if self._dtype_code == 0 else 8
 
     def is_floating_point(self):
-        return self._dtype_code == 0
+        return self._dtype_code == 0 and not _is_bool(self)
 
     def is_contiguous(self):
         return True
@@ -218,7 +234,8 @@ class Tensor(_C.TensorBase):
         _capture_guard("Tensor.numpy()")
         if self.requires_grad:
             raise RuntimeError("Can't call numpy() on a tensor that requires grad. Use tensor.detach().numpy() instead.")
-        return np.asarray(memoryview(self))
+        a = np.asarray(memoryview(self))
+        return a != 0 if _is_bool(self) else a
 
     def __array__(self, dtype=None, copy=None):
         _capture_guard("np.asarray(tensor)")
@@ -226,7 +243,8 @@ class Tensor(_C.TensorBase):
         return a if dtype is None else a.astype(dtype)
 
     def tolist(self):
-        return np.asarray(memoryview(self)).tolist()
+        a = np.asarray(memoryview(self))
+        return (a != 0).tolist() if _is_bool(self) else a.tolist()
 
     def item(self):
         _capture_guard("Tensor.item()")
@@ -234,7 +252,8 @@ class Tensor(_C.TensorBase):
             raise ValueError(f"only one element tensors can be converted to Python scalars (shape {tuple(self.shape)})")
         if self.is_cuda:  # like torch: a synchronising copy of the one value
             return _C._to_device(_C.detach(self), 0).item()
-        return np.asarray(memoryview(self)).reshape(-1)[0].item()
+        v = np.asarray(memoryview(self)).reshape(-1)[0].item()
+        return builtins.bool(v) if _is_bool(self) else v
 
     def __float__(self):
         return builtins.float(self.item())
@@ -254,6 +273,8 @@ class Tensor(_C.TensorBase):
 
     def __repr__(self):
         arr = np.asarray(memoryview(self))
+        if _is_bool(self):
+            arr = arr != 0
         body = np.array2string(arr, separator=", ", prefix="tensor(", precision=4)
         extra = ""
         if self._dtype_code == 1:
@@ -300,11 +321,17 @@ class Tensor(_C.TensorBase):
         out = self
         if dt is not None:
             dt = _as_dtype(dt)
-            if dt.code != self._dtype_code:
+            if dt is bool_:
+                if not _is_bool(self):
+                    out = _mark_bool(self.detach() != 0)
+            elif _is_bool(self):   # a mask as numbers: a new, unmarked tensor
+                out = _C.clone(_C.detach(self)) if dt.code == 0 else _C.to_dtype(self, dt.code)
+            elif dt.code != self._dtype_code:
                 out = _C.to_dtype(out, dt.code)
         if dev is not None and out._device_code != (1 if dev.type == "cuda" else 0):
             # like torch: a copy on the other device, not tracked by autograd
-            out = _C._to_device(_C.detach(out) if out.requires_grad else out, 1 if dev.type == "cuda" else 0)
+            moved = _C._to_device(_C.detach(out) if out.requires_grad else out, 1 if dev.type == "cuda" else 0)
+            out = _mark_bool(moved) if _is_bool(out) else moved
         return out
 
     def cpu(self):
@@ -322,19 +349,27 @@ class Tensor(_C.TensorBase):
     def long(self):
         return self.to(int64)
 
+    def bool(self):
+        return self.to(bool_)
+
     def int(self):
         return self.to(int64)
 
     def type(self, t=None):
         if t is None:
+            if _is_bool(self):
+                return "lviv_c.BoolTensor"
             return "lviv_c.FloatTensor" if self._dtype_code == 0 else "lviv_c.LongTensor"
         return self.to(_as_dtype(t))
 
     # ---- autograd ----
     def backward(self, gradient=None, retain_graph=None, create_graph=False):
+        """Gradients of this tensor into the leaves' ``.grad``. As in PyTorch the graph is spent
+        afterwards: a second backward through it raises unless ``retain_graph=True``."""
         if gradient is not None:
             gradient = _to_tensor(gradient)
-        _C.backward(self, gradient)
+        retain = create_graph if retain_graph is None else retain_graph
+        _C.backward(self, gradient, builtins.bool(retain))
 
     def detach(self):
         return _C.detach(self)
@@ -378,8 +413,7 @@ class Tensor(_C.TensorBase):
         r = op(self.detach(), other.detach() if isinstance(other, Tensor) else other)
         if tuple(r.shape) != tuple(self.shape):
             raise RuntimeError(f"output with shape {tuple(self.shape)} doesn't match the broadcast shape {tuple(r.shape)}")
-        if self.requires_grad and _C.is_grad_enabled():
-            raise RuntimeError("a leaf Variable that requires grad is being used in an in-place operation")
+        _check_inplace(self)
         _C.copy_into(self, r)
         return self
 
@@ -470,22 +504,22 @@ class Tensor(_C.TensorBase):
         return matmul(_to_tensor(o), self)
 
     def __eq__(self, o):
-        return self._bin(o, EQ)
+        return _mark_bool(self._bin(o, EQ))
 
     def __ne__(self, o):
-        return self._bin(o, NE)
+        return _mark_bool(self._bin(o, NE))
 
     def __lt__(self, o):
-        return self._bin(o, LT)
+        return _mark_bool(self._bin(o, LT))
 
     def __le__(self, o):
-        return self._bin(o, LE)
+        return _mark_bool(self._bin(o, LE))
 
     def __gt__(self, o):
-        return self._bin(o, GT)
+        return _mark_bool(self._bin(o, GT))
 
     def __ge__(self, o):
-        return self._bin(o, GE)
+        return _mark_bool(self._bin(o, GE))
 
     add = __add__
     sub = __sub__
@@ -616,7 +650,7 @@ class Tensor(_C.TensorBase):
     def _resolve_shape(self, shape):
         if len(shape) == 1 and isinstance(shape[0], (tuple, list, Size)):
             shape = tuple(shape[0])
-        shape = [int(s) for s in shape]
+        shape = list(_int_sizes(shape, "view", "shape"))
         if shape.count(-1) > 1:
             raise RuntimeError("only one dimension can be inferred")
         if -1 in shape:
@@ -645,8 +679,10 @@ class Tensor(_C.TensorBase):
     def flatten(self, start_dim=0, end_dim=-1):
         if self.ndim == 0:
             return self.reshape(1)
-        s = start_dim % self.ndim
-        e = end_dim % self.ndim
+        s = _wrap_dim(start_dim, self.ndim)
+        e = _wrap_dim(end_dim, self.ndim)
+        if s > e:
+            raise RuntimeError("flatten() has invalid args: start_dim cannot come after end_dim")
         shp = self.shape
         n = 1
         for d in shp[s:e + 1]:
@@ -656,21 +692,34 @@ class Tensor(_C.TensorBase):
     def squeeze(self, dim=None):
         if dim is None:
             return _C.reshape(self, tuple(s for s in self.shape if s != 1))
-        d = dim % self.ndim
+        if self.ndim == 0:
+            _wrap_dim(dim, 0)
+            return self
+        d = _wrap_dim(dim, self.ndim)
         if self.shape[d] != 1:
             return self
         return _C.reshape(self, tuple(self.shape[:d]) + tuple(self.shape[d + 1:]))
 
     def unsqueeze(self, dim):
-        d = dim % (self.ndim + 1)
+        d = _wrap_dim(dim, self.ndim + 1)
         return _C.reshape(self, tuple(self.shape[:d]) + (1,) + tuple(self.shape[d:]))
 
     def permute(self, *dims):
         if len(dims) == 1 and isinstance(dims[0], (tuple, list)):
             dims = dims[0]
-        return _C.permute(self, tuple(int(d) for d in dims))
+        if len(dims) != self.ndim:
+            raise RuntimeError(f"permute(sparse_coo): number of dimensions in the tensor input does not "
+                               f"match the length of the desired ordering of dimensions i.e. input.dim() "
+                               f"= {self.ndim} is not equal to len(dims) = {len(dims)}")
+        p = tuple(_wrap_dim(d, self.ndim) for d in dims)
+        if len(set(p)) != len(p):
+            raise RuntimeError("permute(): duplicate dims are not allowed.")
+        return _C.permute(self, p)
 
     def transpose(self, d0, d1):
+        d0, d1 = _wrap_dim(d0, self.ndim), _wrap_dim(d1, self.ndim)
+        if self.ndim == 0:
+            return self
         p = list(range(self.ndim))
         p[d0], p[d1] = p[d1], p[d0]
         return _C.permute(self, tuple(p))
@@ -689,8 +738,9 @@ class Tensor(_C.TensorBase):
     def expand(self, *shape):
         if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
             shape = tuple(shape[0])
+        shape = _int_sizes(shape, "expand")
         nd = len(shape)
-        full = [int(s) if int(s) != -1 else self.shape[i - (nd - self.ndim)] for i, s in enumerate(shape)]
+        full = [s if s != -1 else self.shape[i - (nd - self.ndim)] for i, s in enumerate(shape)]
         if tuple(full) == tuple(self.shape):
             return self
         return _C.expand(self, tuple(full))
@@ -725,15 +775,30 @@ class Tensor(_C.TensorBase):
     def __setitem__(self, key, value):
         _capture_guard("tensor[...] = value")
         arr = np.asarray(memoryview(self))
-        if self.requires_grad and _C.is_grad_enabled():
-            raise RuntimeError("a leaf Variable that requires grad is being used in an in-place operation")
-        if isinstance(key, Tensor):
-            key = np.asarray(key)
-            if key.dtype == np.float32:
-                key = key.astype(bool)
-        elif isinstance(key, tuple):
-            key = tuple(np.asarray(k) if isinstance(k, Tensor) else k for k in key)
+        _check_inplace(self)
+        if isinstance(key, tuple):
+            key = tuple(_np_key(k) for k in key)
+        else:
+            key = _np_key(key)
         arr[key] = np.asarray(value) if isinstance(value, Tensor) else value
+
+
+def _keeps_bool(name):
+    f = getattr(Tensor, name)
+
+    def g(self, *a, **k):
+        r = f(self, *a, **k)
+        if _is_bool(self) and isinstance(r, Tensor) and r is not self:
+            _mark_bool(r)
+        return r
+    g.__name__ = name
+    g.__doc__ = f.__doc__
+    setattr(Tensor, name, g)
+
+
+for _n in ("view", "reshape", "view_as", "reshape_as", "flatten", "squeeze", "unsqueeze", "permute",
+           "transpose", "t", "clone", "detach", "expand", "expand_as", "repeat", "index_select"):
+    _keeps_bool(_n)
 
 
 class _MinMax(tuple):
@@ -749,6 +814,45 @@ class _MinMax(tuple):
     @property
     def indices(self):
         return self[1]
+
+
+def _wrap_dim(d, ndim):
+    """A dim index in [-ndim, ndim - 1] (ndim 0 counts as 1) -> [0, ndim); IndexError as PyTorch."""
+    if not isinstance(d, (numbers.Integral, np.integer)) or isinstance(d, (builtins.bool, np.bool_)):
+        raise TypeError(f"a dim must be an int, got {type(d).__name__}")
+    n = builtins.max(ndim, 1)
+    d = int(d)
+    if d < -n or d >= n:
+        raise IndexError(f"Dimension out of range (expected to be in range of [{-n}, {n - 1}], "
+                         f"but got {d})")
+    return d % n
+
+
+def _int_sizes(size, fn, what="size"):
+    """A tuple of ints from a size argument; a float (2.5) or other non-integer is a TypeError
+    as in PyTorch, not silently truncated."""
+    out = []
+    for i, s in enumerate(size):
+        if isinstance(s, Tensor) and s.numel() == 1 and s._dtype_code == 1 and not _is_bool(s):
+            s = int(s.item())
+        if not isinstance(s, (numbers.Integral, np.integer)) or isinstance(s, (builtins.bool, np.bool_)):
+            raise TypeError(f"{fn}(): argument '{what}' must be tuple of ints, but found element of "
+                            f"type {type(s).__name__} at pos {i}")
+        out.append(int(s))
+    return tuple(out)
+
+
+def _check_inplace(t):
+    """In-place changes are not recorded by lviv_c's autograd: refuse them on tensors it tracks,
+    with PyTorch's message for leaves and a message that says what to do for the others."""
+    if t.requires_grad and _C.is_grad_enabled():
+        if t.is_leaf:
+            raise RuntimeError("a leaf Variable that requires grad is being used in an in-place "
+                               "operation.")
+        raise RuntimeError(f"in-place operation on a tensor that autograd needs (the output of "
+                           f"{t.grad_fn}, which requires grad): lviv_c does not record in-place "
+                           f"changes; use the out-of-place form (y = y + 1, y = y * m) or "
+                           f"modify y.detach() under no_grad()")
 
 
 def _capture_guard(what):
@@ -767,57 +871,155 @@ def _wrap_as(like, t):
     return t
 
 
+_INDEX_DTYPE_ERROR = "tensors used as indices must be long, int, byte or bool tensors"
+
+
+def _np_key(k):
+    """A tensor index as NumPy sees it (mask -> bool array, int64 -> int64 array); a float
+    tensor raises IndexError, as in PyTorch."""
+    if not isinstance(k, Tensor):
+        return k
+    a = np.asarray(k.cpu() if k.is_cuda else k)
+    if _is_bool(k):
+        return a != 0
+    if k._dtype_code != 1:
+        raise IndexError(_INDEX_DTYPE_ERROR)
+    return a
+
+
+def positions(index, size, what="index"):
+    """int64 positions in [0, size) of an index along one dim, with PyTorch's rules: a bool mask
+    (tensor, array or list) must have length ``size`` and gives the positions of its True
+    entries; integers are bounds-checked (negative ones count from the end); floats raise
+    IndexError. The one place that turns user indices into positions."""
+    kind, arr = _adv_key(index)
+    arr = np.atleast_1d(arr)
+    if kind == "mask":
+        if arr.shape != (size,):
+            raise IndexError(f"{what}: the shape of the mask {list(arr.shape)} does not match the "
+                             f"size {size} it indexes")
+        return np.flatnonzero(arr).astype(np.int64)
+    if arr.size and (int(arr.min()) < -size or int(arr.max()) >= size):
+        bad = int(arr.max()) if int(arr.max()) >= size else int(arr.min())
+        raise IndexError(f"{what}: index {bad} is out of bounds for size {size}")
+    return np.where(arr < 0, arr + size, arr).astype(np.int64).reshape(-1)
+
+
 def _index_tensor(index):
+    """The int64 index tensor of index_select (a tensor, list or array of positions)."""
     if isinstance(index, Tensor):
-        return index if index._dtype_code == 1 else index.long()
+        if index._dtype_code != 1 or _is_bool(index):
+            raise RuntimeError(f"index_select(): expected an int64 index tensor, got {index.dtype}")
+        return index
     arr = np.asarray(index)
-    if arr.dtype == bool:
-        arr = np.nonzero(arr)[0]
+    if arr.size and arr.dtype.kind not in "iu":
+        raise RuntimeError(f"index_select(): expected integer positions, got dtype {arr.dtype}")
     return _C.from_numpy(np.ascontiguousarray(arr, dtype=np.int64))
 
 
+def _adv_key(k):
+    """('mask', bool ndarray) or ('pos', int64 ndarray) for an advanced index (tensor, array,
+    list); IndexError for anything else (float positions, as in PyTorch)."""
+    k = _np_key(k)
+    arr = np.asarray(k)
+    if arr.dtype == np.bool_:
+        if arr.ndim == 0:
+            raise IndexError("indexing with a 0-d bool is not supported")
+        return "mask", arr
+    if arr.dtype.kind in "iu" or (arr.size == 0 and arr.dtype.kind == "f"):
+        return "pos", arr.astype(np.int64)
+    raise IndexError("only integers, slices (`:`), ellipsis (`...`), None and long or bool "
+                     f"tensors/arrays are valid indices (got {arr.dtype} values)")
+
+
+def _is_scalar_index(k):
+    return (isinstance(k, (numbers.Integral, np.integer)) and not isinstance(k, (builtins.bool, np.bool_))) or \
+        (isinstance(k, Tensor) and k.ndim == 0 and k._dtype_code == 1 and not _is_bool(k))
+
+
 def _getitem(t, key):
+    """Basic indexing (ints, slices, None, ...) is a strided slice; advanced indices (int64 /
+    bool tensors or arrays, lists) follow PyTorch: positions are bounds-checked (negative ones
+    count from the end), a bool mask must match the shape of the dims it covers and selects
+    the positions of its True entries, several advanced indices broadcast together; they must
+    sit on adjacent dims here. Float indices raise IndexError."""
     if not isinstance(key, tuple):
         key = (key,)
-    # expand Ellipsis
-    n_real = builtins.sum(1 for k in key if k is not None and k is not Ellipsis)
-    if builtins.any(k is Ellipsis for k in key):
-        i = next(i for i, k in enumerate(key) if k is Ellipsis)
-        key = key[:i] + (slice(None),) * (t.ndim - n_real) + key[i + 1:]
+    keys = []
+    for k in key:
+        if k is None or k is Ellipsis or isinstance(k, slice) or _is_scalar_index(k):
+            keys.append(k)
+        elif isinstance(k, (builtins.bool, np.bool_)):
+            raise IndexError("indexing with a Python bool is not supported")
+        elif isinstance(k, (builtins.float, np.floating)):
+            raise IndexError(_INDEX_DTYPE_ERROR + f" (got the float {k})")
+        else:
+            keys.append(_adv_key(k))
+
+    def ndims(k):
+        if k is None or k is Ellipsis:
+            return 0
+        return k[1].ndim if isinstance(k, tuple) and k[0] == "mask" else 1
+
+    n_real = builtins.sum(ndims(k) for k in keys)
+    if builtins.sum(1 for k in keys if k is Ellipsis) > 1:
+        raise IndexError("an index can only have a single ellipsis ('...')")
+    if builtins.any(k is Ellipsis for k in keys):
+        i = next(i for i, k in enumerate(keys) if k is Ellipsis)
+        keys = keys[:i] + [slice(None)] * builtins.max(0, t.ndim - n_real) + keys[i + 1:]
     if n_real > t.ndim:
         raise IndexError(f"too many indices for tensor of dimension {t.ndim}")
-    start, step, length, out_shape_ops = [], [], [], []
-    adv = []  # (dim, index tensor)
+    start, step, length = [], [], []
     shape = t.shape
     d = 0
-    post = []  # output dims: ('keep', size) / ('drop',) / ('new',)
-    for k in key:
+    post = []  # output dims: ('keep',) / ('drop',) / ('new',) / ('adv',)
+    adv_dims, adv_pos = [], []
+    for k in keys:
         if k is None:
             post.append(("new",))
             continue
+        if isinstance(k, tuple):
+            kind, arr = k
+            if kind == "mask":
+                m = arr.ndim
+                if tuple(arr.shape) != tuple(shape[d:d + m]):
+                    raise IndexError(f"The shape of the mask {list(arr.shape)} at index {d} does not "
+                                     f"match the shape of the indexed tensor {list(shape[d:d + m])} "
+                                     f"at index {d}")
+                pos = list(np.nonzero(arr))
+            else:
+                size = shape[d]
+                if arr.size:
+                    lo, hi = int(arr.min()), int(arr.max())
+                    if lo < -size or hi >= size:
+                        bad = hi if hi >= size else lo
+                        raise IndexError(f"index {bad} is out of bounds for dimension {d} with size {size}")
+                pos = [np.where(arr < 0, arr + size, arr)]
+            if adv_dims and adv_dims[-1] != d - 1:
+                raise IndexError("lviv_c: advanced (tensor, array or list) indices must be on adjacent "
+                                 "dimensions")
+            if not adv_dims:
+                post.append(("adv",))
+            for p in pos:
+                adv_dims.append(d)
+                adv_pos.append(p)
+                start.append(0); step.append(1); length.append(shape[d])
+                d += 1
+            continue
         size = shape[d]
-        if isinstance(k, (numbers.Integral, np.integer)) or (isinstance(k, Tensor) and k.ndim == 0 and k._dtype_code == 1):
+        if not isinstance(k, slice):
             i = int(k)
             if i < -size or i >= size:
                 raise IndexError(f"index {i} is out of bounds for dimension {d} with size {size}")
             i %= size
             start.append(i); step.append(1); length.append(1)
             post.append(("drop",))
-        elif isinstance(k, slice):
+        else:
             s0, s1, st = k.indices(size)
             if st <= 0:
                 raise ValueError("step must be greater than zero")
             ln = builtins.max(0, (s1 - s0 + st - 1) // st)
             start.append(s0 if ln else 0); step.append(st); length.append(ln)
-            post.append(("keep",))
-        else:  # integer array / bool mask / list
-            if isinstance(k, Tensor) and k._dtype_code == 0:
-                k = np.asarray(k).astype(bool)
-            idx = _index_tensor(k)
-            if idx.ndim != 1:
-                idx = idx.reshape(-1)
-            adv.append((len(start), idx))
-            start.append(0); step.append(1); length.append(size)
             post.append(("keep",))
         d += 1
     while d < t.ndim:
@@ -827,8 +1029,25 @@ def _getitem(t, key):
     if not full:
         # a leading integer/contiguous range on dim 0 with the rest full is a view of the storage
         out = _C.slice(t, tuple(start), tuple(step), tuple(length))
-    for dim, idx in adv:
-        out = _C.index_select(out, dim, idx)
+    bshape = ()
+    if adv_dims:
+        try:
+            arrs = np.broadcast_arrays(*adv_pos)
+        except ValueError:
+            raise IndexError("shape mismatch: indexing tensors could not be broadcast together with "
+                             f"shapes {[list(p.shape) for p in adv_pos]}") from None
+        bshape = arrs[0].shape
+        a0, a1 = adv_dims[0], adv_dims[-1] + 1
+        sizes = tuple(shape[a0:a1])
+        lin = np.ravel_multi_index(tuple(arrs), sizes) if arrs[0].size else np.zeros(0, np.int64)
+        cur = tuple(out.shape)
+        merged = cur[:a0] + (int(np.prod(sizes)),) + cur[a1:]
+        if merged != cur:
+            out = _C.reshape(out, merged)
+        idx = _C.from_numpy(np.ascontiguousarray(lin.reshape(-1), dtype=np.int64))
+        if out.is_cuda:
+            idx = idx.cuda()
+        out = _C.index_select(out, a0, idx)
     new_shape = []
     cur = list(out.shape)
     j = 0
@@ -837,11 +1056,13 @@ def _getitem(t, key):
             new_shape.append(1)
         elif p[0] == "drop":
             j += 1
+        elif p[0] == "adv":
+            new_shape.extend(bshape); j += 1
         else:
             new_shape.append(cur[j]); j += 1
     if tuple(new_shape) != tuple(out.shape):
         out = _C.reshape(out, tuple(new_shape))
-    return out
+    return _mark_bool(out) if _is_bool(t) and out is not t else out
 
 
 # ------------------------------------------------------------------ creation
@@ -849,8 +1070,10 @@ def from_numpy(arr):
     """A tensor sharing memory with a float32 / int64 C-contiguous NumPy array (else a copy)."""
     if not isinstance(arr, np.ndarray):
         raise TypeError(f"from_numpy: expected a numpy.ndarray, got {type(arr).__name__}")
+    if arr.dtype == np.bool_:   # a mask (a copy: stored as float32 0/1)
+        return _mark_bool(_C.from_numpy(arr.astype(np.float32)))
     if arr.dtype not in (np.float32, np.int64):
-        arr = arr.astype(np.int64 if arr.dtype.kind in "iub" else np.float32)
+        arr = arr.astype(np.int64 if arr.dtype.kind in "iu" else np.float32)
     return _C.from_numpy(arr)
 
 
@@ -860,13 +1083,18 @@ def tensor(data, dtype=None, device=None, requires_grad=False):
     dt = _as_dtype(dtype)
     if isinstance(data, Tensor):
         arr = np.array(data.cpu() if data.is_cuda else data)
+        if _is_bool(data):
+            arr = arr != 0
     else:
         arr = np.array(data)
     if arr.dtype == object:
         raise TypeError("tensor(): could not convert the data to numbers")
     if dt is None:
-        dt = int64 if arr.dtype.kind in "iub" else float32
-    t = _on_device(_C.from_numpy(np.array(arr, dtype=dt.np, order="C", copy=True)), dev)
+        dt = bool_ if arr.dtype == np.bool_ else int64 if arr.dtype.kind in "iu" else float32
+    if dt is bool_:
+        t = _mark_bool(_on_device(_C.from_numpy(np.array(arr != 0, dtype=np.float32, order="C")), dev))
+    else:
+        t = _on_device(_C.from_numpy(np.array(arr, dtype=dt.np, order="C", copy=True)), dev)
     if requires_grad:
         t.requires_grad = True
     return t
@@ -875,49 +1103,56 @@ def tensor(data, dtype=None, device=None, requires_grad=False):
 as_tensor = tensor
 
 
-def _shape_args(size):
+def _shape_args(size, fn="empty"):
     if len(size) == 1 and isinstance(size[0], (tuple, list, Size)):
         size = tuple(size[0])
-    return tuple(int(s) for s in size)
+    size = _int_sizes(size, fn)
+    if builtins.any(s < 0 for s in size):
+        raise RuntimeError(f"{fn}(): trying to create tensor with negative dimension: {list(size)}")
+    return size
 
 
-def _new(size, dtype, device, requires_grad, zero, fill=None):
+def _new(size, dtype, device, requires_grad, zero, fill=None, fn="empty"):
     """A new tensor; fill(t) initialises it on the CPU (same random stream as a CPU tensor)
     before it moves to the device, so device='cuda' draws the same numbers as device='cpu'."""
     dev = _check_device(device)
     dt = _as_dtype(dtype) or float32
-    t = _C.empty(_shape_args(size), dt.code, zero)
+    t = _C.empty(_shape_args(size, fn), dt.code, zero)
     if fill is not None:
         fill(t)
+    if dt is bool_:
+        t = (t != 0)
     t = _on_device(t, dev)
+    if dt is bool_:
+        _mark_bool(t)
     if requires_grad:
         t.requires_grad = True
     return t
 
 
 def empty(*size, dtype=None, device=None, requires_grad=False):
-    return _new(size, dtype, device, requires_grad, False)
+    return _new(size, dtype, device, requires_grad, False, fn="empty")
 
 
 def zeros(*size, dtype=None, device=None, requires_grad=False):
-    return _new(size, dtype, device, requires_grad, True)
+    return _new(size, dtype, device, requires_grad, True, fn="zeros")
 
 
 def ones(*size, dtype=None, device=None, requires_grad=False):
-    return _new(size, dtype, device, requires_grad, False, lambda t: _C.fill_(t, 2, 1.0))
+    return _new(size, dtype, device, requires_grad, False, lambda t: _C.fill_(t, 2, 1.0), fn="ones")
 
 
 def full(size, fill_value, dtype=None, device=None, requires_grad=False):
     v = builtins.float(fill_value)
-    return _new((size,), dtype, device, requires_grad, False, lambda t: _C.fill_(t, 2, v))
+    return _new((size,), dtype, device, requires_grad, False, lambda t: _C.fill_(t, 2, v), fn="full")
 
 
 def rand(*size, dtype=None, device=None, requires_grad=False):
-    return _new(size, dtype, device, requires_grad, False, lambda t: _C.fill_(t, 0, 0.0, 1.0))
+    return _new(size, dtype, device, requires_grad, False, lambda t: _C.fill_(t, 0, 0.0, 1.0), fn="rand")
 
 
 def randn(*size, dtype=None, device=None, requires_grad=False):
-    return _new(size, dtype, device, requires_grad, False, lambda t: _C.fill_(t, 1, 0.0, 1.0))
+    return _new(size, dtype, device, requires_grad, False, lambda t: _C.fill_(t, 1, 0.0, 1.0), fn="randn")
 
 
 def arange(start, end=None, step=1, dtype=None, device=None, requires_grad=False):
@@ -996,7 +1231,8 @@ def cat(tensors, dim=0):
     tensors = [_to_tensor(t) for t in tensors]
     if len(tensors) == 1:
         return tensors[0]
-    return _C.cat(tensors, dim)
+    out = _C.cat(tensors, dim)
+    return _mark_bool(out) if builtins.all(_is_bool(t) for t in tensors) else out
 
 
 concatenate = cat

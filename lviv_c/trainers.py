@@ -15,6 +15,7 @@ from . import _C
 from . import cuda as _cuda
 from .capture import CaptureError, capture_graph, host_copy, model_device, to_device, write_into
 from .tensor import Tensor, from_numpy, manual_seed, no_grad
+from .utility.measures import corr
 
 _warned_cpu = {"done": False}
 
@@ -44,6 +45,19 @@ def _loaders(dataloader):
                     f"as returned by load_dataset, got {type(dataloader).__name__}")
 
 
+def _check_not_empty(loaders):
+    """train_model needs trials in the train tier and in the validation tier (the course's early
+    stopping evaluates the validation correlation every epoch)."""
+    for tier in ("train", "validation"):
+        ld = loaders.get(tier)
+        idx = getattr(ld, "indices", None)
+        if ld is not None and idx is not None and len(idx) == 0:
+            raise ValueError(f"train_model: the {tier!r} loader has no trials (no trial of the scan "
+                             f"has tiers == {tier!r}); the course trains on 'train' and stops early on "
+                             f"the correlation over the 'validation' trials, so both tiers need trials "
+                             f"(meta/trials/tiers.npy)")
+
+
 def _blocks(loader, what):
     try:
         xb, yb = loader.images_block, loader.responses_block
@@ -53,14 +67,10 @@ def _blocks(loader, what):
     return np.ascontiguousarray(xb, dtype=np.float32), np.ascontiguousarray(yb, dtype=np.float32)
 
 
-def _corr_per_neuron(y, yhat, eps=1e-8):
-    """Single-trial correlation per neuron (population std, eps in the denominators, NaN -> 0)."""
-    y = y.astype(np.float64)
-    yhat = yhat.astype(np.float64)
-    yz = (y - y.mean(0)) / (y.std(0) + eps)
-    pz = (yhat - yhat.mean(0)) / (yhat.std(0) + eps)
-    c = (yz * pz).mean(0)
-    return np.nan_to_num(c)
+def _corr_per_neuron(y, yhat):
+    """Single-trial correlation per neuron: lviv_c.utility.measures.corr (constant -> 0) with
+    NaN kept, so a model that predicts NaN makes the objective non-finite and stops training."""
+    return corr(y, yhat, axis=0, nan="propagate")
 
 
 def poisson_loss_fn(avg=False, eps=1e-12):
@@ -203,6 +213,8 @@ class Engine:
         if key is not None and key in self._pred_cache:
             return self._pred_cache[key]
         n = len(idx)
+        if n == 0:
+            raise ValueError("predict: the loader has no trials (an empty tier of the scan?)")
         bsz = int(getattr(loader, "batch_size", None) or self.B)
         bsz = min(bsz, n)
         if self.capture and self._fallback_reason is None:
@@ -267,6 +279,22 @@ def _progress_bar(total, desc, verbose):
     return progress(total=total, desc=desc, disable=not verbose)
 
 
+def _raise_not_finite(rec, eng, val):
+    """train_model stopped on a non-finite loss or objective: say what and what the model holds."""
+    what = next((l for l in reversed(rec.lines) if "not finite" in l.lower()), "")
+    why = ("the training loss" if what.startswith("Training loss") else
+           "the validation correlation (the model predicts NaN/inf for some neurons)")
+    cause = ("look for NaN/inf in the model's weights or inputs, or lower lr_init")
+    from .training_loop import _finite
+    if rec.best_objective is not None and _finite(rec.best_objective):
+        held = (f"the model holds the best finite state (epoch {rec.best_epoch}, validation "
+                f"correlation {float(rec.best_objective):.6f})")
+    else:
+        held = "no finite state was reached (the model was not finite before training)"
+    raise FloatingPointError(f"train_model: {why} is not finite at epoch {rec.epoch}; {held}; "
+                             f"{cause}")
+
+
 def train_model(model, dataloader, seed=None, avg_loss=False, scale_loss=True, loss_accum_batch_n=None,
                 device="cuda", verbose=True, interval=1, patience=5, epoch=0, lr_init=0.005,
                 max_iter=200, maximize=True, tolerance=1e-6, restore_best=True, lr_decay_steps=3,
@@ -284,7 +312,12 @@ def train_model(model, dataloader, seed=None, avg_loss=False, scale_loss=True, l
     lviv_c.sensorium_data.static_loaders) train on all scans at once, cycling through them batch by
     batch as sensorium's trainer does (lviv_c.sensorium_training.train_multi). `capture=False` runs
     the Python forward per batch instead of the captured C graphs (for models whose forward cannot
-    be captured)."""
+    be captured).
+
+    A non-finite training loss or validation correlation (a model that predicts NaN) stops
+    training with ``FloatingPointError``, after restoring the best finite state when there is
+    one (the course prints "Objective is not Finite. Stopping training" and returns; here the
+    correlation keeps NaN so that stop fires, and the caller is told)."""
     from .training_loop import early_stopping_loop
 
     from .sensorium_training import is_multi_scan, train_multi
@@ -301,6 +334,7 @@ def train_model(model, dataloader, seed=None, avg_loss=False, scale_loss=True, l
                            cb=cb, track_training=track_training, return_test_score=return_test_score,
                            capture=capture, **kwargs)
     loaders = _loaders(dataloader)
+    _check_not_empty(loaders)
     # the course's train_model moves the model to the device; here parameters, buffers, the
     # optimizer's moments (made below, on the parameters' device) and the captured graphs follow
     # it, and batches are gathered on the device from the loaders' device-resident blocks
@@ -333,10 +367,12 @@ def train_model(model, dataloader, seed=None, avg_loss=False, scale_loss=True, l
             last[0] = done
         t0 = time.perf_counter()
         try:
-            eng.train_epoch(order, loss_accum_batch_n or 1, prog)
+            loss = eng.train_epoch(order, loss_accum_batch_n or 1, prog)
         finally:
             bar.close()
         stats["epoch_seconds"].append(time.perf_counter() - t0)
+        if loss is not None and not math.isfinite(float(loss)):
+            raise FloatingPointError(f"Training loss is not finite ({float(loss)}) in epoch {ep}.")
 
     tracker = None
     if track_training:
@@ -351,6 +387,8 @@ def train_model(model, dataloader, seed=None, avg_loss=False, scale_loss=True, l
         tracker=tracker, cb=cb)
     if hasattr(model, "eval"):
         model.eval()
+    if rec.stop_reason == "not_finite":
+        _raise_not_finite(rec, eng, val)
     validation_corr = eng.correlation(val)
     output = {k: list(v) for k, v in (getattr(rec, "tracker", None) or {}).items()} if track_training else {}
     output["validation_corr"] = validation_corr

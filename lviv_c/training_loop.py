@@ -38,6 +38,9 @@ Sequence (identical to the reference, printed lines included)::
     print "Restoring best model! {old:.6f} ---> {objective():.6f}"
 
 Differences from the reference, all outside that sequence:
+* A ``FloatingPointError`` raised by ``train_epoch`` (``train_model`` raises it for a non-finite
+  training loss) stops training like a non-finite objective (``stop_reason == 'not_finite'``),
+  restoring the best state when its objective is finite.
 * A ``KeyboardInterrupt`` raised while training or evaluating is caught: the best state is
   restored (with ``restore_best``), a line says so, and the record of what was reached is
   returned (``stop_reason == 'interrupted'``) instead of the exception propagating.
@@ -255,6 +258,16 @@ def early_stopping_loop(objective, train_epoch, get_state, set_state, set_lr=Non
         if epoch >= max_iter and rec.stop_reason == "patience":
             rec.stop_reason = "max_iter" if patience_counter < patience else "patience"
         finalize()
+    except FloatingPointError as e:
+        # train_epoch found a non-finite loss: stop as for a non-finite objective, restoring the
+        # best state when it is finite (never a NaN state over a good one)
+        rec.stop_reason = "not_finite"
+        say("{} Stopping training".format(str(e).rstrip(".") + "."))
+        if restore_best and _finite(best_objective):
+            set_state(best_state)
+            say("Restored the best model (objective {:.6f}, epoch {}).".format(
+                float(best_objective), rec.best_epoch))
+            rec.restores.append(("not_finite", epoch, None, best_objective))
     except KeyboardInterrupt:
         rec.stop_reason = "interrupted"
         if restore_best:

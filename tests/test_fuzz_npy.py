@@ -90,8 +90,9 @@ def test_fuzz_npy_headers(tmp_path):
             continue
         outcomes["ok"] += 1
         check_result(f, got)
-    # the loop exercised both paths
-    assert outcomes["ok"] > 50 and outcomes["err"] > 200, outcomes
+    # the loop exercised both paths (most mutations of the header are refused, as by NumPy:
+    # anything but padding after the closing brace of the header dict is junk)
+    assert outcomes["ok"] > N_ITER // 100 and outcomes["err"] > 200, outcomes
 
 
 def test_every_truncation(tmp_path):

@@ -202,6 +202,11 @@ int lv_npy_parse(const void *buf, size_t len, size_t file_size, const char *name
     if (s.p < s.end && *s.p == '}') { s.p++; break; }
     return lv_set_error(LV_EVALUE, "%s: malformed .npy header: expected ',' or '}'", name);
   }
+  /* like NumPy (which evaluates the header as one dict literal): only padding may follow */
+  skip_ws(&s);
+  if (s.p < s.end)
+    return lv_set_error(LV_EVALUE, "%s: malformed .npy header: unexpected '%c' after the closing "
+                        "'}'", name, (*s.p >= 32 && *s.p < 127) ? *s.p : '?');
   if (!have_descr || !have_fo || !have_shape)
     return lv_set_error(LV_EVALUE, "%s: malformed .npy header: missing '%s'", name,
                         !have_descr ? "descr" : !have_fo ? "fortran_order" : "shape");
@@ -262,7 +267,9 @@ const char *lv_npy_shape_str(int ndim, const int64_t *shape, char *buf, size_t n
 /* ------------------------------------------------------------------ file reads */
 
 int lv_read_file(const char *path, unsigned char **buf, size_t *cap, size_t *size) {
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  /* non-blocking, so a FIFO (or device) named like a trial is refused by the fstat below
+   * instead of blocking the open forever */
+  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) {
     int e = errno;
     if (e == ENOENT || e == ENOTDIR)
@@ -277,7 +284,13 @@ int lv_read_file(const char *path, unsigned char **buf, size_t *cap, size_t *siz
   }
   if (!S_ISREG(st.st_mode)) {
     close(fd);
-    return lv_set_error(LV_EIO, "%s: not a regular file", path);
+    return lv_set_error(LV_EIO, "%s: not a regular file (%s)", path,
+                        S_ISFIFO(st.st_mode) ? "a FIFO" : S_ISDIR(st.st_mode) ? "a folder"
+                        : S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode) ? "a device" : "special");
+  }
+  { /* a regular file: back to blocking reads */
+    int fl = fcntl(fd, F_GETFL);
+    if (fl >= 0) (void)fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
   }
   size_t want = (size_t)st.st_size;
   if (!*buf || *cap < want + 1) {

@@ -3,6 +3,7 @@
 #define PY_ARRAY_UNIQUE_SYMBOL LVIV_ARRAY_API
 #define NO_IMPORT_ARRAY
 #include "lvpy.h"
+#include <limits.h>
 #include <numpy/arrayobject.h>
 #include "ops/ops.h"
 #include "backend.h"
@@ -60,7 +61,12 @@ static PyObject *tensor_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
 static PyObject *t_shape(PyObject *self, void *c) {
   GET(self);
   PyObject *tup = PyTuple_New(t->ndim);
-  for (int i = 0; i < t->ndim; i++) PyTuple_SET_ITEM(tup, i, PyLong_FromLongLong(t->shape[i]));
+  if (!tup) return NULL;
+  for (int i = 0; i < t->ndim; i++) {
+    PyObject *v = PyLong_FromLongLong(t->shape[i]);
+    if (!v) { Py_DECREF(tup); return NULL; }
+    PyTuple_SET_ITEM(tup, i, v);
+  }
   return tup;
 }
 static PyObject *t_ndim(PyObject *self, void *c) { GET(self); return PyLong_FromLong(t->ndim); }
@@ -257,6 +263,10 @@ static int parse_shape(PyObject *seq, int64_t *shape, const char *what) {
 static PyObject *f_empty(PyObject *m, PyObject *args) {
   PyObject *shp; int dtype = LV_F32, zero = 0;
   if (!PyArg_ParseTuple(args, "O|ip", &shp, &dtype, &zero)) return NULL;
+  if (dtype != LV_F32 && dtype != LV_I64) {
+    PyErr_Format(PyExc_ValueError, "empty: unknown dtype code %d (0 float32, 1 int64)", dtype);
+    return NULL;
+  }
   int64_t shape[LV_MAXDIM];
   int nd = parse_shape(shp, shape, "empty");
   if (nd < 0) return NULL;
@@ -267,6 +277,7 @@ static PyObject *f_empty(PyObject *m, PyObject *args) {
 static PyObject *f_fill(PyObject *m, PyObject *args) {
   PyObject *o; int kind; double a = 0, b = 1;
   if (!PyArg_ParseTuple(args, "Oi|dd", &o, &kind, &a, &b)) return NULL;
+  if (kind < 0 || kind > 2) { PyErr_Format(PyExc_ValueError, "fill_: unknown kind %d", kind); return NULL; }
   lv_tensor *t = lvpy_get(o, "fill");
   if (!t) return NULL;
   int64_t n = lv_numel(t);
@@ -329,6 +340,8 @@ static PyObject *f_reduce(PyObject *m, PyObject *args) {
   if (!PyArg_ParseTuple(args, "iOkp|d", &op, &a, &dims, &keepdim, &corr)) return NULL;
   lv_tensor *x = lvpy_get(a, "reduction");
   if (!x) return NULL;
+  if (op < LV_RSUM || op > LV_RARGMIN) { PyErr_Format(PyExc_ValueError, "bad reduction op %d", op); return NULL; }
+  if (dims >> LV_MAXDIM) { PyErr_Format(PyExc_IndexError, "reduction: dims mask %lu names a dimension beyond %d", dims, LV_MAXDIM - 1); return NULL; }
   return lvpy_wrap(lv_reduce(op, x, (uint32_t)dims, keepdim, corr));
 }
 
@@ -408,7 +421,9 @@ static PyObject *f_cat(PyObject *m, PyObject *args) {
   PyObject *f = PySequence_Fast(seq, "cat: expected a sequence of tensors");
   if (!f) return NULL;
   Py_ssize_t n = PySequence_Fast_GET_SIZE(f);
+  if (n > INT_MAX) { Py_DECREF(f); PyErr_SetString(PyExc_ValueError, "cat: too many tensors"); return NULL; }
   lv_tensor **ts = malloc(sizeof(lv_tensor *) * (n ? n : 1));
+  if (!ts) { Py_DECREF(f); return PyErr_NoMemory(); }
   for (Py_ssize_t k = 0; k < n; k++) {
     ts[k] = lvpy_get(PySequence_Fast_GET_ITEM(f, k), "cat");
     if (!ts[k]) { free(ts); Py_DECREF(f); return NULL; }
@@ -430,20 +445,22 @@ static PyObject *f_detach(PyObject *m, PyObject *a) {
 static PyObject *f_to_dtype(PyObject *m, PyObject *args) {
   PyObject *a; int dt;
   if (!PyArg_ParseTuple(args, "Oi", &a, &dt)) return NULL;
+  if (dt != LV_F32 && dt != LV_I64) { PyErr_Format(PyExc_ValueError, "to: unknown dtype code %d (0 float32, 1 int64)", dt); return NULL; }
   lv_tensor *x = lvpy_get(a, "to");
   return x ? lvpy_wrap(lv_to_dtype(x, dt)) : NULL;
 }
 
 static PyObject *f_backward(PyObject *m, PyObject *args) {
   PyObject *a, *g = Py_None;
-  if (!PyArg_ParseTuple(args, "O|O", &a, &g)) return NULL;
+  int retain = 0;
+  if (!PyArg_ParseTuple(args, "O|Op", &a, &g, &retain)) return NULL;
   lv_tensor *x = lvpy_get(a, "backward");
   if (!x) return NULL;
   lv_tensor *gt = NULL;
   if (g != Py_None && !(gt = lvpy_get(g, "backward gradient"))) return NULL;
   int rc;
   Py_BEGIN_ALLOW_THREADS
-  rc = lv_backward(x, gt);
+  rc = lv_backward_ex(x, gt, retain);
   Py_END_ALLOW_THREADS
   if (rc < 0) return lvpy_err();
   Py_RETURN_NONE;

@@ -3,6 +3,7 @@
 #define PY_ARRAY_UNIQUE_SYMBOL LVIV_ARRAY_API
 #define NO_IMPORT_ARRAY
 #include "lvpy.h"
+#include <limits.h>
 #include <numpy/arrayobject.h>
 #include "train.h"
 
@@ -59,7 +60,12 @@ static PyObject *f_graph_info(PyObject *m, PyObject *cap) {
   lv_graph *g = PyCapsule_GetPointer(cap, "lviv_c.graph");
   if (!g) return NULL;
   PyObject *names = PyList_New(g->cap.n);
-  for (int i = 0; i < g->cap.n; i++) PyList_SET_ITEM(names, i, PyUnicode_FromString(g->cap.nodes[i]->op->name));
+  if (!names) return NULL;
+  for (int i = 0; i < g->cap.n; i++) {
+    PyObject *v = PyUnicode_FromString(g->cap.nodes[i]->op->name);
+    if (!v) { Py_DECREF(names); return NULL; }
+    PyList_SET_ITEM(names, i, v);
+  }
   return names;
 }
 
@@ -80,7 +86,9 @@ static PyObject *f_adam_new(PyObject *m, PyObject *args) {
   PyObject *f = PySequence_Fast(plist, "adam: expected a list of parameters");
   if (!f) return NULL;
   Py_ssize_t n = PySequence_Fast_GET_SIZE(f);
+  if (n > INT_MAX) { Py_DECREF(f); PyErr_SetString(PyExc_ValueError, "adam: too many parameters"); return NULL; }
   lv_tensor **ps = malloc(sizeof(lv_tensor *) * (n ? n : 1));
+  if (!ps) { Py_DECREF(f); return PyErr_NoMemory(); }
   for (Py_ssize_t i = 0; i < n; i++) {
     ps[i] = lvpy_get(PySequence_Fast_GET_ITEM(f, i), "adam parameter");
     if (!ps[i]) { free(ps); Py_DECREF(f); return NULL; }
@@ -254,10 +262,11 @@ static PyObject *f_predict(PyObject *m, PyObject *args) {
 static PyObject *f_profile(PyObject *m, PyObject *arg) {
   if (arg != Py_None) { lv_profile_enable(PyObject_IsTrue(arg)); Py_RETURN_NONE; }
   PyObject *d = PyDict_New();
+  if (!d) return NULL;
   const char *name; double f, b; int64_t calls;
   for (int i = 0; lv_profile_get(i, &name, &f, &b, &calls); i++) {
     PyObject *v = Py_BuildValue("(ddL)", f, b, (long long)calls);
-    PyDict_SetItemString(d, name, v);
+    if (!v || PyDict_SetItemString(d, name, v) < 0) { Py_XDECREF(v); Py_DECREF(d); return NULL; }
     Py_DECREF(v);
   }
   return d;

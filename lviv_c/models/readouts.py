@@ -11,7 +11,7 @@ import numpy as np
 
 from .. import _C, nn
 from ..nn import functional as F
-from ..tensor import Tensor, empty, from_numpy, no_grad, zeros
+from ..tensor import Tensor, empty, from_numpy, no_grad, positions, zeros
 
 __all__ = ["ConfigurationError", "FullGaussian2d", "MultiReadout", "MultipleFullGaussian2d", "get_module_output"]
 
@@ -212,10 +212,8 @@ class FullGaussian2d(nn.Module):
         bias = self.bias
         outdims = self.outdims
         if out_idx is not None:
-            out_idx = np.asarray(out_idx)
-            if out_idx.dtype == bool:
-                out_idx = np.where(out_idx)[0]
-            idx = from_numpy(out_idx.astype(np.int64))
+            out_idx = positions(out_idx, self.outdims, "out_idx")
+            idx = from_numpy(out_idx)
             if feat.is_cuda:  # device placement: the index follows the parameters
                 idx = idx.cuda()
             feat = feat.index_select(2, idx)

@@ -67,16 +67,36 @@ def _nan_to_zero(x, warn=False, what=""):
     return x if x.ndim else x[()]
 
 
-def corr(y1, y2, axis=-1, eps=1e-8, **kwargs):
-    """Pearson correlation of ``y1`` and ``y2`` along ``axis``.
+_NAN_RULES = ("zero", "warn", "propagate")
+
+
+def corr(y1, y2, axis=-1, eps=1e-8, nan="zero", **kwargs):
+    """Pearson correlation of ``y1`` and ``y2`` along ``axis``: the one correlation of lviv_c
+    (the measures, ``train_model``'s objective and the synthetic scan's ceilings use it).
 
     The mean of the products of z-scores (population std, ``ddof=0``), with ``eps`` added to
-    each standard deviation, so a constant input gives 0 instead of a division by zero. NaN
-    results (NaN inputs) are set to 0. ``kwargs`` go to the final mean (e.g. ``keepdims``).
+    each standard deviation. ``kwargs`` go to the final mean (e.g. ``keepdims``).
+
+    NaN rule (documented once, here):
+
+    * A constant ``y1`` or ``y2`` (zero variance) gives 0, not NaN: the eps in the denominators
+      (the course's / neuralpredictors' convention). With ``eps=0`` it gives NaN instead.
+    * A NaN or inf in an input gives NaN for its column; ``nan`` decides what is returned:
+      ``"zero"`` (default, the course's ``corr``): set to 0; ``"warn"``: set to 0 with a warning
+      giving the percentage (neuralpredictors' ``get_correlations``); ``"propagate"``: kept, so
+      a NaN prediction surfaces (``train_model``'s objective: a model that predicts NaN stops
+      training with an error instead of scoring 0 forever).
 
     Shapes: ``y1``, ``y2`` broadcastable, e.g. (trials, neurons) with ``axis=0`` -> (neurons,).
     """
-    return _nan_to_zero(_corr_raw(y1, y2, axis=axis, eps=eps, **kwargs))
+    if nan not in _NAN_RULES:
+        raise ValueError("corr: nan must be one of {}, got {!r}".format(_NAN_RULES, nan))
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        r = _corr_raw(y1, y2, axis=axis, eps=eps, **kwargs)
+    if nan == "propagate":
+        r = np.asarray(r, dtype=np.float64)
+        return r if r.ndim else r[()]
+    return _nan_to_zero(r, warn=nan == "warn")
 
 
 # ----------------------------------------------------------------------------- model plumbing
@@ -250,7 +270,7 @@ def get_correlations(model, dataloaders=None, device="cpu", as_dict=False, per_n
     with eval_state(model):
         for key, loader in _loaders(dataloaders, dataloader):
             target, output = model_predictions(model, loader, data_key=key, device=device)
-            results[key] = _nan_to_zero(_corr_raw(target, output, axis=0), warn=True)
+            results[key] = corr(target, output, axis=0, nan="warn")
     return _collect(results, as_dict, per_neuron)
 
 
@@ -278,7 +298,7 @@ def get_avg_correlations(model, dataloaders=None, device="cpu", as_dict=False, p
         for key, loader in _loaders(dataloaders, dataloader, use_test=True):
             target, output = model_predictions_repeats(model, loader, data_key=key, device=device)
             target_mean = np.stack([t.mean(axis=0, dtype=np.float64) for t in target])
-            results[key] = _nan_to_zero(_corr_raw(target_mean, output, axis=0), warn=True)
+            results[key] = corr(target_mean, output, axis=0, nan="warn")
     return _collect(results, as_dict, per_neuron)
 
 
@@ -342,7 +362,7 @@ def compute_oracle_corr(repeated_outputs):
         oracle = (np.repeat(sums, counts, axis=0) - R) / (np.repeat(counts, counts)[:, None] - 1)
     oracle = _nan_to_zero(oracle, warn=True, what="when calculating the oracle")
     oracle[~np.isfinite(oracle)] = 0.0
-    return _nan_to_zero(_corr_raw(R, oracle, axis=0))
+    return corr(R, oracle, axis=0)
 
 
 def compute_oracle_corr_corrected(repeated_outputs):
