@@ -60,7 +60,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-__all__ = ["load", "save"]
+__all__ = ["load", "save", "atomic_write"]
 
 _LEGACY_MAGIC = 0x1950a86a20f9469cfc6c
 _LEGACY_PROTOCOL = 1001
@@ -575,5 +575,39 @@ def save(obj, f, **kwargs):
     if hasattr(f, "write"):
         f.write(blob)
     else:
-        with open(os.fspath(f), "wb") as fh:
-            fh.write(blob)
+        atomic_write(f, blob)
+
+
+def atomic_write(path, data):
+    """Replace the file ``path`` by ``data`` (bytes or str) atomically: a temporary file in the
+    same folder, fsync, os.replace, fsync of the folder. A reader (or a crash) sees the old file
+    or the new one, never a part. Returns the path."""
+    import tempfile
+    path = os.fspath(path)
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    try:
+        dfd = os.open(folder, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return path
+    try:
+        os.fsync(dfd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(dfd)
+    return path

@@ -262,6 +262,21 @@ def _progress_bar(total, desc, verbose):
     return progress(total=total, desc=desc, disable=not verbose)
 
 
+def _reporting_cb(cb, report, objective):
+    """The loop's cb() (called before each epoch) that first passes report(epochs trained so far,
+    validation correlation) for every epoch after the first; the correlation was just computed
+    by the loop, so it comes from the engine's prediction cache."""
+    calls = [0]
+
+    def wrapped():
+        calls[0] += 1
+        if calls[0] > 1:
+            report(calls[0] - 1, objective())
+        if cb is not None:
+            cb()
+    return wrapped
+
+
 def train_model(model, dataloader, seed=None, avg_loss=False, scale_loss=True, loss_accum_batch_n=None,
                 device="cuda", verbose=True, interval=1, patience=5, epoch=0, lr_init=0.005,
                 max_iter=200, maximize=True, tolerance=1e-6, restore_best=True, lr_decay_steps=3,
@@ -276,7 +291,9 @@ def train_model(model, dataloader, seed=None, avg_loss=False, scale_loss=True, l
     per-epoch 'correlation' and 'poisson_loss' and 'validation_corr'. The model is left in eval
     mode with the best weights. A last training batch of a single trial is skipped (BatchNorm cannot
     train on one sample). `capture=False` runs the Python forward per batch instead of the
-    captured C graphs (for models whose forward cannot be captured)."""
+    captured C graphs (for models whose forward cannot be captured). ``report=fn`` (keyword)
+    calls fn(epochs trained, validation correlation) before each next epoch; an exception
+    derived from KeyboardInterrupt raised there stops training with the best state restored."""
     from .training_loop import early_stopping_loop
 
     loaders = _loaders(dataloader)
@@ -311,6 +328,9 @@ def train_model(model, dataloader, seed=None, avg_loss=False, scale_loss=True, l
             bar.close()
         stats["epoch_seconds"].append(time.perf_counter() - t0)
 
+    report = kwargs.pop("report", None)
+    if report is not None:   # report(epoch, validation corr) before each next epoch (lviv_c.sweep)
+        cb = _reporting_cb(cb, report, objective)
     tracker = None
     if track_training:
         tracker = {"correlation": lambda: eng.correlation(val),
