@@ -348,8 +348,8 @@ class EarlyStop:
     its value is at least the (1 - 1/eta) quantile of the values reported there by the trials of
     its group (the scan), once there are at least eta of them. Non-finite values stop at once."""
 
-    def __init__(self, grace=4, eta=3):
-        self.grace, self.eta = int(grace), int(eta)
+    def __init__(self, grace=4, eta=3, enabled=True):
+        self.grace, self.eta, self.enabled = int(grace), int(eta), bool(enabled)
         self.rungs = {}        # (group, rung epoch) -> {trial id: value}
         self.starts = {}       # trial id -> number of starts (attempts)
 
@@ -367,6 +367,8 @@ class EarlyStop:
 
     def report(self, trial_id, group, epoch, value):
         """True to go on, False to stop."""
+        if not self.enabled:
+            return True
         value = float(value)
         if not math.isfinite(value):
             return False
@@ -402,7 +404,7 @@ def _empty_record(trial):
     return rec
 
 
-def _measure_trial(trial, keeper, runner, device_default):
+def _measure_trial(trial, keeper, runner, device_default, early_stop=True):
     """Run one trial; returns (record, state dict bytes or None). Never raises for the trial's
     own errors (they go in the record); a lost worker simply never returns."""
     from .demo import TestSet, evaluate, load_loaders
@@ -424,7 +426,7 @@ def _measure_trial(trial, keeper, runner, device_default):
         timing["build"] = time.perf_counter() - t
         kw = {"verbose": False, "device": device_default}
         kw.update(trial["train"])
-        if keeper is not None:
+        if keeper is not None and early_stop:
             def report(epoch, value):
                 if not keeper("report", trial["id"], trial["data"], epoch, value):
                     stopped["at"] = epoch
@@ -444,7 +446,8 @@ def _measure_trial(trial, keeper, runner, device_default):
         for k in ("validation_corr", "test_corr", "corr_to_average", "fraction_oracle", "feve"):
             v = measures.get(k)
             rec[k] = float(v) if v is not None and math.isfinite(float(v)) else None
-        rec["epochs"] = output.get("epochs")
+        # stopped before epoch k+1, train_model counts k+1 (the epoch it was entering)
+        rec["epochs"] = stopped["at"] if stopped["at"] is not None else output.get("epochs")
         curve = output.get("correlation")
         rec["validation_curve"] = [float(c) for c in curve] if curve else None
         rec["seconds"] = timing["train"]
@@ -460,7 +463,7 @@ def _measure_trial(trial, keeper, runner, device_default):
     return rec, blob
 
 
-def _ray_trial(trial, keeper_handle, runner, device_default):
+def _ray_trial(trial, keeper_handle, runner, device_default, early_stop):
     """The Ray task: one trial, talking to the driver's early-stop actor."""
     import ray
 
@@ -471,7 +474,7 @@ def _ray_trial(trial, keeper_handle, runner, device_default):
             return ray.get(getattr(keeper_handle, method).remote(*args), timeout=60)
         except Exception:  # noqa: BLE001 - never stop (or fail) a trial for the bookkeeping
             return 1 if method == "started" else True
-    return _measure_trial(trial, keeper, runner, device_default)
+    return _measure_trial(trial, keeper, runner, device_default, early_stop)
 
 
 # ----------------------------------------------------------------------------------- files
@@ -709,8 +712,8 @@ def run(config, data=None, out="sweep", address=None, cpus_per_trial=1, gpus_per
     if verbose and n_done:
         _say(f"{n_done} of {len(trials)} trials already finished in {out}; running the other "
              f"{len(todo)}")
-    keeper = EarlyStop(**cfg["early_stop"]) if cfg["early_stop"] else None
-    if keeper is not None:
+    keeper = EarlyStop(**cfg["early_stop"]) if cfg["early_stop"] else EarlyStop(enabled=False)
+    if keeper.enabled:
         for r in previous:
             keeper.record_curve(r["id"], r.get("data"), r.get("validation_curve"))
     device = "cuda" if gpus_per_trial else "cpu"
@@ -746,7 +749,7 @@ def _run_local(todo, out, keeper, device, verbose):
     def call(method, *args):
         return getattr(keeper, method)(*args)
     for k, trial in enumerate(todo, 1):
-        rec, blob = _measure_trial(trial, call if keeper else None, "local", device)
+        rec, blob = _measure_trial(trial, call, "local", device, keeper.enabled)
         _finish(out, rec, blob)
         if verbose:
             _say(_progress_line(rec, k, len(todo)))
@@ -767,9 +770,11 @@ def _run_ray(ray, todo, out, keeper, cfg, address, cpus, gpus, workers, device, 
     if verbose:
         _say(f"running {len(todo)} trials on {where} ({cpus} CPU, {gpus} GPU per trial)")
     try:
-        handle = None
-        if keeper is not None:
-            handle = ray.remote(num_cpus=0, max_restarts=-1)(_KeeperActor).remote(keeper)
+        # the early-stop rule and attempt counter live on the driver's node (soft affinity)
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+        here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=True)
+        handle = ray.remote(num_cpus=0, max_restarts=-1)(_KeeperActor).options(
+            scheduling_strategy=here).remote(keeper)
         task = ray.remote(_ray_trial).options(num_cpus=cpus, num_gpus=gpus,
                                               max_retries=cfg["max_retries"], retry_exceptions=False)
         queue = list(todo)
@@ -778,7 +783,7 @@ def _run_ray(ray, todo, out, keeper, cfg, address, cpus, gpus, workers, device, 
         while queue or pending:
             while queue and (workers is None or len(pending) < workers):
                 t = queue.pop(0)
-                pending[task.remote(t, handle, "ray", device)] = t
+                pending[task.remote(t, handle, "ray", device, keeper.enabled)] = t
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=5.0)
             for ref in ready:
                 trial = pending.pop(ref)
