@@ -158,10 +158,10 @@ def test_local_sweep_files_resume(tmp_path, scan, capsys):
         assert r["seconds"] > 0 and r["timing"]["load"] > 0 and r["timing"]["write"] >= 0
         assert len(r["validation_curve"]) == 2
     # the saved weights reproduce the recorded validation correlation
-    from lviv_c.demo import TestSet, evaluate, load_loaders
-    loaders, repeats = load_loaders(scan)
+    from lviv_c import demo
+    loaders, repeats = demo.load_loaders(scan)
     m = sweep.load_trial_model(lines[0], loaders, out)
-    meas, _ = evaluate(m, TestSet(loaders, repeats))
+    meas, _ = demo.evaluate(m, demo.TestSet(loaders, repeats))
     assert meas["validation_corr"] == pytest.approx(lines[0]["validation_corr"], abs=1e-5)
     assert os.path.getsize(os.path.join(out, "validation_vs_axes.png")) > 1000
     summary = open(os.path.join(out, "summary.txt")).read()
@@ -249,8 +249,8 @@ def test_cli_sweep_and_ensemble(tmp_path, scan, capsys):
     best3 = sorted(_lines(out), key=lambda r: -r["validation_corr"])[:3]
     assert [m["id"] for m in rep["members"]] == [r["id"] for r in best3]
     ens = sweep.load_ensemble(os.path.join(out, "ensemble-top3.json"))
-    from lviv_c.demo import TestSet, evaluate, load_loaders
-    meas, _ = evaluate(ens, TestSet(*load_loaders(scan)))
+    from lviv_c import demo
+    meas, _ = demo.evaluate(ens, demo.TestSet(*demo.load_loaders(scan)))
     assert meas["test_corr"] == pytest.approx(rep["ensemble"]["test_corr"], abs=1e-6)
 
 
