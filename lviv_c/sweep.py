@@ -474,7 +474,12 @@ def _ray_trial(trial, keeper_handle, runner, device_default, early_stop):
             return ray.get(getattr(keeper_handle, method).remote(*args), timeout=60)
         except Exception:  # noqa: BLE001 - never stop (or fail) a trial for the bookkeeping
             return 1 if method == "started" else True
-    return _measure_trial(trial, keeper, runner, device_default, early_stop)
+    def logged(method, *args):
+        v = keeper(method, *args)
+        if method == "started":   # in the worker's log (the node's logs/worker-*.out)
+            print(f"lviv_c sweep: trial {trial['id']} started, attempt {v}", flush=True)
+        return v
+    return _measure_trial(trial, logged, runner, device_default, early_stop)
 
 
 # ----------------------------------------------------------------------------------- files
