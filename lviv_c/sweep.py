@@ -432,9 +432,15 @@ def _measure_trial(trial, keeper, runner, device_default, early_stop=True):
                     stopped["at"] = epoch
                     raise _Stopped()
             kw["report"] = report
+        if device_default == "cuda" and "device" not in trial["train"]:
+            from .trainers import resolve_device
+            if resolve_device("cuda", verbose=False) == "cuda":
+                model = model.cuda()
         t = time.perf_counter()
         _, output, _ = train_model(model, loaders, seed=trial["seed"], **kw)
         timing["train"] = time.perf_counter() - t
+        if hasattr(model, "cpu"):       # evaluation and the state dict from host memory
+            model = model.cpu()
         t = time.perf_counter()
         measures, _ = evaluate(model, TestSet(loaders, repeats))
         timing["evaluate"] = time.perf_counter() - t
@@ -751,19 +757,38 @@ def _progress_line(rec, k, n):
 
 
 def _run_local(todo, out, keeper, device, verbose):
+    import signal
+    import threading
+
     def call(method, *args):
         return getattr(keeper, method)(*args)
-    for k, trial in enumerate(todo, 1):
-        rec, blob = _measure_trial(trial, call, "local", device, keeper.enabled)
-        _finish(out, rec, blob)
-        if verbose:
-            _say(_progress_line(rec, k, len(todo)))
+    # train_model takes Ctrl-C as "stop training, keep the best state"; in a sweep it means
+    # stop the sweep, and the interrupted trial must not be recorded as finished
+    interrupted = []
+
+    def on_sigint(signum, frame):
+        interrupted.append(signum)
+        raise KeyboardInterrupt
+    main = threading.current_thread() is threading.main_thread()
+    old = signal.signal(signal.SIGINT, on_sigint) if main else None
+    try:
+        for k, trial in enumerate(todo, 1):
+            rec, blob = _measure_trial(trial, call, "local", device, keeper.enabled)
+            if interrupted:
+                raise KeyboardInterrupt
+            _finish(out, rec, blob)
+            if verbose:
+                _say(_progress_line(rec, k, len(todo)))
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, old)
 
 
 def _run_ray(ray, todo, out, keeper, cfg, address, cpus, gpus, workers, device, verbose):
     env = {"PYTHONPATH": os.pathsep.join(
         p for p in [_package_root(), os.getcwd(), os.environ.get("PYTHONPATH", "")] if p)}
     init = {"runtime_env": {"env_vars": env}, "configure_logging": False, "log_to_driver": False}
+    address = address or os.environ.get("RAY_ADDRESS") or None
     started_here = not ray.is_initialized()
     if started_here:
         if address:

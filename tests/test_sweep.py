@@ -282,3 +282,32 @@ def test_without_ray_installed_runs_in_process(monkeypatch, tmp_path, scan, caps
     recs = sweep.run(dict(CFG, seeds=[1]), data=scan, out=str(tmp_path / "s"))
     assert [r["runner"] for r in recs] == ["local", "local"]
     assert capsys.readouterr().err.count("Ray not installed") == 1
+
+
+def test_ctrl_c_stops_the_sweep_without_recording_the_trial(tmp_path, scan, monkeypatch):
+    """train_model alone takes Ctrl-C as "stop, keep the best state"; a sweep must not record
+    the cut-short trial as finished, and must stop."""
+    import signal
+    (tmp_path / "int_builders.py").write_text(
+        "import os, signal\n"
+        "from lviv_c.course import Linear\n"
+        "def interrupting_ln(dataloaders, seed):\n"
+        "    x, y = next(iter(dataloaders['train']))[:2]\n"
+        "    m = Linear(x.shape[2], x.shape[3], y.shape[1], gamma=0.1)\n"
+        "    calls, reg = [0], m.regularizer\n"
+        "    def regularizer():\n"
+        "        calls[0] += 1\n"
+        "        if calls[0] == 3:\n"
+        "            os.kill(os.getpid(), signal.SIGINT)\n"
+        "        return reg()\n"
+        "    m.regularizer = regularizer\n"
+        "    return m\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cfg = {"model": "int_builders:interrupting_ln", "seeds": [1, 2],
+           "train": {"max_iter": 3, "capture": False}, "early_stop": False}
+    out = str(tmp_path / "s")
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        sweep.run(cfg, data=scan, out=out, use_ray=False, verbose=False)
+    assert sweep.read_results(out) == []
+    assert signal.getsignal(signal.SIGINT) is before
