@@ -311,3 +311,22 @@ def test_ctrl_c_stops_the_sweep_without_recording_the_trial(tmp_path, scan, monk
         sweep.run(cfg, data=scan, out=out, use_ray=False, verbose=False)
     assert sweep.read_results(out) == []
     assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_the_scan_as_an_axis(tmp_path, scan):
+    other = synthetic.make_scan(str(tmp_path / "other"), seed=1, progress=False,
+                                **dict(synthetic.SMALL, n_neurons=30))
+    cfg = {"model": "ln", "grid": {"data": [scan, other]}, "seeds": [1, 2],
+           "train": {"max_iter": 1}, "early_stop": False}
+    out = str(tmp_path / "s")
+    recs = sweep.run(cfg, out=out, use_ray=False, verbose=False)
+    assert [r["status"] for r in recs] == ["ok"] * 4
+    assert sorted({r["data"] for r in recs}) == sorted({os.path.abspath(scan), os.path.abspath(other)})
+    from lviv_c.serialization import load
+    shapes = {r["data"]: load(os.path.join(out, r["state_dict"]))["linear.weight"].shape for r in recs}
+    assert shapes[os.path.abspath(other)][0] == 30 and shapes[os.path.abspath(scan)][0] == 50
+    with pytest.raises(sweep.ConfigError, match="covers 2 scans"):
+        sweep.ensemble(out, top=2, verbose=False)
+    ens, rep = sweep.ensemble(out, top=5, data=other, verbose=False)
+    assert len(ens) == 2 and rep["data"] == os.path.abspath(other)
+    assert {m["id"] for m in rep["members"]} == {r["id"] for r in recs if r["data"] == os.path.abspath(other)}
