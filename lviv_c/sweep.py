@@ -608,7 +608,7 @@ def summary_table(records, top=10):
 
 
 def plot_axes(records, path):
-    """Validation correlation against each swept axis (and the seed), one panel per axis, to
+    """Validation correlation against each swept axis (and the seed when several), one panel per axis, to
     ``path``; stopped trials as crosses. Returns the path, or None without matplotlib or data."""
     ok = [r for r in records if r.get("status") in ("ok", "stopped") and r.get("validation_corr") is not None]
     if not ok:
@@ -623,12 +623,17 @@ def plot_axes(records, path):
         for a in r.get("axes") or {}:
             if a not in axes:
                 axes.append(a)
-    axes.append("seed")
+    if len({r["seed"] for r in ok}) > 1:
+        axes.append("seed")
+    if not axes:
+        axes.append("trial")
     fig, panels = plt.subplots(1, len(axes), figsize=(3.6 * len(axes), 3.4), squeeze=False)
     for ax, name in zip(panels[0], axes):
-        vals = [r["seed"] if name == "seed" else (r.get("axes") or {}).get(name) for r in ok]
+        vals = [r["seed"] if name == "seed" else r["id"] if name == "trial"
+                else (r.get("axes") or {}).get(name) for r in ok]
         ys = [r["validation_corr"] for r in ok]
-        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals)
+        numeric = name not in ("seed", "trial") and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals)
         if numeric:
             xs = [float(v) for v in vals]
             pos = [x for x in xs if x > 0]
