@@ -3,12 +3,15 @@ and 2 worker processes (1 CPU each), and where a trial's time goes: start (Ray s
 start, argument and result transfer), data load, model build, training, test-tier evaluation,
 state-dict serialisation and the driver's result write.
 
-    python bench/bench_sweep.py [--data SCAN] [--model ln] [--trials 6] [--max-iter 10]
+    python bench/bench_sweep.py [--data SCAN] [--model lurz] [--args JSON] [--trials 6] [--max-iter 3]
 
-Default scan: the quick synthetic scan (320 trials x 100 neurons, 36x64) in the cache.
-Every mode runs the same trials (seeds) into a fresh folder; wall time includes starting Ray.
+Default: a synthetic scan of 2000 trials x 500 neurons (36x64) in the cache, and a small Lurz 2020
+model (8 hidden channels, 2 layers). Every mode runs the same trials (seeds) into a fresh folder;
+wall time includes starting Ray. The in-process mode's C kernels use OpenMP over all cores
+(OMP_NUM_THREADS to change); a Ray worker uses its 1 CPU.
 """
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -49,13 +52,16 @@ def run_mode(name, cfg, data, use_ray, workers):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", help="scan folder (default: the quick synthetic scan)")
-    ap.add_argument("--model", default="ln", help="builder (default ln)")
+    ap.add_argument("--model", default="lurz", help="builder (default lurz)")
+    ap.add_argument("--args", default='{"hidden_channels": 8, "layers": 2}',
+                    help="builder arguments as JSON (default: a small Lurz model)")
     ap.add_argument("--trials", type=int, default=6, help="number of trials (seeds; default 6)")
-    ap.add_argument("--max-iter", type=int, default=10, help="epochs per trial (default 10)")
+    ap.add_argument("--max-iter", type=int, default=3, help="epochs per trial (default 3)")
     ap.add_argument("--no-ray", action="store_true", help="only the in-process mode")
     a = ap.parse_args()
-    data = a.data or synthetic_scan(quick=True, progress=False)
-    cfg = {"model": a.model, "seeds": list(range(1, a.trials + 1)),
+    data = a.data or synthetic_scan(progress=False, n_trials=2000, n_neurons=500,
+                                    n_test_images=50, n_repeats=10, n_validation=200)
+    cfg = {"model": a.model, "args": json.loads(a.args), "seeds": list(range(1, a.trials + 1)),
            "train": {"max_iter": a.max_iter, "patience": a.max_iter}, "early_stop": False}
     modes = [("in-process (no Ray)", False, None)]
     if not a.no_ray:
@@ -66,7 +72,8 @@ def main():
         except ImportError:
             print("ray is not installed: only the in-process mode (pip install 'lviv_c[distributed]')")
     print(f"sweep bench: {a.trials} trials of {a.model}, {a.max_iter} epochs each, on "
-          f"{os.path.basename(data)} ({machine()})")
+          f"{os.path.basename(data)} ({machine()}; in-process OpenMP threads: "
+          f"{os.environ.get('OMP_NUM_THREADS', 'all cores')}, Ray: 1 per worker)")
     rows = [run_mode(name, cfg, data, use_ray, workers) for name, use_ray, workers in modes]
     head = (f"{'mode':<22}{'wall s':>8}{'trials/h':>10}{'start':>8}"
             + "".join(f"{k:>10}" for k in PARTS))

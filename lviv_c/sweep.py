@@ -980,7 +980,7 @@ def add_parsers(sub, add_data):
 
 
 def cli_sweep(args, data):
-    from .demo import check_scan  # noqa: F401 - the CLI resolves and checks the data first
+    """``lviv-c sweep`` with the scan already resolved (None when the config sweeps it)."""
     run(args.config, data=data, out=args.out, address=args.address,
         cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
         use_ray=False if args.no_ray else None, workers=args.workers,

@@ -5,7 +5,6 @@ import json
 import os
 import sys
 
-import numpy as np
 import pytest
 
 from lviv_c import sweep, synthetic
@@ -177,10 +176,10 @@ def test_local_sweep_files_resume(tmp_path, scan, capsys):
     with open(os.path.join(out, "results.jsonl"), "wb") as fh:
         fh.write(b"".join(raw[:2]) + raw[2][:25])
     recs = sweep.run(CFG, data=scan, out=out, use_ray=False, verbose=False)
-    after = _lines_raw = open(os.path.join(out, "results.jsonl"), "rb").read().splitlines()
+    after = open(os.path.join(out, "results.jsonl"), "rb").read().splitlines()
     assert after[:2] == [x.rstrip(b"\n") for x in raw[:2]]
     assert after[2] == raw[2][:25]                  # the torn line stays, ignored
-    rerun = [json.loads(x) for x in _lines_raw[3:]]
+    rerun = [json.loads(x) for x in after[3:]]
     assert sorted(r["id"] for r in rerun) == sorted(json.loads(x)["id"] for x in raw[2:])
     assert [r["id"] for r in sweep.read_results(out)] == [json.loads(x)["id"] for x in raw[:2]] + \
         [r["id"] for r in rerun]
