@@ -805,11 +805,17 @@ def _run_ray(ray, todo, out, keeper, cfg, address, cpus, gpus, workers, device, 
     if verbose:
         _say(f"running {len(todo)} trials on {where} ({cpus} CPU, {gpus} GPU per trial)")
     try:
-        # the early-stop rule and attempt counter live on the driver's node (soft affinity)
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-        here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=True)
-        handle = ray.remote(num_cpus=0, max_restarts=-1)(_KeeperActor).options(
-            scheduling_strategy=here).remote(keeper)
+        # the early-stop rule and attempt counter live on the head node (whose loss ends the
+        # cluster anyway), else on the driver's; restarted empty if their node dies
+        actor = ray.remote(num_cpus=0, max_restarts=-1)(_KeeperActor)
+        head = "node:__internal_head__"
+        if head in ray.cluster_resources():
+            actor = actor.options(resources={head: 0.001})
+        else:
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+            actor = actor.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+                node_id=ray.get_runtime_context().get_node_id(), soft=True))
+        handle = actor.remote(keeper)
         task = ray.remote(_ray_trial).options(num_cpus=cpus, num_gpus=gpus,
                                               max_retries=cfg["max_retries"], retry_exceptions=False)
         queue = list(todo)
