@@ -12,6 +12,7 @@ BENCHES = [
     ["bench_kernels.py"],
     ["bench_train.py", "--steps", "5"],
     ["bench_analysis.py", "--rf-neurons", "256", "--mei-steps", "5"],
+    ["bench_sweep.py"],
 ]
 
 
