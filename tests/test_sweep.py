@@ -329,3 +329,17 @@ def test_the_scan_as_an_axis(tmp_path, scan):
     ens, rep = sweep.ensemble(out, top=5, data=other, verbose=False)
     assert len(ens) == 2 and rep["data"] == os.path.abspath(other)
     assert {m["id"] for m in rep["members"]} == {r["id"] for r in recs if r["data"] == os.path.abspath(other)}
+
+
+def test_train_model_report_hook(scan):
+    """train_model(report=fn): fn(epochs trained, validation correlation) before each next
+    epoch, the values the loop's tracker records."""
+    from lviv_c import demo
+    from lviv_c.trainers import train_model
+    loaders, _ = demo.load_loaders(scan)
+    seen = []
+    model = demo.build_model("ln", loaders, seed=1)
+    _, out, _ = train_model(model, loaders, seed=1, max_iter=3, patience=10, verbose=False,
+                            device="cpu", report=lambda e, v: seen.append((e, v)))
+    assert [e for e, _ in seen] == [1, 2]
+    assert [v for _, v in seen] == pytest.approx(out["correlation"][1:3], abs=1e-9)
