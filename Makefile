@@ -13,6 +13,7 @@ $(STAMP): pyproject.toml
 	test -x $(VPY) || $(PY) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
 	$(VPY) -m pip install -q numpy scipy-openblas32 setuptools wheel pytest tqdm matplotlib nbformat nbclient ipykernel
+	$(VPY) -m pip install -q "ray[default]" pyyaml psutil   # lviv_c[distributed]: the sweep tests' Ray cluster
 	touch $(STAMP)
 
 build: $(STAMP)

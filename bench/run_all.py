@@ -13,6 +13,7 @@ BENCHES = [
     ["bench_train.py", "--steps", "5"],
     ["bench_analysis.py", "--rf-neurons", "256", "--mei-steps", "5"],
     ["bench_sensorium.py", "--steps", "2"],
+    ["bench_sweep.py"],
 ]
 
 

@@ -76,7 +76,11 @@ def _target(path):
 def atomic_write(path, write, mode="wb"):
     """Write ``path`` atomically: ``write(f)`` fills a temporary file in the same folder, which
     is flushed, fsync'ed and renamed over ``path``. The old file survives any failure (full disk,
-    file-size limit, exception in ``write``); the temporary file is removed."""
+    file-size limit, exception in ``write``); the temporary file is removed. ``write`` may also
+    be the bytes (or str, written as UTF-8) to write."""
+    if isinstance(write, (bytes, bytearray, memoryview, str)):
+        data = write.encode("utf-8") if isinstance(write, str) else bytes(write)
+        write, mode = (lambda f: f.write(data)), "wb"
     real, st = _target(path)
     folder = os.path.dirname(real) or "."
     fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(real) + ".",

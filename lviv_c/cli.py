@@ -4,6 +4,8 @@
     python -m lviv_c train --data PATH --model lurz [--out weights.pt]   (or sensorium, sensorium-p)
     python -m lviv_c evaluate --data PATH --model lurz --weights weights.pt
     python -m lviv_c synthesize OUT_DIR [--small] [--n-trials N] [--n-neurons N] [--seed S]
+    python -m lviv_c sweep CONFIG --data PATH --out DIR [--address A] [--cpus-per-trial N]
+    python -m lviv_c ensemble DIR --top K [--data PATH]
 
 A wrong data path (missing, or a folder that is not a scan) is one line on stderr naming the
 path and what was expected, with exit status 2.
@@ -159,6 +161,9 @@ def build_parser():
     s.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     s.add_argument("--overwrite", action="store_true", help="replace an existing scan")
     s.add_argument("--quiet", action="store_true", help="no progress output")
+
+    from .sweep import add_parsers   # sweep, ensemble (lviv_c.sweep)
+    add_parsers(sub, _add_data)
     return p
 
 
@@ -313,8 +318,27 @@ def cmd_demo(args):
     return 0
 
 
+def cmd_sweep(args):
+    from .demo import DataPathError
+    from .sweep import ConfigError, cli_sweep, sweeps_data
+    try:
+        data = None if sweeps_data(args.config) and not args.data else _data(args)
+        return cli_sweep(args, data)
+    except (ConfigError, DataPathError) as e:
+        raise _UsageError(str(e)) from None
+
+
+def cmd_ensemble(args):
+    from .demo import DataPathError
+    from .sweep import ConfigError, cli_ensemble
+    try:
+        return cli_ensemble(args)
+    except (ConfigError, DataPathError) as e:
+        raise _UsageError(str(e)) from None
+
+
 _COMMANDS = {"demo": cmd_demo, "train": cmd_train, "evaluate": cmd_evaluate,
-             "synthesize": cmd_synthesize}
+             "synthesize": cmd_synthesize, "sweep": cmd_sweep, "ensemble": cmd_ensemble}
 
 
 def main(argv=None):

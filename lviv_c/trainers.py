@@ -295,6 +295,21 @@ def _raise_not_finite(rec, eng, val):
                              f"{cause}")
 
 
+def _reporting_cb(cb, report, objective):
+    """The loop's cb() (called before each epoch) that first passes report(epochs trained so far,
+    validation correlation) for every epoch after the first; the correlation was just computed
+    by the loop, so it comes from the engine's prediction cache."""
+    calls = [0]
+
+    def wrapped():
+        calls[0] += 1
+        if calls[0] > 1:
+            report(calls[0] - 1, objective())
+        if cb is not None:
+            cb()
+    return wrapped
+
+
 def train_model(model, dataloader, seed=None, avg_loss=False, scale_loss=True, loss_accum_batch_n=None,
                 device="cuda", verbose=True, interval=1, patience=5, epoch=0, lr_init=0.005,
                 max_iter=200, maximize=True, tolerance=1e-6, restore_best=True, lr_decay_steps=3,
@@ -317,7 +332,9 @@ def train_model(model, dataloader, seed=None, avg_loss=False, scale_loss=True, l
     A non-finite training loss or validation correlation (a model that predicts NaN) stops
     training with ``FloatingPointError``, after restoring the best finite state when there is
     one (the course prints "Objective is not Finite. Stopping training" and returns; here the
-    correlation keeps NaN so that stop fires, and the caller is told)."""
+    correlation keeps NaN so that stop fires, and the caller is told). ``report=fn`` (keyword)
+    calls fn(epochs trained, validation correlation) before each next epoch; an exception
+    derived from KeyboardInterrupt raised there stops training with the best state restored."""
     from .training_loop import early_stopping_loop
 
     from .sensorium_training import is_multi_scan, train_multi
@@ -374,6 +391,9 @@ def train_model(model, dataloader, seed=None, avg_loss=False, scale_loss=True, l
         if loss is not None and not math.isfinite(float(loss)):
             raise FloatingPointError(f"Training loss is not finite ({float(loss)}) in epoch {ep}.")
 
+    report = kwargs.pop("report", None)
+    if report is not None:   # report(epoch, validation corr) before each next epoch (lviv_c.sweep)
+        cb = _reporting_cb(cb, report, objective)
     tracker = None
     if track_training:
         tracker = {"correlation": lambda: eng.correlation(val),

@@ -6,6 +6,7 @@ from .cores import (  # noqa: F401
     AdaptiveELU, Bias2DLayer, Core, DepthSeparableConv2d, GlobalAvgPool, Scale2DLayer, SE2dCore,
     SqueezeExcitationBlock, Stacked2dCore,
 )
+from .ensemble import Ensemble  # noqa: F401
 from .lurz2020 import Encoder, build_lurz2020_model, get_dims_for_loader_dict, unpack_data_info  # noqa: F401
 from .sensorium import (  # noqa: F401
     FiringRateEncoder, MLPShifter, SENSORIUM_2022_CONFIG, build_sensorium_model, load_sensorium_checkpoint,
@@ -18,4 +19,5 @@ from .readouts import (  # noqa: F401
 
 __all__ = ["build_lurz2020_model", "Encoder", "SE2dCore", "Stacked2dCore", "FullGaussian2d",
            "MultipleFullGaussian2d", "MultiReadout", "regularizers", "gaussian_readout", "readout_positions",
-           "build_sensorium_model", "load_sensorium_checkpoint", "FiringRateEncoder", "MLPShifter"]
+           "build_sensorium_model", "load_sensorium_checkpoint", "FiringRateEncoder", "MLPShifter",
+           "Ensemble"]
