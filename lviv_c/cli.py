@@ -189,8 +189,9 @@ def _loaders(path, batch_size, seed=None):
         raise _UsageError(f"{path}: could not read the scan: {e}".splitlines()[0]) from None
 
 
-def _print_measures(name, m, out=sys.stdout):
+def _print_measures(name, m, out=None):
     from .demo import MODELS
+    out = out or sys.stdout  # looked up at the call (a caller may have redirected it)
     print(f"{MODELS[name]} ({name}): validation corr {m['validation_corr']:.4f}, test corr "
           f"{m['test_corr']:.4f}, corr to average {m['corr_to_average']:.4f}, fraction oracle "
           f"{m['fraction_oracle']:.4f}, FEVE {m['feve']:.4f}", file=out)
