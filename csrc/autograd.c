@@ -19,6 +19,7 @@ void lv_set_grad_enabled(int on) { grad_enabled = on; }
 
 static _Thread_local lv_capture *recording = NULL;
 int lv_capture_active(void) { return recording != NULL; }
+lv_capture *lv_capture_current(void) { return recording; }
 
 int lv_needs_grad(int n_in, lv_tensor **in) {
   if (!grad_enabled) return 0;

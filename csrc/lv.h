@@ -149,6 +149,8 @@ void lv_capture_end(void);
 void lv_capture_free(lv_capture *c);
 int lv_capture_replay(lv_capture *c);
 int lv_capture_active(void);
+/* the capture being recorded on this thread (the one place that holds it), or NULL */
+lv_capture *lv_capture_current(void);
 
 /* ---- CPU kernels shared by ops ---- */
 /* C(M,N) = alpha * op(A) op(B) + beta * C, row-major; ta/tb: transpose flags */
