@@ -34,7 +34,6 @@ lv_node *lv_node_new(const lv_op *op, int n_in, lv_tensor **in) {
   n->refcount = 1;
   n->op = op;
   n->n_in = n_in;
-  n->training = 1;
   n->orig = in;
   for (int i = 0; i < n_in; i++) {
     if (!in[i]) continue;

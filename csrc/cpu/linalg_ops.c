@@ -2,6 +2,7 @@
  * (B,n,k)@(B|1,k,m) / (B|1,n,k)@(B,k,m); linear (csrc/ops/nn_ops.c): y = x @ w^T + b with in[2]
  * the bias or NULL. Bias gradients are summed in double. */
 #include "cpu/cpu_ops.h"
+#include "cpu/kernels.h"
 #include <stdlib.h>
 #include <string.h>
 

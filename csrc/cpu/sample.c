@@ -1,7 +1,6 @@
 /* Bilinear sampling: grid_sample (PyTorch semantics, zeros padding) and the Gaussian readout
  * (bilinear read at one position per neuron, align_corners True, then a per-neuron linear map
  * over channels). */
-#include "lv.h"
 #include "cpu/kernels.h"
 #include "cpu/simd.h"
 #include <math.h>
