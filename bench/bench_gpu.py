@@ -30,39 +30,17 @@ def data(seed=0):
     return X, Y, grid
 
 
+def course_builders(nn):
+    """The course LN and CNN: lviv_c/course.py's classes (the notebook's code) defined against
+    ``nn`` (torch.nn or lviv_c.nn), so both frameworks run the same model code."""
+    from lviv_c.course import notebook_classes
+    Linear, CNN = notebook_classes(nn)
+    return {"LN": lambda: Linear(H, W, NEURONS, gamma=0.1), "CNN": lambda: CNN(H, W, NEURONS)}
+
+
 # ------------------------------------------------------------------ PyTorch reference models
 def torch_models(torch, grid):
     nn, F = torch.nn, torch.nn.functional
-
-    class LN(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.bn = nn.BatchNorm2d(1, affine=False)
-            self.fc = nn.Linear(H * W, NEURONS)
-            nn.init.normal_(self.fc.weight, 0, 1e-3)
-
-        def forward(self, x):
-            return F.elu(self.fc(self.bn(x).flatten(1))) + 1
-
-        def regularizer(self):
-            return 0.1 * self.fc.weight.abs().sum()
-
-    class CNN(nn.Module):
-        def __init__(self):
-            super().__init__()
-            layers, c = [], 1
-            for k in (15, 13, 13, 13):
-                layers += [nn.Conv2d(c, 8, k, padding=k // 2, bias=False), nn.BatchNorm2d(8, momentum=0.1), nn.ELU()]
-                c = 8
-            self.core = nn.Sequential(*layers)
-            self.fc = nn.Linear(H * W * 8, NEURONS)
-            self.bn = nn.BatchNorm1d(NEURONS)
-
-        def forward(self, x):
-            return F.elu(self.bn(self.fc(self.core(x).flatten(1)))) + 1
-
-        def regularizer(self):
-            return 0.1 * self.fc.weight.abs().sum()
 
     class Lurz(nn.Module):
         """Lurz 2020 course config: 64 channels, k=15 then 3 depth-separable k=13 layers, Gaussian
@@ -104,7 +82,7 @@ def torch_models(torch, grid):
             lw = F.conv2d(w.view(-1, 1, 15, 15), self.lap, padding=1)
             return 1.0 * lw.pow(2).sum() / w.pow(2).sum() + 2.439 * self.features.abs().sum()
 
-    return {"LN": LN, "CNN": CNN, "Lurz2020": Lurz}
+    return {**course_builders(nn), "Lurz2020": Lurz}
 
 
 def bench_torch(X, Y, grid, steps):
@@ -151,41 +129,10 @@ def bench_torch(X, Y, grid, steps):
 
 # ------------------------------------------------------------------ lviv_c
 def lviv_models(L, grid):
-    """The course LN and CNN in lviv_c.nn (the same layers as torch_models above); the Lurz 2020
+    """The course LN and CNN in lviv_c.nn (the same code as torch_models above); the Lurz 2020
     model comes from lviv_c.models when that module is part of this build."""
-    nn, F = L.nn, L.nn.functional
-
-    class LN(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.bn = nn.BatchNorm2d(1, affine=False)
-            self.fc = nn.Linear(H * W, NEURONS)
-            nn.init.normal_(self.fc.weight, 0, 1e-3)
-
-        def forward(self, x):
-            return F.elu(self.fc(self.bn(x).flatten(1))) + 1
-
-        def regularizer(self):
-            return 0.1 * self.fc.weight.abs().sum()
-
-    class CNN(nn.Module):
-        def __init__(self):
-            super().__init__()
-            layers, c = [], 1
-            for k in (15, 13, 13, 13):
-                layers += [nn.Conv2d(c, 8, k, padding=k // 2, bias=False), nn.BatchNorm2d(8, momentum=0.1), nn.ELU()]
-                c = 8
-            self.core = nn.Sequential(*layers)
-            self.fc = nn.Linear(H * W * 8, NEURONS)
-            self.bn = nn.BatchNorm1d(NEURONS)
-
-        def forward(self, x):
-            return F.elu(self.bn(self.fc(self.core(x).flatten(1)))) + 1
-
-        def regularizer(self):
-            return 0.1 * self.fc.weight.abs().sum()
-
-    builders = {"LN": LN, "CNN": CNN}
+    nn = L.nn
+    builders = course_builders(nn)
     try:
         from lviv_c.models import build_lurz2020_model
     except ImportError:
