@@ -3,13 +3,11 @@ shows), trained for one step at the course sizes (60 images of 36x64, 5335 neuro
 import numpy as np
 
 import lviv_c as torch
-from lviv_c import nn, optim
-from lviv_c.nn import functional as F  # noqa: F401  (the notebook imports it)
-
-
+from lviv_c import optim
+from lviv_c.nn import functional as F
 # the notebook's classes: their one copy is lviv_c/course.py (notebooks/make_notebook.py writes
 # the same source into the notebook; test_notebook checks the .ipynb is current)
-from lviv_c.course import CNN, Linear  # noqa: E402
+from lviv_c.course import CNN, Linear
 
 
 N_NEURONS = 5335
