@@ -86,6 +86,19 @@ def test_allow_tf32_switch_defaults_off():
         L.cuda.allow_tf32 = False
 
 
+def test_op_codes_come_from_the_extension():
+    # one op definition (csrc/opdef.h): the codes are the extension's, each family 0..n-1
+    import importlib
+    T = importlib.import_module("lviv_c.tensor")
+    fams = [("ADD SUB MUL DIV POW MAXIMUM MINIMUM EQ NE LT LE GT GE"),
+            ("NEG EXP LOG SQRT ABS SIGN ELU RELU TANH SIGMOID CLAMP AFFINE POWS RDIV SQUARE LOG1P SOFTPLUS SIN COS"),
+            ("RSUM RMEAN RVAR RSTD RMAX RMIN RARGMAX RARGMIN")]
+    for fam in fams:
+        names = fam.split()
+        assert [getattr(_C, n) for n in names] == list(range(len(names)))
+        assert all(getattr(T, n) is getattr(_C, n) for n in names)
+
+
 def test_kernel_harness_runs_the_cpu_backend_table():
     # the test-only harness (tests/backend_ffi.py) reads the table layout from csrc/backend.h and
     # checks it against the table the CPU backend built; the same harness drives the GPU below
