@@ -10,7 +10,6 @@ import os
 import statistics
 import sys
 import time
-from collections import OrderedDict
 
 import numpy as np
 
@@ -20,49 +19,9 @@ N_TRIALS = 5993  # course scan: len(dataset) in the loss scale
 
 
 def build(nn, kind, n_neurons):
-    """The notebook's classes (same code for lviv_c and torch)."""
-
-    class Linear(nn.Module):
-        def __init__(self, input_height, input_width, n_neurons, momentum=0.1, init_std=1e-3, gamma=0.0):
-            super().__init__()
-            self.bn = nn.BatchNorm2d(1, momentum=momentum, affine=False)
-            self.linear = nn.Linear(input_height * input_width, n_neurons)
-            self.gamma = gamma
-            nn.init.normal_(self.linear.weight.data, std=init_std)
-
-        def forward(self, x):
-            x = self.bn(x)
-            x = self.linear(x.flatten(1))
-            return nn.functional.elu(x) + 1
-
-        def regularizer(self):
-            return self.gamma * self.linear.weight.abs().sum()
-
-    class CNN(nn.Module):
-        def __init__(self, input_height, input_width, n_neurons, momentum=0.1, init_std=1e-3, gamma=0.1,
-                     hidden_channels=8):
-            super().__init__()
-            self.gamma = gamma
-            layers = []
-            for i, k in enumerate([15, 13, 13, 13]):
-                layers += [(f"conv{i + 1}", nn.Conv2d(1 if i == 0 else hidden_channels, hidden_channels, k,
-                                                      padding=k // 2, bias=False)),
-                           (f"bn{i + 1}", nn.BatchNorm2d(hidden_channels, momentum=momentum)),
-                           (f"elu{i + 1}", nn.ELU())]
-            self.cnn_core = nn.Sequential(OrderedDict(layers))
-            self.readout = nn.Sequential(OrderedDict([
-                ("fc_ro", nn.Linear(input_height * input_width * hidden_channels, n_neurons)),
-                ("bn_ro", nn.BatchNorm1d(n_neurons, momentum=momentum))]))
-
-        def forward(self, x):
-            x = self.cnn_core(x)
-            x = x.view(x.size(0), -1)
-            x = self.readout(x)
-            return nn.functional.elu(x) + 1
-
-        def regularizer(self):
-            return self.readout[0].weight.abs().sum() * self.gamma
-
+    """The notebook's classes (lviv_c/course.py's code, defined against lviv_c.nn or torch.nn)."""
+    from lviv_c.course import notebook_classes
+    Linear, CNN = notebook_classes(nn)
     if kind == "ln":
         return Linear(64, 36, n_neurons, gamma=0.1)
     return CNN(64, 36, n_neurons)

@@ -2,7 +2,8 @@
 (bench_gpu.py on a GPU, bench_vs_torch.py on the CPU): the course LN, the course CNN and the Lurz
 2020 model (course config) as PyTorch twins written from the architecture in the project's spec,
 the lviv_c side taken from the library itself (lviv_c.course, lviv_c.models), random data of the
-course scan's shapes, and the loader attributes trainers.Engine reads."""
+course scan's shapes, and the loader attributes trainers.Engine reads. The course LN and CNN are
+lviv_c/course.py's classes in both frameworks (course.notebook_classes)."""
 import collections
 
 import numpy as np
@@ -18,40 +19,18 @@ def data(seed=0, trials=TRIALS, neurons=NEURONS):
     return X, Y, grid
 
 
+def course_builders(nn, n):
+    """The course LN and CNN: lviv_c/course.py's classes (the notebook's own code) defined against
+    ``nn`` (torch.nn or lviv_c.nn), so both frameworks run the same model code."""
+    from lviv_c.course import notebook_classes
+    Linear, CNN = notebook_classes(nn)
+    return {"LN": lambda: Linear(H, W, n, gamma=0.1), "CNN": lambda: CNN(H, W, n)}
+
+
 # ------------------------------------------------------------------ PyTorch reference models
 def torch_models(torch, grid):
     NEURONS = len(grid)
     nn, F = torch.nn, torch.nn.functional
-
-    class LN(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.bn = nn.BatchNorm2d(1, affine=False)
-            self.fc = nn.Linear(H * W, NEURONS)
-            nn.init.normal_(self.fc.weight, 0, 1e-3)
-
-        def forward(self, x):
-            return F.elu(self.fc(self.bn(x).flatten(1))) + 1
-
-        def regularizer(self):
-            return 0.1 * self.fc.weight.abs().sum()
-
-    class CNN(nn.Module):
-        def __init__(self):
-            super().__init__()
-            layers, c = [], 1
-            for k in (15, 13, 13, 13):
-                layers += [nn.Conv2d(c, 8, k, padding=k // 2, bias=False), nn.BatchNorm2d(8, momentum=0.1), nn.ELU()]
-                c = 8
-            self.core = nn.Sequential(*layers)
-            self.fc = nn.Linear(H * W * 8, NEURONS)
-            self.bn = nn.BatchNorm1d(NEURONS)
-
-        def forward(self, x):
-            return F.elu(self.bn(self.fc(self.core(x).flatten(1)))) + 1
-
-        def regularizer(self):
-            return 0.1 * self.fc.weight.abs().sum()
 
     class Lurz(nn.Module):
         """Lurz 2020 course config: 64 channels, k=15 then 3 depth-separable k=13 layers, Gaussian
@@ -93,7 +72,7 @@ def torch_models(torch, grid):
             lw = F.conv2d(w.view(-1, 1, 15, 15), self.lap, padding=1)
             return 1.0 * lw.pow(2).sum() / w.pow(2).sum() + 2.439 * self.features.abs().sum()
 
-    return {"LN": LN, "CNN": CNN, "Lurz2020": Lurz}
+    return {**course_builders(nn, len(grid)), "Lurz2020": Lurz}
 
 
 # ------------------------------------------------------------------ lviv_c
@@ -106,7 +85,6 @@ LURZ_COURSE = {"init_mu_range": 0.55, "init_sigma": 0.4, "input_kern": 15, "hidd
 def lviv_models(L, grid):
     """The same three models in lviv_c: the course classes of lviv_c.course (the notebook's own
     definitions) and build_lurz2020_model with the course config."""
-    from lviv_c.course import CNN, Linear
     from lviv_c.models import build_lurz2020_model
     n = len(grid)
 
@@ -130,7 +108,7 @@ def lviv_models(L, grid):
         def __iter__(self):
             yield Batch(L.from_numpy(self.x), L.from_numpy(self.y))
 
-    return {"LN": lambda: Linear(H, W, n, gamma=0.1), "CNN": lambda: CNN(H, W, n),
+    return {**course_builders(L.nn, n),
             "Lurz2020": lambda: build_lurz2020_model({"train": _BuildLoader()}, 0, **LURZ_COURSE)}
 
 

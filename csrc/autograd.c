@@ -19,6 +19,7 @@ void lv_set_grad_enabled(int on) { grad_enabled = on; }
 
 static _Thread_local lv_capture *recording = NULL;
 int lv_capture_active(void) { return recording != NULL; }
+lv_capture *lv_capture_current(void) { return recording; }
 
 int lv_needs_grad(int n_in, lv_tensor **in) {
   if (!grad_enabled) return 0;
@@ -33,7 +34,6 @@ lv_node *lv_node_new(const lv_op *op, int n_in, lv_tensor **in) {
   n->refcount = 1;
   n->op = op;
   n->n_in = n_in;
-  n->training = 1;
   n->orig = in;
   for (int i = 0; i < n_in; i++) {
     if (!in[i]) continue;

@@ -183,6 +183,34 @@ const lv_backend *lv_backend_for(int device);
  * (what[i]) and cuda (what[j])". what may be NULL (then tensor indices are named). 0 or -1. */
 int lv_check_devices(const char *op, lv_tensor *const *ts, const char *const *what, int n);
 
+/* ---- index helpers of the node-level entries, shared by the backends (host code) ---- */
+/* strides of t (contiguous) in the index space of an nd-dim output; 0 on broadcast dims */
+static inline void lv_broadcast_strides(const lv_tensor *t, int nd, const int64_t *oshape, int64_t *st) {
+  int64_t s = 1;
+  for (int i = nd - 1; i >= 0; i--) {
+    int it = t->ndim - nd + i;
+    int64_t d = it >= 0 ? t->shape[it] : 1;
+    st[i] = (d == 1 && oshape[i] != 1) ? 0 : s;
+    if (it >= 0) s *= d;
+  }
+}
+/* a matmul operand as (batch, rows, cols): 2-d is one batch */
+static inline void lv_matmul_dims(const lv_tensor *t, int64_t *B, int64_t *r, int64_t *c) {
+  if (t->ndim == 2) { *B = 1; *r = t->shape[0]; *c = t->shape[1]; }
+  else { *B = t->shape[0]; *r = t->shape[1]; *c = t->shape[2]; }
+}
+
+/* the sizes of a matmul node: a (Ba, N, K) @ b (Bb, K, M) -> (B, N, M), B = max(Ba, Bb) */
+typedef struct { int64_t Ba, Bb, B, N, K, M; } lv_matmul_shape;
+static inline lv_matmul_shape lv_matmul_shape_of(const lv_node *n) {
+  lv_matmul_shape s;
+  int64_t K2;
+  lv_matmul_dims(n->in[0], &s.Ba, &s.N, &s.K);
+  lv_matmul_dims(n->in[1], &s.Bb, &K2, &s.M);
+  s.B = s.Ba > s.Bb ? s.Ba : s.Bb;
+  return s;
+}
+
 static inline int lv_on_cuda(const lv_tensor *t) { return t && t->st->device == LV_CUDA; }
 
 /* copies between any two devices (n bytes); the CUDA cases need the table */

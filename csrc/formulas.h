@@ -198,4 +198,70 @@ LV_HD float lv_f_bn_running(float running, float batch, double f) {
   return (float)((1.0 - f) * running + f * batch);
 }
 
+/* ---------------------------------------------------------------- Gaussian readout positions */
+/* a standard normal pair (Box-Muller) from 64 random bits: 24 bits each for u1 in (0, 1] and
+ * u2 in [0, 1) */
+LV_HD void lv_f_gauss_pair(uint64_t u, float *e0, float *e1) {
+  float u1 = (float)((u >> 40) + 1) * 0x1.0p-24f;
+  float u2 = (float)((u >> 16) & 0xffffff) * 0x1.0p-24f;
+  float rad = sqrtf(-2.f * logf(u1)), th = 6.2831853071795865f * u2;
+  *e0 = rad * cosf(th);
+  *e1 = rad * sinf(th);
+}
+/* the read position of neuron n for the noise (e0, e1): mu (N, 2) + sigma eps, sigma per
+ * lv_gauss_type: full (N, 2, 2) row-major (pos_c = sum_d s[c][d] eps_d), uncorrelated (N, 2),
+ * isotropic (N) */
+LV_HD void lv_f_readout_pos(int type, const float *mu, const float *sg, int64_t n, float e0, float e1, float *v0,
+                            float *v1) {
+  if (type == LV_GAUSS_FULL) {
+    const float *s = sg + 4 * n;
+    *v0 = mu[2 * n] + s[0] * e0 + s[1] * e1;
+    *v1 = mu[2 * n + 1] + s[2] * e0 + s[3] * e1;
+  } else if (type == LV_GAUSS_UNCORRELATED) {
+    *v0 = mu[2 * n] + sg[2 * n] * e0;
+    *v1 = mu[2 * n + 1] + sg[2 * n + 1] * e1;
+  } else {
+    *v0 = mu[2 * n] + sg[n] * e0;
+    *v1 = mu[2 * n + 1] + sg[n] * e1;
+  }
+}
+/* a position clamped to [-1, 1], and 1 where it was inside (the clamp's gradient mask) */
+LV_HD float lv_f_clamp1(float v) { return v < -1.f ? -1.f : (v > 1.f ? 1.f : v); }
+LV_HD float lv_f_inside1(float v) { return (v >= -1.f && v <= 1.f) ? 1.f : 0.f; }
+/* backward of the sampled positions, per neuron: the sums over the batch of the masked output
+ * gradient and its products with eps, acc = (m0, m1, s00, s01, s10, s11) in double, one sample
+ * (2 values of g, mask, eps) at a time; then lv_f_readout_pos_grad adds them to gmu (2 values
+ * at 2n) and gsigma (per lv_gauss_type; nullable) */
+LV_HD void lv_f_readout_pos_acc(const float *g, const float *mask, const float *eps, double *acc) {
+  float g0 = g[0] * mask[0], g1 = g[1] * mask[1];
+  float e0 = eps[0], e1 = eps[1];
+  acc[0] += g0; acc[1] += g1;
+  acc[2] += g0 * e0; acc[3] += g0 * e1; acc[4] += g1 * e0; acc[5] += g1 * e1;
+}
+LV_HD void lv_f_readout_pos_grad(int type, int64_t n, const double *acc, float *gmu, float *gsg) {
+  if (gmu) { gmu[2 * n] += (float)acc[0]; gmu[2 * n + 1] += (float)acc[1]; }
+  if (!gsg) return;
+  if (type == LV_GAUSS_FULL) {
+    float *d = gsg + 4 * n;
+    d[0] += (float)acc[2]; d[1] += (float)acc[3]; d[2] += (float)acc[4]; d[3] += (float)acc[5];
+  } else if (type == LV_GAUSS_UNCORRELATED) {
+    gsg[2 * n] += (float)acc[2];
+    gsg[2 * n + 1] += (float)acc[5];
+  } else {
+    gsg[n] += (float)(acc[2] + acc[5]);
+  }
+}
+/* one sampled read position of neuron n from 64 random bits: eps, mask and the clamped position
+ * (2 values each) */
+LV_HD void lv_f_readout_sample(int type, const float *mu, const float *sg, int64_t n, uint64_t bits, float *eps,
+                               float *mask, float *out) {
+  float v0, v1;
+  lv_f_gauss_pair(bits, &eps[0], &eps[1]);
+  lv_f_readout_pos(type, mu, sg, n, eps[0], eps[1], &v0, &v1);
+  mask[0] = lv_f_inside1(v0);
+  mask[1] = lv_f_inside1(v1);
+  out[0] = lv_f_clamp1(v0);
+  out[1] = lv_f_clamp1(v1);
+}
+
 #endif

@@ -1,8 +1,10 @@
-/* lviv_c C core: tensors, storage, errors, autograd nodes. No Python.h here. */
+/* lviv_c C core: tensors, storage, autograd nodes (errors and random numbers: base.h). No
+ * Python.h here. */
 #ifndef LV_H
 #define LV_H
 #include <stddef.h>
 #include <stdint.h>
+#include "base.h"   /* errors, random numbers */
 #include "opdef.h" /* LV_MAXDIM, op codes, typed op attributes */
 
 #define LV_MAXIN 4
@@ -10,29 +12,6 @@
 
 typedef enum { LV_F32 = 0, LV_I64 = 1 } lv_dtype;
 typedef enum { LV_CPU = 0, LV_CUDA = 1 } lv_device;
-
-/* ---- errors: functions return 0 / non-NULL on success; on failure they set a thread-local
- * message and an error kind that the binding maps to a Python exception. ---- */
-typedef enum {
-  LV_OK = 0,
-  LV_EVALUE,     /* ValueError: bad shapes/arguments */
-  LV_ETYPE,      /* TypeError: wrong dtype */
-  LV_EINDEX,     /* IndexError */
-  LV_ENOTFOUND,  /* FileNotFoundError */
-  LV_EIO,        /* OSError */
-  LV_ENOMEM,     /* MemoryError */
-  LV_ERUNTIME,   /* RuntimeError (CUDA, internal) */
-  LV_EINTR       /* KeyboardInterrupt (Ctrl-C seen between batches) */
-} lv_errkind;
-
-int lv_set_error(lv_errkind kind, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 2, 3)))
-#endif
-    ;
-lv_errkind lv_error_kind(void);
-const char *lv_error_msg(void);
-void lv_clear_error(void);
 
 /* ---- storage: a refcounted buffer; release() frees foreign memory (e.g. a NumPy array) ---- */
 typedef struct lv_storage {
@@ -63,7 +42,6 @@ typedef struct lv_tensor {
   int requires_grad;
   struct lv_tensor *grad;   /* accumulated gradient (leaf tensors) */
   struct lv_node *grad_fn;  /* node that produced it (non-leaf) */
-  void *pyobj;              /* borrowed back-pointer used by the binding; NULL in C */
   int grad_stale;           /* grad holds an old step's values: the next backward overwrites it
                                (an optimizer step sets this instead of zeroing) */
 } lv_tensor;
@@ -105,7 +83,6 @@ typedef struct lv_node {
   lv_tensor *gbuf[LV_MAXIN];        /* input-gradient buffers kept for the next backward */
   int topo_mark;
   int freed;                        /* a backward without retain_graph went through this node */
-  int training;                     /* for ops that behave differently in training */
   lv_tensor **orig;                 /* the caller's inputs, valid only until lv_node_finish */
 } lv_node;
 
@@ -152,22 +129,7 @@ void lv_capture_end(void);
 void lv_capture_free(lv_capture *c);
 int lv_capture_replay(lv_capture *c);
 int lv_capture_active(void);
-
-/* ---- CPU kernels shared by ops ---- */
-/* C(M,N) = alpha * op(A) op(B) + beta * C, row-major; ta/tb: transpose flags */
-void lv_sgemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
-              int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
-int lv_num_threads(void);
-
-/* ---- random numbers (seeded, reproducible) ---- */
-void lv_manual_seed(uint64_t seed);
-uint64_t lv_rng_next(void);           /* global generator */
-double lv_rng_uniform(void);          /* [0, 1) */
-double lv_rng_normal(void);
-typedef struct { uint64_t s[4]; } lv_rng;
-void lv_rng_seed(lv_rng *r, uint64_t seed);
-uint64_t lv_rng_u64(lv_rng *r);
-double lv_rng_u01(lv_rng *r);
-double lv_rng_gauss(lv_rng *r);
+/* the capture being recorded on this thread (the one place that holds it), or NULL */
+lv_capture *lv_capture_current(void);
 
 #endif

@@ -68,16 +68,9 @@ static int sgemm_batched(int ta, int tb, int64_t M, int64_t N, int64_t K, const 
   return 0;
 }
 
-static void dims3(const lv_tensor *t, int64_t *B, int64_t *r, int64_t *c) {
-  if (t->ndim == 2) { *B = 1; *r = t->shape[0]; *c = t->shape[1]; }
-  else { *B = t->shape[0]; *r = t->shape[1]; *c = t->shape[2]; }
-}
-
 int matmul_fwd(lv_node *n) {
-  int64_t Ba, N, K, Bb, K2, M;
-  dims3(n->in[0], &Ba, &N, &K);
-  dims3(n->in[1], &Bb, &K2, &M);
-  int64_t B = Ba > Bb ? Ba : Bb;
+  lv_matmul_shape S = lv_matmul_shape_of(n);
+  int64_t Ba = S.Ba, Bb = S.Bb, B = S.B, N = S.N, K = S.K, M = S.M;
   const float *A = lv_f32(n->in[0]), *Bm = lv_f32(n->in[1]);
   float *C = lv_f32(n->out);
   if (K == 0) {  // empty inner dimension: zeros, like the CPU GEMM with beta 0
@@ -89,10 +82,8 @@ int matmul_fwd(lv_node *n) {
 }
 
 int matmul_bwd(lv_node *n, lv_tensor *gout, lv_tensor **gin) {
-  int64_t Ba, N, K, Bb, K2, M;
-  dims3(n->in[0], &Ba, &N, &K);
-  dims3(n->in[1], &Bb, &K2, &M);
-  int64_t B = Ba > Bb ? Ba : Bb;
+  lv_matmul_shape S = lv_matmul_shape_of(n);
+  int64_t Ba = S.Ba, Bb = S.Bb, B = S.B, N = S.N, K = S.K, M = S.M;
   const float *A = lv_f32(n->in[0]), *Bm = lv_f32(n->in[1]), *G = lv_f32(gout);
   if (M == 0) return 0;
   if (gin[0]) {  // dA += G @ B^T

@@ -392,15 +392,14 @@ int gather_rows_dev(float *dst, const float *dev_block, int64_t row, const int64
 // ---------------------------------------------------------------- Gaussian readout positions
 __global__ void k_pos_project(int64_t N, int type, int project, float *mu, float *sg, int64_t nsg) {
   LVC_GRID_STRIDE(i, 2 * N > nsg ? 2 * N : nsg) {
-    if ((project & 1) && i < 2 * N) mu[i] = fminf(fmaxf(mu[i], -1.f), 1.f);
+    if ((project & 1) && i < 2 * N) mu[i] = lv_f_clamp1(mu[i]);
     if ((project & 2) && sg && type != 0 && i < nsg && sg[i] < 0.f) sg[i] = 0.f;
   }
 }
 __global__ void k_pos_mean(int64_t N, const float *mu, float *mask, float *out) {
   LVC_GRID_STRIDE(i, 2 * N) {
-    float v = mu[i];
-    mask[i] = (v >= -1.f && v <= 1.f) ? 1.f : 0.f;
-    out[i] = fminf(fmaxf(v, -1.f), 1.f);
+    mask[i] = lv_f_inside1(mu[i]);
+    out[i] = lv_f_clamp1(mu[i]);
   }
 }
 // thread per (b, n): a Box-Muller pair from the hash of (seed, b*N + n)
@@ -408,28 +407,8 @@ __global__ void k_pos_sample(int64_t B, int64_t N, int type, const float *mu, co
                              float *eps, float *mask, float *out) {
   LVC_GRID_STRIDE(e, B * N) {
     int64_t n = e % N, o = e * 2;
-    uint64_t u = mix64(seed + 0x9e3779b97f4a7c15ULL * (uint64_t)(e + 1));
-    float u1 = (float)((u >> 40) + 1) * 0x1.0p-24f;         // (0, 1]
-    float u2 = (float)((u >> 16) & 0xffffff) * 0x1.0p-24f;  // [0, 1)
-    float rad = sqrtf(-2.f * logf(u1)), th = 6.2831853071795865f * u2;
-    float e0 = rad * cosf(th), e1 = rad * sinf(th), v0, v1;
-    eps[o] = e0;
-    eps[o + 1] = e1;
-    if (type == 0) {
-      const float *s = sg + 4 * n;
-      v0 = mu[2 * n] + s[0] * e0 + s[1] * e1;
-      v1 = mu[2 * n + 1] + s[2] * e0 + s[3] * e1;
-    } else if (type == 1) {
-      v0 = mu[2 * n] + sg[2 * n] * e0;
-      v1 = mu[2 * n + 1] + sg[2 * n + 1] * e1;
-    } else {
-      v0 = mu[2 * n] + sg[n] * e0;
-      v1 = mu[2 * n + 1] + sg[n] * e1;
-    }
-    mask[o] = (v0 >= -1.f && v0 <= 1.f) ? 1.f : 0.f;
-    mask[o + 1] = (v1 >= -1.f && v1 <= 1.f) ? 1.f : 0.f;
-    out[o] = fminf(fmaxf(v0, -1.f), 1.f);
-    out[o + 1] = fminf(fmaxf(v1, -1.f), 1.f);
+    lv_f_readout_sample(type, mu, sg, n, mix64(seed + 0x9e3779b97f4a7c15ULL * (uint64_t)(e + 1)), eps + o, mask + o,
+                        out + o);
   }
 }
 
@@ -464,26 +443,12 @@ __global__ void k_pos_bwd(int64_t B, int64_t N, int sample, int type, const floa
       }
       continue;
     }
-    double m0 = 0, m1 = 0, s00 = 0, s01 = 0, s10 = 0, s11 = 0;
+    double acc[6] = {0, 0, 0, 0, 0, 0};
     for (int64_t b = 0; b < B; b++) {
       int64_t o = (b * N + n) * 2;
-      float g0 = g[o] * mask[o], g1 = g[o + 1] * mask[o + 1];
-      float e0 = eps[o], e1 = eps[o + 1];
-      m0 += g0; m1 += g1;
-      s00 += g0 * e0; s01 += g0 * e1; s10 += g1 * e0; s11 += g1 * e1;
+      lv_f_readout_pos_acc(g + o, mask + o, eps + o, acc);
     }
-    if (gmu) { gmu[2 * n] += (float)m0; gmu[2 * n + 1] += (float)m1; }
-    if (gsg) {
-      if (type == 0) {
-        float *d = gsg + 4 * n;
-        d[0] += (float)s00; d[1] += (float)s01; d[2] += (float)s10; d[3] += (float)s11;
-      } else if (type == 1) {
-        gsg[2 * n] += (float)s00;
-        gsg[2 * n + 1] += (float)s11;
-      } else {
-        gsg[n] += (float)(s00 + s11);
-      }
-    }
+    lv_f_readout_pos_grad(type, n, acc, gmu, gsg);
   }
 }
 

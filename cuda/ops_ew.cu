@@ -28,17 +28,6 @@ __device__ __forceinline__ void offs2(const Strided &p, int64_t k, int64_t &oa, 
   }
 }
 
-// strides of t (contiguous) in the index space of an nd-dim output; 0 on broadcast dims
-static void bstrides(const lv_tensor *t, int nd, const int64_t *oshape, int64_t *st) {
-  int64_t s = 1;
-  for (int i = nd - 1; i >= 0; i--) {
-    int it = t->ndim - nd + i;
-    int64_t d = it >= 0 ? t->shape[it] : 1;
-    st[i] = (d == 1 && oshape[i] != 1) ? 0 : s;
-    if (it >= 0) s *= d;
-  }
-}
-
 // ---------------------------------------------------------------- reductions (generic)
 // x is viewed through an index space split into kept dims (enumerated row-major -> output j)
 // and reduced dims (enumerated row-major -> r in [0, count)).
@@ -195,8 +184,8 @@ int binary_fwd(lv_node *n) {
     Strided p{};
     p.nd = o->ndim;
     for (int i = 0; i < o->ndim; i++) p.shape[i] = o->shape[i];
-    bstrides(a, o->ndim, o->shape, p.sa);
-    bstrides(b, o->ndim, o->shape, p.sb);
+    lv_broadcast_strides(a, o->ndim, o->shape, p.sa);
+    lv_broadcast_strides(b, o->ndim, o->shape, p.sb);
     k_binary<<<grid_for(N), 256, 0, stream>>>(op, p, N, lv_f32(a), lv_f32(b), lv_f32(o));
   }
   LVC_LAUNCHED("binary op");
@@ -228,8 +217,8 @@ int binary_bwd(lv_node *n, lv_tensor *gout, lv_tensor **gin) {
   Strided p{};
   p.nd = o->ndim;
   for (int i = 0; i < o->ndim; i++) p.shape[i] = o->shape[i];
-  bstrides(a, o->ndim, o->shape, p.sa);
-  bstrides(b, o->ndim, o->shape, p.sb);
+  lv_broadcast_strides(a, o->ndim, o->shape, p.sa);
+  lv_broadcast_strides(b, o->ndim, o->shape, p.sb);
   for (int side = 0; side < 2; side++) {
     if (!gin[side]) continue;
     bool same = same_shape(side ? b : a, o);

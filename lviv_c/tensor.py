@@ -187,7 +187,7 @@ class Tensor(_C.TensorBase):
     @property
     def data(self):
         """The same storage without autograd history (assigning copies values in)."""
-        return _wrap_as(self, _C.detach(self))
+        return _C.detach(self)
 
     @data.setter
     def data(self, value):
@@ -302,7 +302,7 @@ class Tensor(_C.TensorBase):
         return (_rebuild, (np.array(memoryview(self)), self.requires_grad))
 
     def __deepcopy__(self, memo):
-        t = _wrap_as(self, _C.clone(_C.detach(self)))
+        t = _C.clone(_C.detach(self))
         t.requires_grad = self.requires_grad
         return t
 
@@ -864,10 +864,6 @@ def _capture_guard(what):
 def _rebuild(arr, requires_grad):
     t = from_numpy(np.ascontiguousarray(arr))
     t.requires_grad = requires_grad
-    return t
-
-
-def _wrap_as(like, t):
     return t
 
 

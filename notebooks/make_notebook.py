@@ -19,6 +19,19 @@ import sys
 CELLS = []
 
 
+def course_class(name):
+    """The source of the notebook's model class `name` as lviv_c/course.py defines it: the one
+    copy of the course's Linear and CNN (the tests and lviv_c.course use the same code)."""
+    import ast
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lviv_c", "course.py")
+    with open(path) as f:
+        src = f.read()
+    for node in ast.parse(src).body:
+        if isinstance(node, ast.ClassDef) and node.name == name:
+            return ast.get_source_segment(src, node)
+    raise KeyError(f"{name} is not a class of lviv_c/course.py")
+
+
 def md(text):
     CELLS.append(("markdown", text.strip("\n")))
 
@@ -361,38 +374,8 @@ Overall, it can be seen that a linear-nonlinear is nothing more than a single li
 We therefore go ahead and implement a simple network consisting of a linear layer followed by ELU + 1 activation
 """)
 
-code(r"""
-class Linear(nn.Module):
-    def __init__(
-        self,
-        input_height,
-        input_width,
-        n_neurons,
-        momentum=0.1,
-        init_std=1e-3,
-        gamma=0.0,
-    ):
-        super().__init__()
-        self.bn = nn.BatchNorm2d(1, momentum=momentum, affine=False)
-        self.linear = nn.Linear(input_height * input_width, n_neurons)
-        self.gamma = gamma
-        self.init_std = init_std
-        self.initialize()
+code(course_class("Linear"))
 
-
-    def initialize(self, std=None):
-        if std is None:
-            std = self.init_std
-        nn.init.normal_(self.linear.weight.data, std=std)
-
-    def forward(self, x):
-        x = self.bn(x)
-        x = self.linear(x.flatten(1))
-        return nn.functional.elu(x) + 1
-
-    def regularizer(self):
-        return self.gamma * self.linear.weight.abs().sum()
-""")
 
 md(r"""
 And that's it! We have now designed our first network model of the neuron's responses! (The same class is also available as `lviv_c.course.Linear`.)
@@ -584,70 +567,8 @@ score, output, model_state = train_model(model=simple_cnn_model, dataloader=data
 
 md(r"""### The course's CNN: four convolution layers""")
 
-code(r"""
-from collections import OrderedDict
-class CNN(nn.Module):
-    def __init__(
-        self,
-        input_height,
-        input_width,
-        n_neurons,
-        momentum=0.1,
-        init_std=1e-3,
-        gamma=0.1,
-        hidden_channels=8,
-    ):
-        super(CNN, self).__init__()
-        self.init_std = init_std
-        self.gamma = gamma
+code("from collections import OrderedDict\n" + course_class("CNN"))
 
-        # CNN core
-        self.cnn_core = nn.Sequential(
-            OrderedDict(
-                [
-                    ("conv1", nn.Conv2d(1, hidden_channels, 15, padding=15 // 2, bias=False)),
-                    ("bn1", nn.BatchNorm2d(hidden_channels, momentum=momentum)),
-                    ("elu1", nn.ELU()),
-                    ("conv2", nn.Conv2d(hidden_channels, hidden_channels, 13, padding=13 // 2, bias=False)),
-                    ("bn2", nn.BatchNorm2d(hidden_channels, momentum=momentum)),
-                    ("elu2", nn.ELU()),
-                    ("conv3", nn.Conv2d(hidden_channels, hidden_channels, 13, padding=13 // 2, bias=False)),
-                    ("bn3", nn.BatchNorm2d(hidden_channels, momentum=momentum)),
-                    ("elu3", nn.ELU()),
-                    ("conv4", nn.Conv2d(hidden_channels, hidden_channels, 13, padding=13 // 2, bias=False)),
-                    ("bn4", nn.BatchNorm2d(hidden_channels, momentum=momentum)),
-                    ("elu4", nn.ELU()),
-                ]
-            )
-        )
-
-        # Fully connected readout
-        self.readout = nn.Sequential(
-            OrderedDict(
-                [
-                    ('fc_ro', nn.Linear(input_height * input_width * hidden_channels, n_neurons)),
-                    ('bn_ro', nn.BatchNorm1d(n_neurons, momentum=momentum)),
-                ]
-            )
-        )
-
-
-    def initialize(self, std=None):
-        if std is None:
-            std = self.init_std
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d) or isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight.data, std=std)
-
-    def forward(self, x):
-        x = self.cnn_core(x)
-        x = x.view(x.size(0), -1)
-        x = self.readout(x)
-        return nn.functional.elu(x) + 1
-
-    def regularizer(self):
-        return self.readout[0].weight.abs().sum() * self.gamma
-""")
 
 code(r"""
 cnn_model = CNN(input_height=64, input_width=36, n_neurons=n_neurons)

@@ -8,12 +8,17 @@ accumulation on both sides, different order); cuBLAS/cuDNN results at rtol 1e-4 
 (order varies) and is compared at 1e-4."""
 import collections
 import importlib
+import os
+import sys
 
 import numpy as np
 import pytest
 
 import lviv_c as L
 from lviv_c import _C
+
+sys.path.insert(0, os.path.dirname(__file__))
+from backend_ffi import backend, run_kernel  # noqa: E402  (the test-only kernel harness)
 
 HAVE_GPU = L.cuda.is_available()
 pytestmark = pytest.mark.cuda  # CI also runs these on the emulated device (make test)
@@ -38,11 +43,14 @@ def test_cuda_module_imports_or_fails_with_importerror_only():
     assert isinstance(n, int) and n >= 0
     if not HAVE_GPU:
         assert n == 0
-    assert m.TABLE_ABI == L._C.CUDA_TABLE_ABI
+    assert m.TABLE_ABI == L._C.BACKEND_ABI
     # the core accepts the backend's table (version, size, every entry filled) without a GPU
     was = L._C._cuda_loaded()
     L._C._set_cuda_table(m.table)
     assert L._C._cuda_loaded()
+    t = backend("cuda")  # the layout csrc/backend.h declares, as nvcc compiled it
+    assert t.name == b"cuda" and t.device == 1
+    assert t.core_set_error and t.core_rng_next  # filled in by the core on install
     if not was:
         L._C._set_cuda_table(None)
 
@@ -79,21 +87,46 @@ def test_allow_tf32_switch_defaults_off():
         L.cuda.allow_tf32 = False
 
 
-def test_nn_kernel_binding_on_cpu_matches_numpy():
+def test_op_codes_come_from_the_extension():
+    # one op definition (csrc/opdef.h): the codes are the extension's, each family 0..n-1
+    import importlib
+    T = importlib.import_module("lviv_c.tensor")
+    fams = [("ADD SUB MUL DIV POW MAXIMUM MINIMUM EQ NE LT LE GT GE"),
+            ("NEG EXP LOG SQRT ABS SIGN ELU RELU TANH SIGMOID CLAMP AFFINE POWS RDIV SQUARE LOG1P SOFTPLUS SIN COS"),
+            ("RSUM RMEAN RVAR RSTD RMAX RMIN RARGMAX RARGMIN")]
+    for fam in fams:
+        names = fam.split()
+        assert [getattr(_C, n) for n in names] == list(range(len(names)))
+        assert all(getattr(T, n) is getattr(_C, n) for n in names)
+
+
+def test_kernel_harness_runs_the_cpu_backend_table():
+    # the test-only harness (tests/backend_ffi.py) reads the table layout from csrc/backend.h and
+    # checks it against the table the CPU backend built; the same harness drives the GPU below
+    assert not hasattr(_C, "_nn_kernel")  # no kernel runner in the production module
+    t = backend("cpu")
+    assert t.name == b"cpu" and t.device == 0 and t.abi == _C.BACKEND_ABI
     rng = np.random.default_rng(0)
     yh = rng.random(50).astype(np.float32) + 0.5
     y = rng.random(50).astype(np.float32)
     loss, g = L.zeros(1), L.zeros(50)
-    _C._nn_kernel("poisson_loss", [L.tensor(yh), L.tensor(y), loss, g], [], [1e-12, 2.0])
+    run_kernel("poisson_loss", [L.tensor(yh), L.tensor(y), loss, g], [], [1e-12, 2.0])
     ref = 2.0 * np.sum(yh - y * np.log(yh + 1e-12))
     np.testing.assert_allclose(float(loss), ref, rtol=1e-6)
     np.testing.assert_allclose(g.numpy(), 2.0 * (1 - y / (yh + 1e-12)), rtol=1e-6, atol=1e-6)
+    p, gr, m, v = (L.tensor(rng.random(20).astype(np.float32)) for _ in range(4))
+    v = L.zeros(20)
+    p0 = p.numpy().copy()
+    run_kernel("adam_step", [p, gr, L.zeros(20), v, L.zeros(20)], [1, 1, 0], [0.1, 0.9, 0.999, 1e-8, 0.0])
+    np.testing.assert_allclose(p.numpy(), p0 - 0.1 * np.sign(gr.numpy()), rtol=1e-5)  # first step: lr * sign
     with pytest.raises(ValueError, match="unknown kernel"):
-        _C._nn_kernel("nope", [], [], [])
-    with pytest.raises(ValueError, match="expected 4 tensors, 0 ints and 2 floats"):
-        _C._nn_kernel("poisson_loss", [L.tensor(yh), L.tensor(y), loss], [], [1e-12, 2.0])
+        run_kernel("nope", [], [], [])
+    with pytest.raises(ValueError, match="expected tensors"):
+        run_kernel("poisson_loss", [L.tensor(yh), L.tensor(y), loss], [], [1e-12, 2.0])
     with pytest.raises(TypeError, match="float32"):
-        _C._nn_kernel("poisson_loss", [L.tensor(yh), L.tensor(y), loss, L.zeros(50, dtype=L.int64)], [], [1e-12, 2.0])
+        run_kernel("poisson_loss", [L.tensor(yh), L.tensor(y), loss, L.zeros(50, dtype=L.int64)], [], [1e-12, 2.0])
+    with pytest.raises(ValueError, match="step"):
+        run_kernel("adam_step", [p, gr, m, v, None], [0, 0, 0], [0.1, 0.9, 0.999, 1e-8, 0.0])
 
 
 # ---------------------------------------------------------------- parity helpers
@@ -240,8 +273,8 @@ def _run_both(name, arrays, ints, floats, outs):
     """arrays: list of numpy arrays or None; outs: indices of outputs to compare."""
     cpu = [None if a is None else L.tensor(a) for a in arrays]
     dev = [None if a is None else L.tensor(a, device="cuda") for a in arrays]
-    _C._nn_kernel(name, cpu, ints, floats)
-    _C._nn_kernel(name, dev, ints, floats)
+    run_kernel(name, cpu, ints, floats)
+    run_kernel(name, dev, ints, floats)
     return [(cpu[i].numpy(), dev[i].cpu().numpy()) for i in outs]
 
 

@@ -1,107 +1,13 @@
-"""The course notebook's Linear (LN) and CNN model classes, copied verbatim except for the imports,
-trained for one step at the course sizes (60 images of 36x64, 5335 neurons)."""
-from collections import OrderedDict
-
+"""The course notebook's Linear (LN) and CNN model classes (lviv_c.course, the code the notebook
+shows), trained for one step at the course sizes (60 images of 36x64, 5335 neurons)."""
 import numpy as np
 
 import lviv_c as torch
-from lviv_c import nn, optim
-from lviv_c.nn import functional as F  # noqa: F401  (the notebook imports it)
-
-
-# ---------------------------------------------------------------- copied from the notebook
-class Linear(nn.Module):
-    def __init__(
-        self,
-        input_height,
-        input_width,
-        n_neurons,
-        momentum=0.1,
-        init_std=1e-3,
-        gamma=0.0,
-    ):
-        super().__init__()
-        self.bn = nn.BatchNorm2d(1, momentum=momentum, affine=False)
-        self.linear = nn.Linear(input_height * input_width, n_neurons)
-        self.gamma = gamma
-        self.init_std = init_std
-        self.initialize()
-
-    def initialize(self, std=None):
-        if std is None:
-            std = self.init_std
-        nn.init.normal_(self.linear.weight.data, std=std)
-
-    def forward(self, x):
-        x = self.bn(x)
-        x = self.linear(x.flatten(1))
-        return nn.functional.elu(x) + 1
-
-    def regularizer(self):
-        return self.gamma * self.linear.weight.abs().sum()
-
-
-class CNN(nn.Module):
-    def __init__(
-        self,
-        input_height,
-        input_width,
-        n_neurons,
-        momentum=0.1,
-        init_std=1e-3,
-        gamma=0.1,
-        hidden_channels=8,
-    ):
-        super(CNN, self).__init__()
-        self.init_std = init_std
-        self.gamma = gamma
-
-        # CNN core
-        self.cnn_core = nn.Sequential(
-            OrderedDict(
-                [
-                    ("conv1", nn.Conv2d(1, hidden_channels, 15, padding=15 // 2, bias=False)),
-                    ("bn1", nn.BatchNorm2d(hidden_channels, momentum=momentum)),
-                    ("elu1", nn.ELU()),
-                    ("conv2", nn.Conv2d(hidden_channels, hidden_channels, 13, padding=13 // 2, bias=False)),
-                    ("bn2", nn.BatchNorm2d(hidden_channels, momentum=momentum)),
-                    ("elu2", nn.ELU()),
-                    ("conv3", nn.Conv2d(hidden_channels, hidden_channels, 13, padding=13 // 2, bias=False)),
-                    ("bn3", nn.BatchNorm2d(hidden_channels, momentum=momentum)),
-                    ("elu3", nn.ELU()),
-                    ("conv4", nn.Conv2d(hidden_channels, hidden_channels, 13, padding=13 // 2, bias=False)),
-                    ("bn4", nn.BatchNorm2d(hidden_channels, momentum=momentum)),
-                    ("elu4", nn.ELU()),
-                ]
-            )
-        )
-
-        # Fully connected readout
-        self.readout = nn.Sequential(
-            OrderedDict(
-                [
-                    ('fc_ro', nn.Linear(input_height * input_width * hidden_channels, n_neurons)),
-                    ('bn_ro', nn.BatchNorm1d(n_neurons, momentum=momentum)),
-                ]
-            )
-        )
-
-    def initialize(self, std=None):
-        if std is None:
-            std = self.init_std
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d) or isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight.data, std=std)
-
-    def forward(self, x):
-        x = self.cnn_core(x)
-        x = x.view(x.size(0), -1)
-        x = self.readout(x)
-        return nn.functional.elu(x) + 1
-
-    def regularizer(self):
-        return self.readout[0].weight.abs().sum() * self.gamma
-# ---------------------------------------------------------------- end of the notebook's code
+from lviv_c import optim
+from lviv_c.nn import functional as F
+# the notebook's classes: their one copy is lviv_c/course.py (notebooks/make_notebook.py writes
+# the same source into the notebook; test_notebook checks the .ipynb is current)
+from lviv_c.course import CNN, Linear
 
 
 N_NEURONS = 5335

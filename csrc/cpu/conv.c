@@ -27,7 +27,6 @@
  * inside) when N >= threads, else a serial loop over images with multi-threaded BLAS. backward_data with stride 1 is a forward
  * conv of gy with the flipped, transposed kernel (padding d*(k-1)-p), accumulating into gx.
  */
-#include "lv.h"
 #include "cpu/kernels.h"
 #include "cpu/simd.h"
 #include <cblas.h>
@@ -130,11 +129,8 @@ static void conv_plan_make(const lv_conv2d_desc *d, conv_plan *p) {
   }
 }
 
-/* --- BLAS threading: OpenBLAS always runs single-threaded (csrc/cpu/gemm.c); lv_sgemm splits
- * large products over the OpenMP threads itself and stays serial inside parallel regions, so
- * nothing needs switching here. --- */
-static int blas_serial_begin(int cond) { (void)cond; return 1; }
-static void blas_serial_end(int cond, int prev) { (void)cond; (void)prev; }
+/* BLAS threading: OpenBLAS always runs single-threaded (csrc/cpu/gemm.c); lv_sgemm splits
+ * large products over the OpenMP threads itself and stays serial inside parallel regions. */
 
 static int nthreads_for(int N) {
   int nt = lv_num_threads();
@@ -837,7 +833,6 @@ static void conv_forward_impl(const lv_conv2d_desc *d, const conv_plan *p, const
   size_t xs = (size_t)d->C_in * d->H * d->W, ys = (size_t)d->C_out * d->Ho * d->Wo;
   int HoWo = d->Ho * d->Wo;
   if (d->N >= nt && nt > 1) {
-    int bprev = blas_serial_begin(1);
 #pragma omp parallel num_threads(nt)
     {
       float *col = cols ? cols + (size_t)omp_get_thread_num() * p->col : NULL;
@@ -847,7 +842,6 @@ static void conv_forward_impl(const lv_conv2d_desc *d, const conv_plan *p, const
         add_bias(bias, d->C_out, HoWo, y + n * ys);
       }
     }
-    blas_serial_end(1, bprev);
   } else {
     for (int n = 0; n < d->N; n++) {
       gemm_forward_image(d, p, x + n * xs, w, wr, y + n * ys, beta, cols);
@@ -955,7 +949,6 @@ int lv_conv2d_backward_data(const lv_conv2d_desc *d, const float *gy, const floa
   lv_conv2d_desc t;
   if (p.path == P_1X1) {
     int par = d->N >= nt && nt > 1;
-    int bprev = blas_serial_begin(par);
 #pragma omp parallel if (par)
     {
 #pragma omp for schedule(static)
@@ -964,7 +957,6 @@ int lv_conv2d_backward_data(const lv_conv2d_desc *d, const float *gy, const floa
           lv_sgemm(1, 0, Ci, HW, Co, 1.f, w + (size_t)g * Co * Ci, Ci, gy + n * ys + (size_t)g * Co * HoWo,
                    HoWo, 1.f, gx + n * xs + (size_t)g * Ci * HW, HW);
     }
-    blas_serial_end(par, bprev);
   } else if (transposed_desc(d, &t)) {
     conv_plan tp;
     conv_plan_make(&t, &tp);
@@ -972,7 +964,6 @@ int lv_conv2d_backward_data(const lv_conv2d_desc *d, const float *gy, const floa
     conv_forward_impl(&t, &tp, gy, buf, NULL, gx, 1.f, buf + p.wsz);
   } else {
     int par = d->N >= nt && nt > 1;
-    int bprev = blas_serial_begin(par);
 #pragma omp parallel if (par)
     {
       float *col = buf + (size_t)omp_get_thread_num() * p.K * HoWo;
@@ -984,7 +975,6 @@ int lv_conv2d_backward_data(const lv_conv2d_desc *d, const float *gy, const floa
           col2im_full_add(d, Ci, col, gx + n * xs + (size_t)g * Ci * HW);
         }
     }
-    blas_serial_end(par, bprev);
   }
   free(owned);
   return 0;
@@ -1035,7 +1025,6 @@ int lv_conv2d_backward_weight(const lv_conv2d_desc *d, const float *x, const flo
   float *accs = buf + (size_t)nt * p.col; /* nacc x wsz accumulators */
   memset(accs, 0, sizeof(float) * nacc * p.wsz);
   int Kr = Ci * d->kw;
-  int bprev = blas_serial_begin(par);
 #pragma omp parallel if (par)
   {
     int tid = omp_get_thread_num();
@@ -1059,7 +1048,6 @@ int lv_conv2d_backward_weight(const lv_conv2d_desc *d, const float *x, const flo
         }
       }
   }
-  blas_serial_end(par, bprev);
   for (int t = 1; t < nacc; t++) {
     float *a = accs + (size_t)t * p.wsz;
     for (size_t i = 0; i < p.wsz; i++) accs[i] += a[i];

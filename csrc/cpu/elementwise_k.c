@@ -1,5 +1,4 @@
 /* Elementwise kernels: ELU, fused Poisson loss + gradient, avg_pool2d, Adam / SGD updates. */
-#include "lv.h"
 #include "cpu/kernels.h"
 #include "formulas.h"
 #include <math.h>

@@ -2,21 +2,11 @@
  * broadcasting and unary ops, forward and backward. The arithmetic is csrc/formulas.h; this file
  * only loops. Node attributes: ia[0] the op code (csrc/opdef.h), fa[0], fa[1] the unary p0, p1. */
 #include "cpu/cpu_ops.h"
+#include "backend.h" /* lv_broadcast_strides */
 #include "formulas.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* strides of t (contiguous) in the index space of an nd-dim output; 0 on broadcast dims */
-static void bstrides(const lv_tensor *t, int nd, const int64_t *oshape, int64_t *st) {
-  int64_t s = 1;
-  for (int i = nd - 1; i >= 0; i--) {
-    int it = t->ndim - nd + i;
-    int64_t d = it >= 0 ? t->shape[it] : 1;
-    st[i] = (d == 1 && oshape[i] != 1) ? 0 : s;
-    if (it >= 0) s *= d;
-  }
-}
 
 /* Iterate over an output of shape oshape with two broadcast inputs: calls f on runs of the
  * innermost dimension. */
@@ -79,8 +69,8 @@ static void reduce_into(const float *g, int nd, const int64_t *oshape, const int
 int lv_cpu_binary_fwd(lv_node *n) {
   lv_tensor *a = n->in[0], *b = n->in[1], *o = n->out;
   int64_t sa[LV_MAXDIM], sb[LV_MAXDIM];
-  bstrides(a, o->ndim, o->shape, sa);
-  bstrides(b, o->ndim, o->shape, sb);
+  lv_broadcast_strides(a, o->ndim, o->shape, sa);
+  lv_broadcast_strides(b, o->ndim, o->shape, sb);
   int64_t N = lv_numel(o);
   int sa_same = lv_same_shape(a, o), sb_same = lv_same_shape(b, o), b_scalar = lv_numel(b) == 1;
   if (sa_same && (sb_same || b_scalar) && N > 65536) {
@@ -104,8 +94,8 @@ int lv_cpu_binary_bwd(lv_node *n, lv_tensor *gout, lv_tensor **gin) {
   lv_tensor *a = n->in[0], *b = n->in[1], *o = n->out;
   int nd = o->ndim;
   int64_t sa[LV_MAXDIM], sb[LV_MAXDIM];
-  bstrides(a, nd, o->shape, sa);
-  bstrides(b, nd, o->shape, sb);
+  lv_broadcast_strides(a, nd, o->shape, sa);
+  lv_broadcast_strides(b, nd, o->shape, sb);
   int64_t N = lv_numel(o);
   int op = (int)n->ia[0];
   const float *A = lv_f32(a), *B = lv_f32(b), *O = lv_f32(o), *G = lv_f32(gout);

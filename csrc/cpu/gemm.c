@@ -1,7 +1,7 @@
 /* GEMM through OpenBLAS (scipy-openblas32: DYNAMIC_ARCH picks the kernels for the CPU at run
  * time). One thread pool only: OpenBLAS runs single-threaded and lv_sgemm splits large products
  * over the OpenMP threads, so OpenBLAS's and OpenMP's spinning workers never fight over cores. */
-#include "lv.h"
+#include "cpu/kernels.h"
 #include <omp.h>
 #include <cblas.h>
 

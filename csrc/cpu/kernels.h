@@ -16,6 +16,7 @@
 #define LV_CPU_KERNELS_H
 #include <stddef.h>
 #include <stdint.h>
+#include "base.h"
 #include "opdef.h"
 
 /* ------------------------------------------------------------------------------------------
@@ -28,6 +29,12 @@
  * run for a given thread count; the two direct paths reduce over fixed image chunks, so theirs do
  * not depend on the thread count either.
  * ------------------------------------------------------------------------------------------ */
+/* C(M,N) = alpha * op(A) op(B) + beta * C, row-major; ta/tb: transpose flags (OpenBLAS) */
+void lv_sgemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+              int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+/* threads the kernels use (OpenMP) */
+int lv_num_threads(void);
+
 /* lv_conv2d_desc: csrc/opdef.h */
 int lv_conv2d_prepare(lv_conv2d_desc *d);
 /* Floats of workspace sufficient for forward, backward_data and backward_weight of d

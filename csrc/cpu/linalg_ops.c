@@ -2,19 +2,14 @@
  * (B,n,k)@(B|1,k,m) / (B|1,n,k)@(B,k,m); linear (csrc/ops/nn_ops.c): y = x @ w^T + b with in[2]
  * the bias or NULL. Bias gradients are summed in double. */
 #include "cpu/cpu_ops.h"
+#include "backend.h" /* lv_matmul_dims */
+#include "cpu/kernels.h"
 #include <stdlib.h>
 #include <string.h>
 
-static void dims3(const lv_tensor *t, int64_t *B, int64_t *r, int64_t *c) {
-  if (t->ndim == 2) { *B = 1; *r = t->shape[0]; *c = t->shape[1]; }
-  else { *B = t->shape[0]; *r = t->shape[1]; *c = t->shape[2]; }
-}
-
 int lv_cpu_matmul_fwd(lv_node *n) {
-  int64_t Ba, N, K, Bb, K2, M;
-  dims3(n->in[0], &Ba, &N, &K);
-  dims3(n->in[1], &Bb, &K2, &M);
-  int64_t B = Ba > Bb ? Ba : Bb;
+  lv_matmul_shape S = lv_matmul_shape_of(n);
+  int64_t Ba = S.Ba, Bb = S.Bb, B = S.B, N = S.N, K = S.K, M = S.M;
   const float *A = lv_f32(n->in[0]), *Bm = lv_f32(n->in[1]);
   float *C = lv_f32(n->out);
   if (Bb == 1 && Ba > 1) { /* fold the batch into rows */
@@ -28,10 +23,8 @@ int lv_cpu_matmul_fwd(lv_node *n) {
 }
 
 int lv_cpu_matmul_bwd(lv_node *n, lv_tensor *gout, lv_tensor **gin) {
-  int64_t Ba, N, K, Bb, K2, M;
-  dims3(n->in[0], &Ba, &N, &K);
-  dims3(n->in[1], &Bb, &K2, &M);
-  int64_t B = Ba > Bb ? Ba : Bb;
+  lv_matmul_shape S = lv_matmul_shape_of(n);
+  int64_t Ba = S.Ba, Bb = S.Bb, B = S.B, N = S.N, K = S.K, M = S.M;
   const float *A = lv_f32(n->in[0]), *Bm = lv_f32(n->in[1]), *G = lv_f32(gout);
   if (gin[0]) { /* dA = G @ B^T */
     float *dA = lv_f32(gin[0]);

@@ -1,6 +1,5 @@
 /* BatchNorm (per channel over N and HW) and fused BatchNorm + ELU(1), forward and backward.
  * Statistics are accumulated in double. Parallel over channels (OpenMP). */
-#include "lv.h"
 #include "cpu/kernels.h"
 #include "formulas.h"
 #include <math.h>

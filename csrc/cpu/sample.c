@@ -1,9 +1,9 @@
 /* Bilinear sampling: grid_sample (PyTorch semantics, zeros padding) and the Gaussian readout
  * (bilinear read at one position per neuron, align_corners True, then a per-neuron linear map
  * over channels). */
-#include "lv.h"
 #include "cpu/kernels.h"
 #include "cpu/simd.h"
+#include "formulas.h"
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -275,20 +275,12 @@ int lv_readout_backward(int B, int C, int H, int W, int Nn, int shared_pos, cons
 /* ---------------------------------------------------------------- Gaussian readout positions */
 #define CHUNK 128
 
-static inline void gauss_pair(lv_rng *r, float *e0, float *e1) {
-  uint64_t u = lv_rng_u64(r);
-  float u1 = (float)((u >> 40) + 1) * 0x1.0p-24f;            /* (0, 1] */
-  float u2 = (float)((u >> 16) & 0xffffff) * 0x1.0p-24f;     /* [0, 1) */
-  float rad = sqrtf(-2.f * logf(u1)), th = 6.2831853071795865f * u2;
-  *e0 = rad * cosf(th);
-  *e1 = rad * sinf(th);
-}
 
 int lv_readout_pos_forward(int64_t B, int64_t N, int sample, int type, int project, float *mu, float *sg,
                            uint64_t seed, float *eps, float *mask, float *out) {
   /* projection of the free parameters, in place */
   if (project & 1)
-    for (int64_t i = 0; i < 2 * N; i++) mu[i] = mu[i] < -1.f ? -1.f : (mu[i] > 1.f ? 1.f : mu[i]);
+    for (int64_t i = 0; i < 2 * N; i++) mu[i] = lv_f_clamp1(mu[i]);
   if (project & 2) {
     if (sg && type != LV_GAUSS_FULL) {
       int64_t m = (type == LV_GAUSS_UNCORRELATED ? 2 : 1) * N;
@@ -298,8 +290,8 @@ int lv_readout_pos_forward(int64_t B, int64_t N, int sample, int type, int proje
   if (!sample) {
     for (int64_t i = 0; i < 2 * N; i++) {
       float v = mu[i];
-      mask[i] = (v >= -1.f && v <= 1.f) ? 1.f : 0.f;
-      out[i] = v < -1.f ? -1.f : (v > 1.f ? 1.f : v);
+      mask[i] = lv_f_inside1(v);
+      out[i] = lv_f_clamp1(v);
     }
     return 0;
   }
@@ -312,25 +304,7 @@ int lv_readout_pos_forward(int64_t B, int64_t N, int sample, int type, int proje
     for (int64_t b = 0; b < B; b++)
       for (int64_t n = n0; n < n1; n++) {
         size_t o = ((size_t)b * N + n) * 2;
-        float e0, e1, v0, v1;
-        gauss_pair(&r, &e0, &e1);
-        eps[o] = e0;
-        eps[o + 1] = e1;
-        if (type == LV_GAUSS_FULL) {
-          const float *s = sg + 4 * n; /* row-major 2x2: pos_c = sum_d s[c][d] eps_d */
-          v0 = mu[2 * n] + s[0] * e0 + s[1] * e1;
-          v1 = mu[2 * n + 1] + s[2] * e0 + s[3] * e1;
-        } else if (type == LV_GAUSS_UNCORRELATED) {
-          v0 = mu[2 * n] + sg[2 * n] * e0;
-          v1 = mu[2 * n + 1] + sg[2 * n + 1] * e1;
-        } else {
-          v0 = mu[2 * n] + sg[n] * e0;
-          v1 = mu[2 * n + 1] + sg[n] * e1;
-        }
-        mask[o] = (v0 >= -1.f && v0 <= 1.f) ? 1.f : 0.f;
-        mask[o + 1] = (v1 >= -1.f && v1 <= 1.f) ? 1.f : 0.f;
-        out[o] = v0 < -1.f ? -1.f : (v0 > 1.f ? 1.f : v0);
-        out[o + 1] = v1 < -1.f ? -1.f : (v1 > 1.f ? 1.f : v1);
+        lv_f_readout_sample(type, mu, sg, n, lv_rng_u64(&r), eps + o, mask + o, out + o);
       }
   }
   return 0;
@@ -344,26 +318,12 @@ int lv_readout_pos_backward(int64_t B, int64_t N, int sample, int type, const fl
   }
 #pragma omp parallel for schedule(static) if (B * N > 20000)
   for (int64_t n = 0; n < N; n++) {
-    double m0 = 0, m1 = 0, s00 = 0, s01 = 0, s10 = 0, s11 = 0;
+    double acc[6] = {0, 0, 0, 0, 0, 0};
     for (int64_t b = 0; b < B; b++) {
       size_t o = ((size_t)b * N + n) * 2;
-      float g0 = g[o] * mask[o], g1 = g[o + 1] * mask[o + 1];
-      float e0 = eps[o], e1 = eps[o + 1];
-      m0 += g0; m1 += g1;
-      s00 += g0 * e0; s01 += g0 * e1; s10 += g1 * e0; s11 += g1 * e1;
+      lv_f_readout_pos_acc(g + o, mask + o, eps + o, acc);
     }
-    if (gmu) { gmu[2 * n] += (float)m0; gmu[2 * n + 1] += (float)m1; }
-    if (gsg) {
-      if (type == LV_GAUSS_FULL) {
-        float *d = gsg + 4 * n;
-        d[0] += (float)s00; d[1] += (float)s01; d[2] += (float)s10; d[3] += (float)s11;
-      } else if (type == LV_GAUSS_UNCORRELATED) {
-        gsg[2 * n] += (float)s00;
-        gsg[2 * n + 1] += (float)s11;
-      } else {
-        gsg[n] += (float)(s00 + s11);
-      }
-    }
+    lv_f_readout_pos_grad(type, n, acc, gmu, gsg);
   }
   return 0;
 }

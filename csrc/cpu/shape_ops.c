@@ -3,6 +3,7 @@
  * indices), cat (ia[0] dim, up to LV_MAXIN inputs), expand (broadcast to out's shape). Forward
  * copies float32 or int64; backward accumulates float32 gradients. */
 #include "cpu/cpu_ops.h"
+#include "backend.h" /* lv_broadcast_strides */
 #include <stdlib.h>
 #include <string.h>
 
@@ -131,13 +132,8 @@ int lv_cpu_cat_bwd(lv_node *n, lv_tensor *gout, lv_tensor **gin) {
 }
 int lv_cpu_expand_fwd(lv_node *n) {
   lv_tensor *o = n->out, *a = n->in[0];
-  int64_t N = lv_numel(o), idx[LV_MAXDIM] = {0}, off = 0, st[LV_MAXDIM], s = 1;
-  for (int i = o->ndim - 1; i >= 0; i--) {
-    int ia = a->ndim - o->ndim + i;
-    int64_t d = ia >= 0 ? a->shape[ia] : 1;
-    st[i] = d == 1 ? 0 : s;
-    s *= d;
-  }
+  int64_t N = lv_numel(o), idx[LV_MAXDIM] = {0}, off = 0, st[LV_MAXDIM];
+  lv_broadcast_strides(a, o->ndim, o->shape, st);
   const float *x = lv_f32(a);
   float *y = lv_f32(o);
   for (int64_t k = 0; k < N; k++) {
@@ -153,13 +149,8 @@ int lv_cpu_expand_fwd(lv_node *n) {
 int lv_cpu_expand_bwd(lv_node *n, lv_tensor *gout, lv_tensor **gin) {
   if (!gin[0]) return 0;
   lv_tensor *o = n->out, *a = n->in[0];
-  int64_t N = lv_numel(o), idx[LV_MAXDIM] = {0}, off = 0, st[LV_MAXDIM], s = 1;
-  for (int i = o->ndim - 1; i >= 0; i--) {
-    int ia = a->ndim - o->ndim + i;
-    int64_t d = ia >= 0 ? a->shape[ia] : 1;
-    st[i] = d == 1 ? 0 : s;
-    s *= d;
-  }
+  int64_t N = lv_numel(o), idx[LV_MAXDIM] = {0}, off = 0, st[LV_MAXDIM];
+  lv_broadcast_strides(a, o->ndim, o->shape, st);
   const float *g = lv_f32(gout);
   float *d = lv_f32(gin[0]);
   for (int64_t k = 0; k < N; k++) {

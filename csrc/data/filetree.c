@@ -1,7 +1,7 @@
 /* FileTreeDataset folder reads: count <i>.npy files, load them all into one float32 block with
  * threads (see npy.h). */
 #include "data/npy.h"
-#include "lv.h"
+#include "base.h"
 
 #include <dirent.h>
 #include <errno.h>

@@ -1,6 +1,6 @@
 /* Row gathers and per-column affine maps on float32 blocks (loader batches, normalization). */
 #include "data/npy.h"
-#include "lv.h"
+#include "base.h"
 
 #include <inttypes.h>
 #include <string.h>

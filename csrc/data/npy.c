@@ -1,6 +1,6 @@
 /* .npy header parser, file reads and conversion to float32 (see npy.h). */
 #include "data/npy.h"
-#include "lv.h"
+#include "base.h"
 
 #include <errno.h>
 #include <fcntl.h>

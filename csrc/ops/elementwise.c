@@ -27,15 +27,11 @@ static int binary_bwd(lv_node *n, lv_tensor *gout, lv_tensor **gin) {
 static const lv_op op_binary = {"binary", binary_fwd, binary_bwd, NULL};
 
 static int check_pair(const char *name, lv_tensor *a, lv_tensor *b) {
-  char s1[96], s2[96];
   if (a->dtype != LV_F32 || b->dtype != LV_F32)
     return lv_set_error(LV_ETYPE, "%s: expected float32 tensors, got %s and %s", name,
                         a->dtype == LV_F32 ? "float32" : "int64", b->dtype == LV_F32 ? "float32" : "int64");
-  if (a->st->device != b->st->device)
-    return lv_set_error(LV_EVALUE, "%s: expected all tensors on the same device, got %s and %s", name,
-                        a->st->device ? "cuda" : "cpu", b->st->device ? "cuda" : "cpu");
-  (void)s1; (void)s2;
-  return 0;
+  lv_tensor *both[2] = {a, b};
+  return lv_check_devices(name, both, NULL, 2);
 }
 
 lv_tensor *lv_binary(lv_binop op, lv_tensor *a, lv_tensor *b) {

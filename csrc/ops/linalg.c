@@ -3,11 +3,6 @@
 #include "backend.h"
 #include <string.h>
 
-static void dims3(const lv_tensor *t, int64_t *B, int64_t *r, int64_t *c) {
-  if (t->ndim == 2) { *B = 1; *r = t->shape[0]; *c = t->shape[1]; }
-  else { *B = t->shape[0]; *r = t->shape[1]; *c = t->shape[2]; }
-}
-
 static int mm_fwd(lv_node *n) { return lv_backend_of(n->out)->matmul_fwd(n); }
 static int mm_bwd(lv_node *n, lv_tensor *gout, lv_tensor **gin) {
   return lv_backend_of(gout)->matmul_bwd(n, gout, gin);
@@ -25,8 +20,8 @@ lv_tensor *lv_matmul(lv_tensor *a, lv_tensor *b) {
     return NULL;
   }
   int64_t Ba, N, K, Bb, K2, M;
-  dims3(a, &Ba, &N, &K);
-  dims3(b, &Bb, &K2, &M);
+  lv_matmul_dims(a, &Ba, &N, &K);
+  lv_matmul_dims(b, &Bb, &K2, &M);
   if (K != K2 || (Ba != Bb && Ba != 1 && Bb != 1)) {
     lv_set_error(LV_EVALUE, "matmul: shapes %s and %s cannot be multiplied (%lldx%lld and %lldx%lld)",
                  lv_shape_str(a, s1, sizeof s1), lv_shape_str(b, s2, sizeof s2), (long long)N, (long long)K,

@@ -238,7 +238,6 @@ lv_tensor *lv_batch_norm(lv_tensor *x, lv_tensor *weight, lv_tensor *bias, lv_te
   n->ia[1] = fuse_elu ? 1 : 0;
   n->fa[0] = eps;
   n->fa[1] = momentum;
-  n->training = use_batch_stats ? 1 : 0;
   if (use_batch_stats) {
     n->aux[0] = aux_view(running_mean);
     n->aux[1] = aux_view(running_var);

@@ -84,7 +84,6 @@ lv_tensor *lv_readout_positions(lv_tensor *mu, lv_tensor *sigma, int64_t batch, 
   nd->ia[2] = gauss_type;
   nd->ia[3] = project & 3;
   nd->ia[4] = N;
-  nd->training = sample ? 1 : 0;
   int64_t shape[3] = {batch, N, 2};
   int ndim = sample ? 3 : 2;
   const int64_t *shp = sample ? shape : shape + 1;

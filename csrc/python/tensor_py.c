@@ -7,6 +7,7 @@
 #include <numpy/arrayobject.h>
 #include "ops/ops.h"
 #include "backend.h"
+#include "cpu/kernels.h" /* lv_num_threads */
 #include "structmember.h"
 
 typedef struct {

@@ -7,8 +7,6 @@
 #include <numpy/arrayobject.h>
 #include "train.h"
 
-static lv_capture *active = NULL;
-
 static void graph_destructor(PyObject *cap) {
   lv_graph *g = PyCapsule_GetPointer(cap, "lviv_c.graph");
   lv_graph_free(g);
@@ -19,16 +17,17 @@ static void adam_destructor(PyObject *cap) {
 }
 
 static PyObject *f_capture_begin(PyObject *m, PyObject *noarg) {
-  if (active) { PyErr_SetString(PyExc_RuntimeError, "a graph capture is already in progress"); return NULL; }
-  active = calloc(1, sizeof *active);
-  if (!active) return PyErr_NoMemory();
-  lv_capture_begin(active);
+  if (lv_capture_active()) { PyErr_SetString(PyExc_RuntimeError, "a graph capture is already in progress"); return NULL; }
+  lv_capture *c = calloc(1, sizeof *c);
+  if (!c) return PyErr_NoMemory();
+  lv_capture_begin(c); /* the core holds the capture being recorded (lv_capture_current) */
   Py_RETURN_NONE;
 }
 
 static PyObject *f_capture_abort(PyObject *m, PyObject *noarg) {
+  lv_capture *c = lv_capture_current();
   lv_capture_end();
-  if (active) { lv_capture_free(active); free(active); active = NULL; }
+  if (c) { lv_capture_free(c); free(c); }
   Py_RETURN_NONE;
 }
 
@@ -38,13 +37,13 @@ static PyObject *f_capture_end(PyObject *m, PyObject *args) {
   PyObject *xo, *yo, *oo, *lo;
   long long batch;
   if (!PyArg_ParseTuple(args, "OOOOL", &xo, &yo, &oo, &lo, &batch)) return NULL;
+  lv_capture *c = lv_capture_current();
   lv_capture_end();
-  if (!active) { PyErr_SetString(PyExc_RuntimeError, "no graph capture in progress"); return NULL; }
+  if (!c) { PyErr_SetString(PyExc_RuntimeError, "no graph capture in progress"); return NULL; }
   lv_graph *g = calloc(1, sizeof *g);
-  if (!g) return PyErr_NoMemory();
-  g->cap = *active;
-  free(active);
-  active = NULL;
+  if (!g) { lv_capture_free(c); free(c); return PyErr_NoMemory(); }
+  g->cap = *c;
+  free(c);
   g->batch = batch;
   lv_tensor *x = lvpy_get(xo, "capture input");
   lv_tensor *o = x ? lvpy_get(oo, "capture output") : NULL;
