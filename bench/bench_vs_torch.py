@@ -63,16 +63,9 @@ def machine_rates(L):
     a, b = L.randn(2048, 2048), L.randn(2048, 2048)
     x, y = L.randn(1 << 24), L.randn(1 << 24)
 
-    def med(fn, k=5):
-        fn()
-        ts = []
-        for _ in range(k):
-            t0 = time.perf_counter()
-            fn()
-            ts.append(time.perf_counter() - t0)
-        return statistics.median(ts)
-    gemm = 2 * 2048 ** 3 / med(lambda: a @ b)
-    bw = 3 * 4 * (1 << 24) / med(lambda: x + y)
+    from common import median_time
+    gemm = 2 * 2048 ** 3 / median_time(lambda: a @ b, repeats=5)
+    bw = 3 * 4 * (1 << 24) / median_time(lambda: x + y, repeats=5)
     return gemm, bw
 
 

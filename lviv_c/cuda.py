@@ -27,7 +27,7 @@ class _EmulatedDevice:
     def __init__(self):
         from . import _C
         self.table = _C._emulated_cuda_table()
-        self.TABLE_ABI = _C.CUDA_TABLE_ABI
+        self.TABLE_ABI = _C.BACKEND_ABI
 
     def device_count(self):
         return 1
@@ -60,7 +60,10 @@ def _backend():
     if not _state["checked"]:
         _state["checked"] = True
         if os.environ.get("LVIV_EMULATE_CUDA", "") not in ("", "0"):
-            _state["mod"] = _EmulatedDevice()
+            try:
+                _state["mod"] = _EmulatedDevice()
+            except Exception as e:
+                _state["error"] = f"LVIV_EMULATE_CUDA is set but the emulated device failed: {type(e).__name__}: {e}"
             return _state["mod"]
         try:
             _state["mod"] = importlib.import_module("lviv_c._cuda")

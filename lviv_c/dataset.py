@@ -786,6 +786,42 @@ def _oracle_loader(dat, oracle_condition=None):
     return DataLoader(dat, batch_sampler=sampler)
 
 
+def select_neurons(dat, areas, layers, neuron_ids, neuron_n, exclude_neuron_n, neuron_base_seed):
+    """Positions of the selected neurons of a scan, neuralpredictors' rules: by ``areas`` and
+    ``layers``; ``neuron_n`` random unit ids after skipping ``exclude_neuron_n`` (NumPy's global
+    generator seeded with ``neuron_base_seed * neuron_n``, its state restored); or the given
+    ``neuron_ids``. Used by load_dataset and by the Sensorium static_loaders."""
+    nrn = dat.neurons
+    unit_ids = np.asarray(nrn.unit_ids)
+    conds = np.ones(len(unit_ids), dtype=bool)
+    if areas is not None:
+        conds &= np.isin(np.asarray(nrn.area), areas)
+    if layers is not None:
+        conds &= np.isin(np.asarray(nrn.layer), layers)
+    idx = np.flatnonzero(conds)
+    if neuron_n is not None:
+        if len(unit_ids) < exclude_neuron_n + neuron_n:
+            raise ValueError(f"{dat.basepath}: after excluding {exclude_neuron_n} neurons, there are not "
+                             f"{neuron_n} neurons left")
+        state = np.random.get_state()
+        try:
+            if neuron_base_seed is not None:
+                np.random.seed(neuron_base_seed * neuron_n)
+            neuron_ids = np.random.choice(unit_ids, size=exclude_neuron_n + neuron_n,
+                                          replace=False)[exclude_neuron_n:]
+        finally:
+            np.random.set_state(state)
+    if neuron_ids is not None:
+        idx = []
+        for u in np.atleast_1d(neuron_ids):
+            hit = np.flatnonzero(unit_ids == u)
+            if not len(hit):
+                raise ValueError(f"{dat.basepath}: neuron id {u} is not in meta/neurons/unit_ids")
+            idx.append(hit[0])
+        idx = np.asarray(idx, dtype=np.int64)
+    return idx
+
+
 def load_dataset(path, batch_size, areas=None, layers=None, tier=None, neuron_ids=None,
                  neuron_n=None, exclude_neuron_n=0, neuron_base_seed=None, image_ids=None,
                  image_n=None, image_base_seed=None, get_key=False, cuda=True, normalize=True,
@@ -831,34 +867,7 @@ def load_dataset(path, batch_size, areas=None, layers=None, tier=None, neuron_id
     data_key = _data_key(path)
     dat = FileTreeDataset(path, "images", "responses")
 
-    nrn = dat.neurons
-    unit_ids = np.asarray(nrn.unit_ids)
-    conds = np.ones(len(unit_ids), dtype=bool)
-    if areas is not None:
-        conds &= np.isin(np.asarray(nrn.area), areas)
-    if layers is not None:
-        conds &= np.isin(np.asarray(nrn.layer), layers)
-    idx = np.flatnonzero(conds)
-    if neuron_n is not None:
-        if len(unit_ids) < exclude_neuron_n + neuron_n:
-            raise ValueError(f"After excluding {exclude_neuron_n} neurons, there are not "
-                             f"{neuron_n} neurons left")
-        state = np.random.get_state()
-        try:
-            if neuron_base_seed is not None:
-                np.random.seed(neuron_base_seed * neuron_n)
-            neuron_ids = np.random.choice(unit_ids, size=exclude_neuron_n + neuron_n,
-                                          replace=False)[exclude_neuron_n:]
-        finally:
-            np.random.set_state(state)
-    if neuron_ids is not None:
-        idx = []
-        for u in np.atleast_1d(neuron_ids):
-            hit = np.flatnonzero(unit_ids == u)
-            if not len(hit):
-                raise ValueError(f"neuron id {u} is not in meta/neurons/unit_ids")
-            idx.append(hit[0])
-        idx = np.asarray(idx, dtype=np.int64)
+    idx = select_neurons(dat, areas, layers, neuron_ids, neuron_n, exclude_neuron_n, neuron_base_seed)
 
     more = [Subsample(idx), ToTensor(cuda)]
     if normalize:

@@ -16,7 +16,7 @@ from collections import OrderedDict
 import numpy as np
 
 from .dataset import (DataLoader, FileTreeDataset, NeuroNormalizer, Subsample, SubsetRandomSampler,
-                      SubsetSequentialSampler, ToTensor, TIERS, _LazyBlock)
+                      SubsetSequentialSampler, ToTensor, TIERS, _LazyBlock, select_neurons)
 
 __all__ = ["static_loader", "static_loaders", "ScaleInputs", "AddBehaviorAsChannels",
            "AddPupilCenterAsChannels", "SelectInputChannel", "rescale_bilinear", "sensorium_data_key"]
@@ -161,38 +161,6 @@ def sensorium_data_key(path, dataset=None):
     return f"{np.asarray(n.animal_ids)[0]}-{np.asarray(n.sessions)[0]}-{np.asarray(n.scan_idx)[0]}"
 
 
-def _select_neurons(dat, areas, layers, neuron_ids, neuron_n, exclude_neuron_n, neuron_base_seed):
-    nrn = dat.neurons
-    unit_ids = np.asarray(nrn.unit_ids)
-    conds = np.ones(len(unit_ids), dtype=bool)
-    if areas is not None:
-        conds &= np.isin(np.asarray(nrn.area), areas)
-    if layers is not None:
-        conds &= np.isin(np.asarray(nrn.layer), layers)
-    idx = np.flatnonzero(conds)
-    if neuron_n is not None:
-        if len(unit_ids) < exclude_neuron_n + neuron_n:
-            raise ValueError(f"{dat.basepath}: after excluding {exclude_neuron_n} neurons, there are not "
-                             f"{neuron_n} neurons left")
-        state = np.random.get_state()
-        try:
-            if neuron_base_seed is not None:
-                np.random.seed(neuron_base_seed * neuron_n)
-            neuron_ids = np.random.choice(unit_ids, size=exclude_neuron_n + neuron_n,
-                                          replace=False)[exclude_neuron_n:]
-        finally:
-            np.random.set_state(state)
-    if neuron_ids is not None:
-        idx = []
-        for u in np.atleast_1d(neuron_ids):
-            hit = np.flatnonzero(unit_ids == u)
-            if not len(hit):
-                raise ValueError(f"{dat.basepath}: neuron id {u} is not in meta/neurons/unit_ids")
-            idx.append(hit[0])
-        idx = np.asarray(idx, dtype=np.int64)
-    return idx
-
-
 def _image_info(dat):
     info = dat.trial_info
     for iid, icls in (("image_id", "image_class"), ("colorframeprojector_image_id", "colorframeprojector_image_class"),
@@ -240,7 +208,7 @@ def static_loader(path, batch_size, areas=None, layers=None, tier=None, neuron_i
     if include_eye_position:
         keys.append("pupil_center")
     dat = FileTreeDataset(path, *keys, allow_nan=allow_nan)
-    idx = _select_neurons(dat, areas, layers, neuron_ids, neuron_n, exclude_neuron_n, neuron_base_seed)
+    idx = select_neurons(dat, areas, layers, neuron_ids, neuron_n, exclude_neuron_n, neuron_base_seed)
 
     # the reference's order: normalise, behavior channels, eye-position channels, channel
     # selection, rescaling, neuron subsampling

@@ -25,8 +25,9 @@ import time
 import numpy as np
 
 from . import _C
-from .capture import CaptureError, capture_graph, host_copy, model_device, to_device, write_into
+from .capture import CaptureError, capture_graph, host_copy, model_device, to_device
 from .tensor import Tensor, manual_seed, no_grad
+from .trainers import StateMixin
 from .utility.measures import compute_feve, corr
 
 __all__ = ["train_multi", "MultiScanEngine", "sensorium_measures", "is_multi_scan", "SENSORIUM_MODELS",
@@ -68,7 +69,7 @@ class _Scan:
         self.Y = np.ascontiguousarray(blocks["responses"], dtype=np.float32)
 
 
-class MultiScanEngine:
+class MultiScanEngine(StateMixin):
     """Captured graphs of one model over several scans and the loops that run them."""
 
     def __init__(self, model, train_loaders, avg_loss=False, scale_loss=True, lr=0.005, capture=True,
@@ -255,14 +256,6 @@ class MultiScanEngine:
     def _state_tensors(self):
         return [(k, v) for k, v in self.model.state_dict().items() if isinstance(v, Tensor)]
 
-    def get_state(self):
-        return {k: host_copy(v) for k, v in self._state_tensors()}
-
-    def set_state(self, state):
-        for k, v in self._state_tensors():
-            if k in state:
-                write_into(v, state[k])
-        self.version += 1
 
 
 def train_multi(model, dataloaders, seed=None, avg_loss=False, scale_loss=True, loss_accum_batch_n=None,

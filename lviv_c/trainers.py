@@ -14,7 +14,7 @@ import numpy as np
 from . import _C
 from . import cuda as _cuda
 from .capture import CaptureError, capture_graph, host_copy, model_device, to_device, write_into
-from .tensor import Tensor, from_numpy, manual_seed, no_grad
+from .tensor import Tensor, manual_seed, no_grad
 from .utility.measures import corr
 
 _warned_cpu = {"done": False}
@@ -80,7 +80,22 @@ def poisson_loss_fn(avg=False, eps=1e-12):
     return loss
 
 
-class Engine:
+class StateMixin:
+    """get_state / set_state of an engine over ``self._state_tensors()`` [(name, tensor)]: host
+    copies out, written back in place (the same Parameter objects); ``version`` counts the
+    changes so cached predictions are dropped."""
+
+    def get_state(self):
+        return {k: host_copy(v) for k, v in self._state_tensors()}
+
+    def set_state(self, state):
+        for k, v in self._state_tensors():
+            if k in state:
+                write_into(v, state[k])
+        self.version += 1
+
+
+class Engine(StateMixin):
     """Captured train/eval graphs of one model over one scan, and the C loops that run them."""
 
     def __init__(self, model, train_loader, eval_loaders=(), scale_loss=True, avg_loss=False,
@@ -264,14 +279,6 @@ class Engine:
             items = [(str(i), p) for i, p in enumerate(self.params)]
         return items
 
-    def get_state(self):
-        return {k: host_copy(v) for k, v in self._state_tensors()}
-
-    def set_state(self, state):
-        for k, v in self._state_tensors():
-            if k in state:
-                write_into(v, state[k])
-        self.version += 1
 
 
 def _progress_bar(total, desc, verbose):

@@ -1,5 +1,16 @@
+import os
+
 import numpy as np
 import pytest
+
+
+def pytest_sessionstart(session):
+    """With LVIV_EMULATE_CUDA=1 (make test's second run) the emulated device must start: the CUDA
+    tests would otherwise all skip and the run would pass without testing anything."""
+    if os.environ.get("LVIV_EMULATE_CUDA", "") not in ("", "0"):
+        import lviv_c
+        if not lviv_c.cuda.is_available():
+            pytest.exit(f"LVIV_EMULATE_CUDA=1 but no device: {lviv_c.cuda.why_unavailable()}", returncode=1)
 
 
 def numgrad(f, x, eps=1e-6):
