@@ -786,6 +786,21 @@ def _oracle_loader(dat, oracle_condition=None):
     return DataLoader(dat, batch_sampler=sampler)
 
 
+def select_train_images(dat, image_id_array, tier_array, image_ids):
+    """Trial positions of the given ``image_ids`` (the first trial showing each), all of which must
+    be training images (neuralpredictors' image_ids rule)."""
+    subset = []
+    for iid in np.atleast_1d(image_ids):
+        hit = np.flatnonzero(image_id_array == iid)
+        if not len(hit):
+            raise ValueError(f"{dat.basepath}: image id {iid} is not in meta/trials/frame_image_id")
+        subset.append(hit[0])
+    subset = np.asarray(subset, dtype=np.int64)
+    if np.any(tier_array[subset] != "train"):
+        raise ValueError("image_ids contain validation or test images")
+    return subset
+
+
 def select_neurons(dat, areas, layers, neuron_ids, neuron_n, exclude_neuron_n, neuron_base_seed):
     """Positions of the selected neurons of a scan, neuralpredictors' rules: by ``areas`` and
     ``layers``; ``neuron_n`` random unit ids after skipping ``exclude_neuron_n`` (NumPy's global
@@ -884,16 +899,7 @@ def load_dataset(path, batch_size, areas=None, layers=None, tier=None, neuron_id
     keys = [tier] if tier else ["train", "validation", "test"]
     for t in keys:
         if t == "train" and image_ids is not None:
-            image_id_array = np.asarray(dat.trial_info.frame_image_id)
-            subset = []
-            for iid in np.atleast_1d(image_ids):
-                hit = np.flatnonzero(image_id_array == iid)
-                if not len(hit):
-                    raise ValueError(f"image id {iid} is not in meta/trials/frame_image_id")
-                subset.append(hit[0])
-            subset = np.asarray(subset, dtype=np.int64)
-            if np.any(tier_array[subset] != "train"):
-                raise ValueError("image_ids contain validation or test images")
+            subset = select_train_images(dat, np.asarray(dat.trial_info.frame_image_id), tier_array, image_ids)
         elif t == "train" and image_n is not None:
             state = np.random.get_state()
             try:

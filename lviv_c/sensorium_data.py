@@ -16,7 +16,8 @@ from collections import OrderedDict
 import numpy as np
 
 from .dataset import (DataLoader, FileTreeDataset, NeuroNormalizer, Subsample, SubsetRandomSampler,
-                      SubsetSequentialSampler, ToTensor, TIERS, _LazyBlock, select_neurons)
+                      SubsetSequentialSampler, ToTensor, TIERS, _LazyBlock, select_neurons,
+                      select_train_images)
 
 __all__ = ["static_loader", "static_loaders", "ScaleInputs", "AddBehaviorAsChannels",
            "AddPupilCenterAsChannels", "SelectInputChannel", "rescale_bilinear", "sensorium_data_key"]
@@ -240,15 +241,7 @@ def static_loader(path, batch_size, areas=None, layers=None, tier=None, neuron_i
     loaders = {}
     for t in ([tier] if tier else ["train", "validation", "test"]):
         if t == "train" and image_ids is not None:
-            subset = []
-            for iid in np.atleast_1d(image_ids):
-                hit = np.flatnonzero(image_id_array == iid)
-                if not len(hit):
-                    raise ValueError(f"{dat.basepath}: image id {iid} is not in meta/trials")
-                subset.append(hit[0])
-            subset = np.asarray(subset, dtype=np.int64)
-            if np.any(tier_array[subset] != "train"):
-                raise ValueError("image_ids contain validation or test images")
+            subset = select_train_images(dat, image_id_array, tier_array, image_ids)
         elif t == "train" and image_n is not None and cond_filter is None:
             state = np.random.get_state()
             try:

@@ -80,12 +80,7 @@ class MultiScanEngine(StateMixin):
         self.with_pc = bool(getattr(model, "shifter", None))
         self.scans = {}
         self.avg_loss, self.scale_loss, self.detach_core = avg_loss, scale_loss, detach_core
-        self.params = [p for p in model.parameters() if p.requires_grad]
-        if not self.params:
-            raise ValueError("train_model: the model has no parameters that require grad")
-        for p in self.params:
-            p.grad = None
-        self.adam = _C.adam_new(self.params, float(lr))
+        self._init_params(model, lr)
         self.device = model_device(model)
         self.capture = capture
         self._fallback_reason = None

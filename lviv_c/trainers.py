@@ -85,6 +85,15 @@ class StateMixin:
     copies out, written back in place (the same Parameter objects); ``version`` counts the
     changes so cached predictions are dropped."""
 
+    def _init_params(self, model, lr):
+        """The parameters that require grad, their gradients cleared, and the C Adam over them."""
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        if not self.params:
+            raise ValueError("train_model: the model has no parameters that require grad")
+        for p in self.params:
+            p.grad = None
+        self.adam = _C.adam_new(self.params, float(lr))
+
     def get_state(self):
         return {k: host_copy(v) for k, v in self._state_tensors()}
 
@@ -108,12 +117,7 @@ class Engine(StateMixin):
         self.n_dataset = len(train_loader.dataset)
         self.scale_loss = scale_loss
         self.avg_loss = avg_loss
-        self.params = [p for p in model.parameters() if p.requires_grad]
-        if not self.params:
-            raise ValueError("train_model: the model has no parameters that require grad")
-        for p in self.params:
-            p.grad = None
-        self.adam = _C.adam_new(self.params, float(lr))
+        self._init_params(model, lr)
         # device placement: graphs live on the model's device; with the model on the GPU the C
         # loop gathers batches from GPU-resident blocks (load_dataset(..., cuda=True)) or, when
         # the loader is on the CPU, from the host blocks through pinned staging
