@@ -8,7 +8,7 @@ Each model's floor on this machine is printed beside it: its GEMM/convolution FL
 weight gradient, input gradient where an input gradient is needed) at the GEMM rate measured in
 the same run (a 2048^3 lviv_c matmul), plus the optimizer's bytes (Adam reads parameter,
 gradient and both moments and writes three of them back, and the gradient is zeroed: 32 bytes
-per parameter) at the memory bandwidth measured in the same run (a large lviv_c add). The step's
+per parameter) at the memory bandwidth measured in the same run (a large in-place lviv_c add). The step's
 share of its floor is floor / step.
 
     python bench/bench_vs_torch.py [--rounds 5] [--steps 4] [--threads 2] [--only LN,CNN,...] [--json FILE]
@@ -58,14 +58,14 @@ def model_flops(name, n):
 
 
 def machine_rates(L):
-    """GEMM rate (FLOP/s) of a 2048^3 matmul and memory bandwidth (bytes/s) of an add of 16M
-    floats (3 x 64 MB moved), medians of 5, measured with lviv_c in this run."""
+    """GEMM rate (FLOP/s) of a 2048^3 matmul and memory bandwidth (bytes/s) of an in-place add of
+    16M floats (3 x 64 MB moved), medians of 5, measured with lviv_c in this run."""
     a, b = L.randn(2048, 2048), L.randn(2048, 2048)
     x, y = L.randn(1 << 24), L.randn(1 << 24)
 
     from common import median_time
     gemm = 2 * 2048 ** 3 / median_time(lambda: a @ b, repeats=5)
-    bw = 3 * 4 * (1 << 24) / median_time(lambda: x + y, repeats=5)
+    bw = 3 * 4 * (1 << 24) / median_time(lambda: x.add_(y), repeats=5)
     return gemm, bw
 
 
@@ -176,22 +176,24 @@ def main():
     ap.add_argument("--only", default="LN,CNN,Lurz2020,MEI,RF")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
+    os.environ.setdefault("OMP_NUM_THREADS", str(a.threads))
+    import lviv_c as L
+    # the machine's rates first: once torch is loaded, its runtime slows lviv_c's large eager
+    # ops in this process (fresh 64 MB buffers fault their pages in; 2.6 vs 13 GB/s measured)
+    gemm, bw = machine_rates(L)
     try:
         import torch
     except ImportError:
         print("bench_vs_torch: torch is not importable here; install it into a separate environment "
               "(pip install torch numpy) and run this file with that Python. Nothing measured.")
         return 0
-    os.environ.setdefault("OMP_NUM_THREADS", str(a.threads))
     torch.set_num_threads(a.threads)
-    import lviv_c as L
     from common import machine
 
     only = a.only.split(",")
     X, Y, grid = data(0, trials=TRIALS)
     n = Y.shape[1]
     lv, tc = LvivSide(L, X, Y, grid, lviv_models(L, grid)), TorchSide(torch, X, Y, grid)
-    gemm, bw = machine_rates(L)
     print(f"machine: {machine()}; torch {torch.__version__} ({torch.get_num_threads()} threads); "
           f"GEMM {gemm / 1e9:.1f} GFLOP/s, memory {bw / 1e9:.1f} GB/s (lviv_c, this run)")
     rows = []
