@@ -27,7 +27,7 @@ import numpy as np
 from . import _C
 from .capture import CaptureError, capture_graph, host_copy, model_device, to_device
 from .tensor import Tensor, manual_seed, no_grad
-from .trainers import StateMixin
+from .trainers import StateMixin, _corr_per_neuron, _raise_not_finite
 from .utility.measures import compute_feve, corr
 
 __all__ = ["train_multi", "MultiScanEngine", "sensorium_measures", "is_multi_scan", "SENSORIUM_MODELS",
@@ -235,7 +235,7 @@ class MultiScanEngine(StateMixin):
         out = {}
         for k, loader in loaders.items():
             s = self.scan(k, loader)
-            out[k] = corr(s.Y[loader.indices], self.predict(k, loader), axis=0)
+            out[k] = _corr_per_neuron(s.Y[loader.indices], self.predict(k, loader))
         return out
 
     def poisson_loss(self, loaders, eps=1e-12):
@@ -294,10 +294,12 @@ def train_multi(model, dataloaders, seed=None, avg_loss=False, scale_loss=True, 
             last[0] = done
         t0 = time.perf_counter()
         try:
-            eng.train_epoch(loss_accum_batch_n, prog if verbose else None)
+            loss = eng.train_epoch(loss_accum_batch_n, prog if verbose else None)
         finally:
             bar.close()
         stats["epoch_seconds"].append(time.perf_counter() - t0)
+        if loss is not None and not math.isfinite(float(loss)):
+            raise FloatingPointError(f"Training loss is not finite ({float(loss)}) in epoch {ep}.")
 
     tracker = None
     if track_training:
@@ -309,6 +311,8 @@ def train_multi(model, dataloaders, seed=None, avg_loss=False, scale_loss=True, 
         verbose=verbose, print=(lambda *a, **k: print(*a, **k)) if verbose else (lambda *a, **k: None),
         tracker=tracker, cb=cb)
     model.eval()
+    if rec.stop_reason == "not_finite":  # a NaN prediction or loss: the same error as one scan's
+        _raise_not_finite(rec, eng, val)
     per_scan = {k: float(np.mean(v)) for k, v in eng.correlations(val).items()}
     output = {k: list(v) for k, v in (getattr(rec, "tracker", None) or {}).items()} if track_training else {}
     output["validation_corr"] = per_scan

@@ -418,6 +418,17 @@ def test_multi_scan_training_cycles_scans_and_trains_every_readout(scans):
     assert score2 == score
 
 
+def test_multi_scan_training_stops_on_a_nan_weight(scans):
+    """As for one scan (issue 12): a NaN prediction makes the objective non-finite and training
+    stops with an error instead of scoring 0 and going on."""
+    L = loaders(scans, p=True, batch_size=32)
+    m = build_sensorium_model(L, seed=5, shifter=True, **SMALL_MODEL)
+    k0 = list(L["train"])[0]
+    getattr(m.readout, k0)._features.data[0, 0, 0, 0] = float("nan")
+    with pytest.raises(FloatingPointError, match="not finite"):
+        train_model(m, L, seed=1, max_iter=2, verbose=False, lr_decay_steps=1, patience=1)
+
+
 def test_measures_per_scan_and_pooled(scans):
     L = loaders(scans)
     rng = np.random.default_rng(0)
