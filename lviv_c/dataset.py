@@ -786,16 +786,23 @@ def _oracle_loader(dat, oracle_condition=None):
     return DataLoader(dat, batch_sampler=sampler)
 
 
+def _first_positions(ids, wanted, kind, path):
+    """The position of the first entry of ``ids`` equal to each of ``wanted``; ValueError naming
+    the file ``path`` for a ``kind`` id that is not there."""
+    pos = []
+    for u in np.atleast_1d(wanted):
+        hit = np.flatnonzero(ids == u)
+        if not len(hit):
+            raise ValueError(f"{kind} id {u} is not in {path}")
+        pos.append(hit[0])
+    return np.asarray(pos, dtype=np.int64)
+
+
 def select_train_images(dat, image_id_array, tier_array, image_ids):
     """Trial positions of the given ``image_ids`` (the first trial showing each), all of which must
     be training images (neuralpredictors' image_ids rule)."""
-    subset = []
-    for iid in np.atleast_1d(image_ids):
-        hit = np.flatnonzero(image_id_array == iid)
-        if not len(hit):
-            raise ValueError(f"{dat.basepath}: image id {iid} is not in meta/trials/frame_image_id")
-        subset.append(hit[0])
-    subset = np.asarray(subset, dtype=np.int64)
+    subset = _first_positions(image_id_array, image_ids, "image",
+                              os.path.join(dat.basepath, "meta", "trials", "frame_image_id"))
     if np.any(tier_array[subset] != "train"):
         raise ValueError("image_ids contain validation or test images")
     return subset
@@ -827,13 +834,7 @@ def select_neurons(dat, areas, layers, neuron_ids, neuron_n, exclude_neuron_n, n
         finally:
             np.random.set_state(state)
     if neuron_ids is not None:
-        idx = []
-        for u in np.atleast_1d(neuron_ids):
-            hit = np.flatnonzero(unit_ids == u)
-            if not len(hit):
-                raise ValueError(f"{dat.basepath}: neuron id {u} is not in meta/neurons/unit_ids")
-            idx.append(hit[0])
-        idx = np.asarray(idx, dtype=np.int64)
+        idx = _first_positions(unit_ids, neuron_ids, "neuron", os.path.join(dat.basepath, "meta", "neurons", "unit_ids"))
     return idx
 
 
