@@ -20,13 +20,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import lviv_c  # noqa: E402
 from lviv_c import _C  # noqa: E402
 from lviv_c.capture import capture_graph  # noqa: E402
+from lviv_c.demo import LURZ_COURSE_CONFIG  # noqa: E402
 from lviv_c.models import build_lurz2020_model  # noqa: E402
 from lviv_c.trainers import poisson_loss_fn  # noqa: E402
 
-COURSE = {"init_mu_range": 0.55, "init_sigma": 0.4, "input_kern": 15, "hidden_kern": 13, "gamma_input": 1.0,
-          "grid_mean_predictor": {"type": "cortex", "input_dimensions": 2, "hidden_layers": 0,
-                                  "hidden_features": 0, "final_tanh": False},
-          "gamma_readout": 2.439}
 N_TRAIN, N_ALL, N_NEURONS, B = 4472, 5993, 5335, 60
 Batch = collections.namedtuple("Batch", "images responses")
 
@@ -64,7 +61,7 @@ def main():
 
     rng = np.random.default_rng(0)
     loader = RandomLoader(rng)
-    model = build_lurz2020_model(loader, 1234, **COURSE)
+    model = build_lurz2020_model(loader, 1234, **LURZ_COURSE_CONFIG)
     n_par = sum(p.numel() for p in model.parameters() if p.requires_grad)
     print(f"Lurz 2020 course config: {n_par:,} parameters, batch {B}, {N_NEURONS} neurons, "
           f"{os.cpu_count()} CPUs")

@@ -21,16 +21,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import lviv_c  # noqa: E402
 from lviv_c import _C  # noqa: E402
 from lviv_c.capture import capture_graph  # noqa: E402
+from lviv_c.demo import LURZ_COURSE_CONFIG  # noqa: E402
 from lviv_c.models import SENSORIUM_2022_CONFIG, build_lurz2020_model, build_sensorium_model  # noqa: E402
 from lviv_c.sensorium_training import MultiScanEngine  # noqa: E402
 from lviv_c.trainers import poisson_loss_fn  # noqa: E402
 
 from common import machine, median_time  # noqa: E402
 
-COURSE = {"init_mu_range": 0.55, "init_sigma": 0.4, "input_kern": 15, "hidden_kern": 13, "gamma_input": 1.0,
-          "grid_mean_predictor": {"type": "cortex", "input_dimensions": 2, "hidden_layers": 0,
-                                  "hidden_features": 0, "final_tanh": False},
-          "gamma_readout": 2.439}
 Batch2 = collections.namedtuple("Batch", "images responses")
 Batch4 = collections.namedtuple("Batch", "images responses behavior pupil_center")
 
@@ -92,7 +89,7 @@ def sensorium_step(p, n_neurons, batch, steps, repeats, rng):
 def lurz_step(batch, steps, repeats, rng, n_neurons=5335):
     n = batch * steps
     loader = RandomLoader(rng, batch, n_neurons, 1, batch)
-    model = build_lurz2020_model(loader, 1234, **COURSE)
+    model = build_lurz2020_model(loader, 1234, **LURZ_COURSE_CONFIG)
     scale = math.sqrt(5993 / batch)
     base = poisson_loss_fn(False)
 

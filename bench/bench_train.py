@@ -27,10 +27,8 @@ def course_models(n):
 
 def lurz(dl):
     from lviv_c.models import build_lurz2020_model
-    cfg = dict(init_mu_range=0.55, init_sigma=0.4, input_kern=15, hidden_kern=13, gamma_input=1.0,
-               grid_mean_predictor={"type": "cortex", "input_dimensions": 2, "hidden_layers": 0,
-                                    "hidden_features": 0, "final_tanh": False}, gamma_readout=2.439)
-    return build_lurz2020_model(dataloaders=dl, seed=1234, **cfg)
+    from lviv_c.demo import LURZ_COURSE_CONFIG
+    return build_lurz2020_model(dataloaders=dl, seed=1234, **LURZ_COURSE_CONFIG)
 
 
 def run(name, model, dl, steps, repeats):

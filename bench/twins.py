@@ -76,15 +76,12 @@ def torch_models(torch, grid):
 
 
 # ------------------------------------------------------------------ lviv_c
-LURZ_COURSE = {"init_mu_range": 0.55, "init_sigma": 0.4, "input_kern": 15, "hidden_kern": 13, "gamma_input": 1.0,
-               "grid_mean_predictor": {"type": "cortex", "input_dimensions": 2, "hidden_layers": 0,
-                                       "hidden_features": 0, "final_tanh": False},
-               "gamma_readout": 2.439}
 
 
 def lviv_models(L, grid):
     """The same three models in lviv_c: the course classes of lviv_c.course (the notebook's own
     definitions) and build_lurz2020_model with the course config."""
+    from lviv_c.demo import LURZ_COURSE_CONFIG
     from lviv_c.models import build_lurz2020_model
     n = len(grid)
 
@@ -109,7 +106,7 @@ def lviv_models(L, grid):
             yield Batch(L.from_numpy(self.x), L.from_numpy(self.y))
 
     return {**course_builders(L.nn, n),
-            "Lurz2020": lambda: build_lurz2020_model({"train": _BuildLoader()}, 0, **LURZ_COURSE)}
+            "Lurz2020": lambda: build_lurz2020_model({"train": _BuildLoader()}, 0, **LURZ_COURSE_CONFIG)}
 
 
 class Loader:
