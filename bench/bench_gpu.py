@@ -1,5 +1,7 @@
-"""GPU benchmark: seconds per training epoch (batch 60) on full-size synthetic data
-(5993 trials x 5335 neurons x 36x64 images; an epoch = the 4472 train trials), for the course LN,
+"""GPU benchmark: seconds per training epoch (batch 60) on the full-size synthetic scan
+(5993 trials x 5335 neurons x 36x64 images; an epoch = its train tier, 4471 trials; generated once
+into the demo's cache folder, `--cache`), or on a scan folder (`--scan PATH`), or on random arrays of
+the course shapes (`--random`, no generation), for the course LN,
 the course CNN and the Lurz 2020 model, in lviv_c (train_model's Engine: captured graphs replayed
 by the C loop, data resident on the GPU) next to the same
 models in PyTorch on the same GPU (when torch is importable). Prints one line per (framework,
@@ -19,7 +21,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from twins import B, TRAIN, TRIALS, Loader, data, lviv_models, torch_models  # noqa: E402
+from twins import B, Loader, data, lviv_models, scan_data, torch_models  # noqa: E402
 
 
 def _result(framework, model, s_per_epoch, images_per_s, params):
@@ -28,7 +30,7 @@ def _result(framework, model, s_per_epoch, images_per_s, params):
     return (framework, model, msg, {"s_per_epoch": s_per_epoch, "images_per_s": images_per_s, "params": params})
 
 
-def bench_torch(X, Y, grid, steps):
+def bench_torch(X, Y, grid, steps, train):
     import torch
     if not torch.cuda.is_available():
         return [("torch", "-", "torch.cuda.is_available() is False")]
@@ -37,17 +39,17 @@ def bench_torch(X, Y, grid, steps):
     torch.backends.cudnn.benchmark = True
     dev = torch.device("cuda")
     Xd, Yd = torch.as_tensor(X, device=dev), torch.as_tensor(Y, device=dev)
-    scale = math.sqrt(TRIALS / B)
+    scale = math.sqrt(len(X) / B)
     out = []
     for name, cls in torch_models(torch, grid).items():
         try:
             torch.manual_seed(0)
             m = cls().to(dev).train()
             opt = torch.optim.Adam(m.parameters(), lr=0.005)
-            order = torch.randperm(TRAIN, device=dev)
+            order = torch.randperm(train, device=dev)
 
             def step(i):
-                idx = order[(i * B) % (TRAIN - B):][:B]
+                idx = order[(i * B) % (train - B):][:B]
                 x, y = Xd[idx], Yd[idx]
                 yh = m(x)
                 loss = scale * (yh - y * torch.log(yh + 1e-12)).sum() + m.regularizer()
@@ -63,14 +65,14 @@ def bench_torch(X, Y, grid, steps):
             torch.cuda.synchronize()
             dt = (time.perf_counter() - t0) / steps
             nparam = sum(p.numel() for p in m.parameters())
-            out.append(_result("torch", name, dt * math.ceil(TRAIN / B), B / dt, nparam))
+            out.append(_result("torch", name, dt * math.ceil(train / B), B / dt, nparam))
         except Exception as e:
             out.append(("torch", name, f"failed: {type(e).__name__}: {e}"))
     return out
 
 
 # ------------------------------------------------------------------ lviv_c
-def bench_lviv(X, Y, grid, steps):
+def bench_lviv(X, Y, grid, steps, train):
     """Epochs of train_model's Engine (captured graphs replayed by the C loop, Adam on the
     device, data resident on the GPU): one warm-up epoch, then `epochs` timed ones."""
     import lviv_c as L
@@ -79,9 +81,9 @@ def bench_lviv(X, Y, grid, steps):
     from lviv_c.trainers import Engine
     out = []
     dev_blocks = (L.tensor(X, device="cuda"), L.tensor(Y, device="cuda"))
-    loader = Loader(X, Y, np.arange(TRAIN), dev_blocks)
+    loader = Loader(X, Y, np.arange(train), dev_blocks)
     builders = lviv_models(L, grid)
-    nb = math.ceil(TRAIN / B)
+    nb = math.ceil(train / B)
     epochs = max(1, steps // nb)
     for name in ("LN", "CNN", "Lurz2020"):
         try:
@@ -90,7 +92,7 @@ def bench_lviv(X, Y, grid, steps):
             m = b()
             m.to("cuda").train()
             eng = Engine(m, loader, lr=0.005)
-            order = np.random.default_rng(0).permutation(TRAIN).astype(np.int64)
+            order = np.random.default_rng(0).permutation(train).astype(np.int64)
             eng.train_epoch(order)  # capture + warm-up (cuDNN algorithm search)
             L.cuda.synchronize()
             t0 = time.perf_counter()
@@ -99,7 +101,7 @@ def bench_lviv(X, Y, grid, steps):
             L.cuda.synchronize()
             dt = (time.perf_counter() - t0) / epochs
             nparam = sum(p.numel() for p in m.parameters())
-            out.append(_result("lviv_c", name, dt, TRAIN / dt, nparam))
+            out.append(_result("lviv_c", name, dt, train / dt, nparam))
         except Exception as e:
             out.append(("lviv_c", name, f"failed: {type(e).__name__}: {e}"))
     return out
@@ -111,8 +113,23 @@ def main():
     ap.add_argument("--out", default=None)
     ap.add_argument("--only", choices=["torch", "lviv_c"], default=None)
     ap.add_argument("--json", default=None, help="write the results as a JSON list to this file")
+    src = ap.add_mutually_exclusive_group()
+    src.add_argument("--scan", default=None, help="a scan folder (course layout) instead of the synthetic scan")
+    src.add_argument("--random", action="store_true", help="random arrays of the course shapes (no scan)")
+    ap.add_argument("--cache", default=None, help="where the synthetic scan is kept (the demo's cache)")
     a = ap.parse_args()
-    X, Y, grid = data()
+    if a.random:
+        X, Y, grid = data()
+        train, source = 4472, "random arrays of the course shapes"
+    else:
+        path = a.scan
+        if path is None:
+            from lviv_c.demo import synthetic_scan
+            path = synthetic_scan(cache=a.cache)
+        X, Y, grid, train = scan_data(path)
+        source = f"scan {os.path.basename(os.path.normpath(path))}"
+    print(f"data: {source}: {len(X)} trials x {Y.shape[1]} neurons x {X.shape[-2]}x{X.shape[-1]}, "
+          f"epoch = {train} train trials", flush=True)
     lines = []
     for fw, fn in (("lviv_c", bench_lviv), ("torch", bench_torch)):
         if a.only and a.only != fw:
@@ -120,7 +137,7 @@ def main():
         try:
             if fw == "torch":
                 import torch  # noqa: F401
-            lines += fn(X, Y, grid, a.steps)
+            lines += fn(X, Y, grid, a.steps, train)
         except ImportError as e:
             lines.append((fw, "-", f"not importable: {e}"))
         except Exception:
@@ -141,7 +158,7 @@ def main():
                 if t:
                     ratio[r["model"]] = t["s_per_epoch"] / r["s_per_epoch"]
         with open(a.json + ".tmp", "w") as f:
-            json.dump({"steps": a.steps, "results": recs, "torch_over_lviv_c": ratio}, f, indent=1)
+            json.dump({"steps": a.steps, "data": source, "train_trials": train, "results": recs, "torch_over_lviv_c": ratio}, f, indent=1)
         os.replace(a.json + ".tmp", a.json)
     return 0
 

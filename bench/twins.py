@@ -3,7 +3,8 @@
 2020 model (course config) as PyTorch twins written from the architecture in the project's spec,
 the lviv_c side taken from the library itself (lviv_c.course, lviv_c.models), random data of the
 course scan's shapes, and the loader attributes trainers.Engine reads. The course LN and CNN are
-lviv_c/course.py's classes in both frameworks (course.notebook_classes)."""
+lviv_c/course.py's classes in both frameworks (course.notebook_classes). `scan_data` reads a
+real or synthetic scan folder instead of the random data."""
 import collections
 
 import numpy as np
@@ -17,6 +18,22 @@ def data(seed=0, trials=TRIALS, neurons=NEURONS):
     Y = rng.poisson(0.5, (trials, neurons)).astype(np.float32)
     grid = rng.uniform(-1, 1, (neurons, 2)).astype(np.float32)
     return X, Y, grid
+
+
+def scan_data(path):
+    """The images and responses of a scan folder (course layout) ordered train tier first, its
+    neurons' cortex coordinates scaled to [-1, 1] as the grid, and the number of train trials:
+    ``(X, Y, grid, n_train)``. The benchmarks time the first ``n_train`` rows as the epoch."""
+    from lviv_c.dataset import FileTreeDataset
+    ds = FileTreeDataset(path)
+    tiers = np.asarray(ds.trial_info.tiers).astype(str)
+    order = np.concatenate([np.flatnonzero(tiers == "train"), np.flatnonzero(tiers != "train")])
+    X = np.ascontiguousarray(ds.block("images")[order], dtype=np.float32)
+    Y = np.ascontiguousarray(ds.block("responses")[order], dtype=np.float32)
+    xy = np.asarray(ds.neurons.cell_motor_coordinates, np.float64)[:, :2]
+    lo, hi = xy.min(0), xy.max(0)
+    grid = (2 * (xy - lo) / np.where(hi > lo, hi - lo, 1) - 1).astype(np.float32)
+    return X, Y, grid, int((tiers == "train").sum())
 
 
 def course_builders(nn, n):

@@ -23,7 +23,8 @@ psutil = pytest.importorskip("psutil", reason="psutil (installed with Ray) is no
 from lviv_c import sweep, synthetic  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RAY = os.path.join(os.path.dirname(sys.executable), "ray")
+# `ray` through this interpreter (the console script may be missing from a reused environment)
+RAY = [sys.executable, "-c", "import sys; from ray.scripts.scripts import main; sys.argv[0] = 'ray'; sys.exit(main())"]
 CFG = {"model": "ln", "grid": {"gamma": [0.01, 0.1]}, "seeds": [1, 2],
        "train": {"max_iter": 100, "patience": 200}, "early_stop": False}
 CFG2 = dict(CFG, seeds=[3, 4])
@@ -75,7 +76,7 @@ def _kill(procs):
 
 
 def _ray_start(args, env):
-    r = subprocess.run([RAY, "start", "--disable-usage-stats", "--object-store-memory", "80000000",
+    r = subprocess.run(RAY + ["start", "--disable-usage-stats", "--object-store-memory", "80000000",
                         "--num-cpus", "1"] + args, env=env, capture_output=True, text=True,
                        timeout=180)
     if r.returncode != 0:
