@@ -143,6 +143,8 @@ typedef struct lv_backend {
   /* Adam (lv_f_adam) in place on n floats; vmax (amsgrad) nullable */
   int (*adam_step)(int64_t n, float *p, const float *g, float *m, float *v, float *vmax,
                    const lv_adam_attr *a);
+  /* SGD (lv_f_sgd) in place on n floats; buf nullable without momentum */
+  int (*sgd_step)(int64_t n, float *p, const float *g, float *buf, const lv_sgd_attr *a);
 
   /* ---- training-loop helpers of a device backend (NULL in the CPU's table: the CPU loop
    * reads the host blocks and the loss directly) ---- */

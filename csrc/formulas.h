@@ -187,6 +187,21 @@ LV_HD void lv_f_adam(float *p, float g, float *m, float *v, float *vmax, lv_adam
   *p -= c.step_size * mi / (sqrtf(vi) * c.isb2 + eps);
 }
 
+/* ---------------------------------------------------------------- SGD */
+/* PyTorch's SGD for one element: g' = (maximize ? -g : g) + wd p; with momentum != 0:
+ * buf = first ? g' : momentum buf + (1 - dampening) g', g' = nesterov ? g' + momentum buf : buf;
+ * p -= lr g'. buf is NULL without momentum. */
+LV_HD void lv_f_sgd(float *p, float g, float *buf, float lr, float momentum, float dampening, float wd,
+                    int nesterov, int first) {
+  float gi = g + wd * *p;
+  if (buf) {
+    float b = first ? gi : momentum * *buf + (1.f - dampening) * gi;
+    *buf = b;
+    gi = nesterov ? gi + momentum * b : b;
+  }
+  *p -= lr * gi;
+}
+
 /* ---------------------------------------------------------------- BatchNorm running statistics */
 /* the update factor of one training forward: momentum, or with momentum < 0 the cumulative
  * average 1/k over the k batches tracked so far (k = 0, no counter: 0, nothing moves) */

@@ -79,4 +79,10 @@ typedef struct lv_adam_attr {
   int amsgrad, maximize;
 } lv_adam_attr;
 
+/* SGD (PyTorch's formulas); first = 1 on the first step (the momentum buffer is then set) */
+typedef struct lv_sgd_attr {
+  float lr, momentum, dampening, weight_decay;
+  int nesterov, maximize, first;
+} lv_sgd_attr;
+
 #endif

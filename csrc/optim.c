@@ -1,6 +1,7 @@
 /* Optimizer steps over many parameters in one call (PyTorch's update formulas, float32 state,
  * bias corrections in double). lv_adam_update is the one Adam: lviv_c.optim.Adam and the C
- * training loop (csrc/train.c) both step through it, into the backend's adam_step (lv_f_adam). */
+ * training loop (csrc/train.c) both step through it, into the backend's adam_step (lv_f_adam);
+ * lv_sgd_update likewise into sgd_step (lv_f_sgd). */
 #include "ops/nn_ops.h"
 #include "cpu/kernels.h"
 #include "backend.h"
@@ -24,31 +25,15 @@ int lv_adam_update(int nslots, lv_optim_slot *s, double lr, double beta1, double
 
 int lv_sgd_update(int nslots, lv_optim_slot *s, double lr, double momentum, double dampening,
                   double weight_decay, int nesterov, int maximize) {
-  float mo = (float)momentum, da = (float)dampening, wd = (float)weight_decay, l = (float)lr;
+  lv_sgd_attr at = {(float)lr, (float)momentum, (float)dampening, (float)weight_decay, nesterov, maximize, 0};
   for (int k = 0; k < nslots; k++) {
     lv_optim_slot *q = &s[k];
     if (!q->g) continue;
-    if (q->device == LV_CUDA)
-      return lv_set_error(LV_ERUNTIME, "sgd: CUDA parameters are not supported yet (use Adam, or the model on the CPU)");
-    if (mo != 0.f && !q->m) return lv_set_error(LV_EVALUE, "sgd: momentum needs a buffer");
-    float *p = q->p, *b = q->m;
-    const float *g = q->g;
-    int64_t n = q->n;
-    int first = q->step == 1;
-    if (!maximize) {
-      if (lv_sgd_step(n, p, g, b, l, mo, da, wd, nesterov, first) < 0) return -1;
-      continue;
-    }
-#pragma omp parallel for schedule(static) if (n > 32768)
-    for (int64_t i = 0; i < n; i++) {
-      float d = maximize ? -g[i] : g[i];
-      if (wd != 0.f) d += wd * p[i];
-      if (mo != 0.f) {
-        b[i] = first ? d : b[i] * mo + (1.f - da) * d;
-        d = nesterov ? d + mo * b[i] : b[i];
-      }
-      p[i] -= l * d;
-    }
+    if (at.momentum != 0.f && !q->m) return lv_set_error(LV_EVALUE, "sgd: momentum needs a buffer");
+    const lv_backend *be = lv_backend_for(q->device);
+    if (!be) return -1;
+    at.first = q->step == 1;
+    if (be->sgd_step(q->n, q->p, q->g, at.momentum != 0.f ? q->m : NULL, &at) < 0) return -1;
   }
   return 0;
 }

@@ -103,6 +103,7 @@ int readout_backward(int B, int C, int H, int W, int Nn, int shared_pos, const f
 int poisson_loss(int64_t n, const float *yhat, const float *y, float eps, float scale,
                  float *loss_dev, float *grad);
 int adam_step(int64_t n, float *p, const float *g, float *m, float *v, float *vmax, const lv_adam_attr *a);
+int sgd_step(int64_t n, float *p, const float *g, float *buf, const lv_sgd_attr *a);
 int gather_rows(float *dst, const float *host_block, int64_t row, const int64_t *idx, int64_t nb);
 int loss_accumulate(const float *val_dev, int reset);
 int loss_read(double *out);

@@ -172,6 +172,7 @@ lv_backend table = {
     .readout_pos_forward = readout_pos_forward,
     .readout_pos_backward = readout_pos_backward,
     .adam_step = adam_step,
+    .sgd_step = sgd_step,
     .gather_rows = gather_rows,
     .gather_rows_dev = gather_rows_dev,
     .loss_accumulate = loss_accumulate,

@@ -376,6 +376,22 @@ int adam_step(int64_t n, float *p, const float *g, float *m, float *v, float *vm
   return 0;
 }
 
+// ---------------------------------------------------------------- SGD (PyTorch formula)
+__global__ void k_sgd(int64_t n, float *p, const float *g, float *buf, float sg, lv_sgd_attr a) {
+  LVC_GRID_STRIDE(i, n) lv_f_sgd(&p[i], sg * g[i], buf ? &buf[i] : nullptr, a.lr, a.momentum, a.dampening,
+                                 a.weight_decay, a.nesterov, a.first);
+}
+int sgd_step(int64_t n, float *p, const float *g, float *buf, const lv_sgd_attr *a) {
+  if (n < 0 || (a->momentum != 0.f && n && !buf))
+    return fail(LVC_EVALUE, "sgd: bad arguments (n %lld; momentum needs a buffer)", (long long)n);
+  if (a->nesterov && (a->momentum <= 0.f || a->dampening != 0.f))
+    return fail(LVC_EVALUE, "sgd: nesterov needs momentum > 0 and zero dampening");
+  if (n == 0) return 0;
+  k_sgd<<<grid_for(n), 256, 0, stream>>>(n, p, g, a->momentum != 0.f ? buf : nullptr, a->maximize ? -1.f : 1.f, *a);
+  LVC_LAUNCHED("sgd");
+  return 0;
+}
+
 // ---------------------------------------------------------------- training-loop helpers
 // ring of pinned staging buffers; a buffer is reused only after its previous copy finished
 static const int NSTAGE = 4;

@@ -106,14 +106,14 @@ def _check_device(dev):
 
 
 def _on_device(t, dev):
-    """t moved to the resolved device dev (None: unchanged); keeps requires_grad for leaves."""
+    """t moved to the resolved device dev (None: unchanged); a leaf stays a leaf (requires_grad kept)."""
     if dev is None:
         return t
     code = 1 if dev.type == "cuda" else 0
     if t._device_code == code:
         return t
     rg = t.requires_grad
-    r = _C._to_device(t, code)
+    r = _C._to_device(_C.detach(t) if rg and t.is_leaf else t, code)
     if rg and t.is_leaf:
         r.requires_grad = True
     return r
@@ -133,11 +133,20 @@ class Size(tuple):
 
 
 def _to_tensor(x, ref=None):
+    """x as a Tensor. With ``ref`` a CUDA tensor, as PyTorch treats scalars: a Python number, a
+    NumPy value or array, or a 0-d CPU tensor goes to ref's device (other CPU tensors stay, and
+    the op then names both devices)."""
     if isinstance(x, Tensor):
+        if ref is not None and x.ndim == 0 and x._device_code != ref._device_code and ref._device_code == 1:
+            return _mark_bool(_C._to_device(x, 1)) if _is_bool(x) else _C._to_device(x, 1)
         return x
     if isinstance(x, (bool, numbers.Number)) and not isinstance(x, np.ndarray):
-        return _C.from_numpy(np.array(x, dtype=np.float32))
-    return tensor(x)
+        t = _C.from_numpy(np.array(x, dtype=np.float32))
+    else:
+        t = tensor(x)
+    if ref is not None and ref._device_code == 1:
+        t = _mark_bool(_C._to_device(t, 1)) if _is_bool(t) else _C._to_device(t, 1)
+    return t
 
 
 class Tensor(_C.TensorBase):
@@ -230,8 +239,14 @@ class Tensor(_C.TensorBase):
         return True
 
     # ---- conversion ----
+    def _host_only(self, what):
+        if self.is_cuda:  # PyTorch's error and fix
+            raise TypeError(f"can't convert cuda:0 device type tensor to numpy ({what}). Use Tensor.cpu() to "
+                            "copy the tensor to host memory first.")
+
     def numpy(self):
         _capture_guard("Tensor.numpy()")
+        self._host_only("Tensor.numpy()")
         if self.requires_grad:
             raise RuntimeError("Can't call numpy() on a tensor that requires grad. Use tensor.detach().numpy() instead.")
         a = np.asarray(memoryview(self))
@@ -239,10 +254,13 @@ class Tensor(_C.TensorBase):
 
     def __array__(self, dtype=None, copy=None):
         _capture_guard("np.asarray(tensor)")
+        self._host_only("np.asarray(tensor)")
         a = np.asarray(memoryview(self))
         return a if dtype is None else a.astype(dtype)
 
     def tolist(self):
+        if self.is_cuda:
+            return self.detach().cpu().tolist()
         a = np.asarray(memoryview(self))
         return (a != 0).tolist() if _is_bool(self) else a.tolist()
 
@@ -272,11 +290,11 @@ class Tensor(_C.TensorBase):
         return builtins.bool(self.item())
 
     def __repr__(self):
-        arr = np.asarray(memoryview(self))
+        arr = np.asarray(memoryview(self.detach().cpu() if self.is_cuda else self))
         if _is_bool(self):
             arr = arr != 0
         body = np.array2string(arr, separator=", ", prefix="tensor(", precision=4)
-        extra = ""
+        extra = ", device='cuda:0'" if self.is_cuda else ""
         if self._dtype_code == 1:
             extra += ", dtype=lviv_c.int64"
         if self.grad_fn is not None:
@@ -299,6 +317,8 @@ class Tensor(_C.TensorBase):
         return (self[i] for i in range(self.shape[0]))
 
     def __reduce_ex__(self, proto):
+        if self.is_cuda:  # like torch: unpickled on the GPU again
+            return (_rebuild, (np.array(memoryview(self.detach().cpu())), self.requires_grad, "cuda"))
         return (_rebuild, (np.array(memoryview(self)), self.requires_grad))
 
     def __deepcopy__(self, memo):
@@ -329,8 +349,8 @@ class Tensor(_C.TensorBase):
             elif dt.code != self._dtype_code:
                 out = _C.to_dtype(out, dt.code)
         if dev is not None and out._device_code != (1 if dev.type == "cuda" else 0):
-            # like torch: a copy on the other device, not tracked by autograd
-            moved = _C._to_device(_C.detach(out) if out.requires_grad else out, 1 if dev.type == "cuda" else 0)
+            # like torch: a copy on the other device; the gradient flows back
+            moved = _C._to_device(out, 1 if dev.type == "cuda" else 0)
             out = _mark_bool(moved) if _is_bool(out) else moved
         return out
 
@@ -449,10 +469,12 @@ class Tensor(_C.TensorBase):
                 if op == MUL:
                     return _C.unary(AFFINE, self, c, 0.0)
                 if op == DIV:
-                    return _C.unary(RDIV, self, c) if reverse else _C.unary(AFFINE, self, 1.0 / c if c != 0 else np.inf, 0.0) if c != 0 else _C.binary(DIV, self, _to_tensor(c))
+                    return _C.unary(RDIV, self, c) if reverse else _C.unary(AFFINE, self, 1.0 / c if c != 0 else np.inf, 0.0) if c != 0 else _C.binary(DIV, self, _to_tensor(c, self))
                 if op == POW and not reverse:
                     return _C.unary(POWS, self, c)
-            other = _to_tensor(other)
+        other = _to_tensor(other, self)
+        if self.ndim == 0 and other._device_code == 1 and self._device_code == 0:
+            self = _to_tensor(self, other)   # a 0-d CPU tensor is a scalar to a CUDA tensor
         a, b = (other, self) if reverse else (self, other)
         if a._dtype_code != b._dtype_code or a._dtype_code == 1:
             a, b = a.float(), b.float()
@@ -774,13 +796,19 @@ class Tensor(_C.TensorBase):
 
     def __setitem__(self, key, value):
         _capture_guard("tensor[...] = value")
-        arr = np.asarray(memoryview(self))
         _check_inplace(self)
         if isinstance(key, tuple):
             key = tuple(_np_key(k) for k in key)
         else:
             key = _np_key(key)
-        arr[key] = np.asarray(value) if isinstance(value, Tensor) else value
+        if isinstance(value, Tensor):
+            value = np.asarray(value.detach().cpu() if value.is_cuda else value)
+        if self.is_cuda:  # through the host: a copy out, the assignment, a copy back
+            host = self.detach().cpu()
+            np.asarray(memoryview(host))[key] = value
+            _C.copy_into(self, host)
+            return
+        np.asarray(memoryview(self))[key] = value
 
 
 def _keeps_bool(name):
@@ -861,8 +889,10 @@ def _capture_guard(what):
         _guard(what)
 
 
-def _rebuild(arr, requires_grad):
+def _rebuild(arr, requires_grad, device="cpu"):
     t = from_numpy(np.ascontiguousarray(arr))
+    if device == "cuda":
+        t = _C._to_device(t, 1)
     t.requires_grad = requires_grad
     return t
 
@@ -1267,8 +1297,9 @@ def minimum(a, b):
 
 
 def where(cond, a, b):
-    cond = _to_tensor(cond).float()
-    a, b = _to_tensor(a), _to_tensor(b)
+    ref = next((t for t in (cond, a, b) if isinstance(t, Tensor) and t.is_cuda), None)
+    cond = _to_tensor(cond, ref).float()
+    a, b = _to_tensor(a, ref), _to_tensor(b, ref)
     return cond * a + (1 - cond) * b
 
 

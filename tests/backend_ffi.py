@@ -16,7 +16,7 @@ import re
 
 import lviv_c
 from lviv_c import _C
-from kern_ffi import AdamAttr, ConvDesc
+from kern_ffi import AdamAttr, ConvDesc, SgdAttr
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 lib = ctypes.CDLL(_C.__file__)
@@ -66,6 +66,7 @@ KERNELS = {
     "readout_backward": ("x pos feat gout gx gpos gfeat gbias", "B C H W Nn shared_pos", ""),
     "poisson_loss": ("yhat y loss grad", "", "eps scale"),
     "adam_step": ("p g m v vmax", "step amsgrad maximize", "lr beta1 beta2 eps weight_decay"),
+    "sgd_step": ("p g buf", "nesterov maximize first", "lr momentum dampening weight_decay"),
 }
 
 _SIG = {
@@ -80,6 +81,7 @@ _SIG = {
     "readout_backward": _fn(I, I, I, I, I, I, I, P, P, P, P, P, P, P, P),
     "poisson_loss": _fn(I, I64, P, P, F, F, P, P),
     "adam_step": _fn(I, I64, P, P, P, P, P, ctypes.POINTER(AdamAttr)),
+    "sgd_step": _fn(I, I64, P, P, P, ctypes.POINTER(SgdAttr)),
     "synchronize": _fn(I),
 }
 
@@ -135,6 +137,9 @@ def run_kernel(name, tensors, ints, floats):
         rc = _entry(t, name)(n(tensors[0]), p[0], p[1], floats[0], floats[1], p[2], p[3])
     elif name == "adam_step":
         at = AdamAttr(*floats, *ints)
+        rc = _entry(t, name)(n(tensors[0]), *p, ctypes.byref(at))
+    elif name == "sgd_step":
+        at = SgdAttr(*floats, *ints)
         rc = _entry(t, name)(n(tensors[0]), *p, ctypes.byref(at))
     elif name.startswith("bn_"):
         N, C, HW, elu = ints

@@ -21,6 +21,12 @@ class AdamAttr(ctypes.Structure):  # lv_adam_attr (csrc/opdef.h)
                 ("amsgrad", ctypes.c_int), ("maximize", ctypes.c_int)]
 
 
+class SgdAttr(ctypes.Structure):  # lv_sgd_attr (csrc/opdef.h)
+    _fields_ = [("lr", ctypes.c_float), ("momentum", ctypes.c_float), ("dampening", ctypes.c_float),
+                ("weight_decay", ctypes.c_float), ("nesterov", ctypes.c_int), ("maximize", ctypes.c_int),
+                ("first", ctypes.c_int)]
+
+
 def P(a):
     """float pointer for a float32 C-contiguous array (None -> NULL)."""
     if a is None:

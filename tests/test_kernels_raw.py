@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from kern_ffi import (F, I64, P, AdamAttr, call, conv2d, conv2d_bwd_data, conv2d_bwd_weight,  # noqa: E402
+from kern_ffi import (F, I64, P, AdamAttr, SgdAttr, call, conv2d, conv2d_bwd_data, conv2d_bwd_weight,  # noqa: E402
                       conv_desc, f32, lib)
 
 RNG = np.random.default_rng(1234)
@@ -366,17 +366,18 @@ def test_adam(wd, amsgrad, maximize):
         call("lv_adam_step", I64(n), P(p), P(g), P(m), P(v), None, ctypes.byref(AdamAttr(lr, b1, b2, eps, wd, 1, 1, 0)))
 
 
-@pytest.mark.parametrize("momentum,nesterov,wd", [(0.0, 0, 0.0), (0.9, 0, 0.01), (0.9, 1, 0.0)])
-def test_sgd(momentum, nesterov, wd):
+@pytest.mark.parametrize("momentum,nesterov,wd,maximize", [(0.0, 0, 0.0, 0), (0.9, 0, 0.01, 0), (0.9, 1, 0.0, 0),
+                                                        (0.9, 0, 0.01, 1)])
+def test_sgd(momentum, nesterov, wd, maximize):
     n = 1000
     p, buf = rnd(n), np.empty(n, np.float32)
     p64, b64 = p.astype(np.float64), None
     lr = 0.1
     for step in range(3):
         g = rnd(n)
-        call("lv_sgd_step", I64(n), P(p), P(g), P(buf) if momentum else None, F(lr), F(momentum),
-             F(0.0), F(wd), nesterov, int(step == 0))
-        gg = g + wd * p64
+        call("lv_sgd_step", I64(n), P(p), P(g), P(buf) if momentum else None,
+             ctypes.byref(SgdAttr(lr, momentum, 0.0, wd, nesterov, maximize, int(step == 0))))
+        gg = (-g if maximize else g) + wd * p64
         if momentum:
             b64 = gg.copy() if b64 is None else momentum * b64 + gg
             gg = gg + momentum * b64 if nesterov else b64

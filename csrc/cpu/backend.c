@@ -199,6 +199,7 @@ const lv_backend lv_cpu_backend = {
     .readout_pos_forward = lv_readout_pos_forward,
     .readout_pos_backward = lv_readout_pos_backward,
     .adam_step = lv_adam_step,
+    .sgd_step = lv_sgd_step,
     .gather_rows = NULL, /* device-only entries: the CPU loop reads host blocks directly */
     .gather_rows_dev = NULL,
     .loss_accumulate = NULL,

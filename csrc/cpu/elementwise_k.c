@@ -116,21 +116,15 @@ int lv_adam_step(int64_t n, float *p, const float *g, float *m, float *v, float 
   return 0;
 }
 
-int lv_sgd_step(int64_t n, float *p, const float *g, float *buf, float lr, float momentum,
-                float dampening, float weight_decay, int nesterov, int first) {
-  if (n < 0 || (n && (!p || !g)) || (momentum != 0.f && n && !buf))
+int lv_sgd_step(int64_t n, float *p, const float *g, float *buf, const lv_sgd_attr *a) {
+  if (n < 0 || !a || (n && (!p || !g)) || (a->momentum != 0.f && n && !buf))
     return lv_set_error(LV_EVALUE, "sgd: bad arguments (momentum needs a buffer)"), -1;
-  if (nesterov && (momentum <= 0.f || dampening != 0.f))
+  if (a->nesterov && (a->momentum <= 0.f || a->dampening != 0.f))
     return lv_set_error(LV_EVALUE, "sgd: nesterov needs momentum > 0 and zero dampening"), -1;
+  float sg = a->maximize ? -1.f : 1.f, *b = a->momentum != 0.f ? buf : NULL;
 #pragma omp parallel for schedule(static) if (n > PAR_MIN)
-  for (int64_t i = 0; i < n; i++) {
-    float gi = g[i] + weight_decay * p[i];
-    if (momentum != 0.f) {
-      float b = first ? gi : momentum * buf[i] + (1.f - dampening) * gi;
-      buf[i] = b;
-      gi = nesterov ? gi + momentum * b : b;
-    }
-    p[i] -= lr * gi;
-  }
+  for (int64_t i = 0; i < n; i++)
+    lv_f_sgd(&p[i], sg * g[i], b ? &b[i] : NULL, a->lr, a->momentum, a->dampening, a->weight_decay,
+             a->nesterov, a->first);
   return 0;
 }

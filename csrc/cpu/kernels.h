@@ -210,10 +210,8 @@ int lv_readout_pos_backward(int64_t B, int64_t N, int sample, int type, const fl
  * a->maximize negates g. a->step counts from 1. */
 int lv_adam_step(int64_t n, float *p /* (n) */, const float *g /* (n) */, float *m /* (n) */,
                  float *v /* (n) */, float *vmax /* (n) nullable */, const lv_adam_attr *a);
-/* SGD: g' = g + weight_decay * p; with momentum != 0: buf = first ? g' : momentum buf +
- * (1 - dampening) g'; g' = nesterov ? g' + momentum buf : buf. p -= lr g'.
- * buf (n) may be NULL when momentum == 0; first = 1 on the first step (buf uninitialised). */
-int lv_sgd_step(int64_t n, float *p, const float *g, float *buf, float lr, float momentum,
-                float dampening, float weight_decay, int nesterov, int first);
+/* SGD (lv_f_sgd in csrc/formulas.h) on n floats; buf (n) may be NULL when a->momentum == 0;
+ * a->first = 1 on the first step (buf uninitialised); a->maximize negates g. */
+int lv_sgd_step(int64_t n, float *p, const float *g, float *buf, const lv_sgd_attr *a);
 
 #endif

@@ -19,6 +19,8 @@ lv_tensor *lv_index_select(lv_tensor *a, int dim, lv_tensor *idx);
 lv_tensor *lv_cat(int n, lv_tensor **ts, int dim);
 lv_tensor *lv_expand(lv_tensor *a, int ndim, const int64_t *shape);
 lv_tensor *lv_copy(lv_tensor *a); /* clone */
+/* a copy on `device` (LV_CPU / LV_CUDA), differentiable: the gradient goes back to a's device */
+lv_tensor *lv_to_device(lv_tensor *a, int device);
 lv_tensor *lv_to_dtype(lv_tensor *a, int dtype);
 /* broadcast shape of a and b into out; returns ndim or -1 */
 int lv_broadcast_shape(const lv_tensor *a, const lv_tensor *b, int64_t *out);

@@ -200,6 +200,30 @@ lv_tensor *lv_copy(lv_tensor *a) {
   return lv_node_finish(n, a->ndim, a->shape, a->dtype);
 }
 
+/* ---- device copy (differentiable, like torch's .to(device)) ---- */
+static int todev_fwd(lv_node *n) {
+  return lv_copy_bytes(lv_data(n->out), n->out->st->device, lv_data(n->in[0]), n->in[0]->st->device,
+                       (size_t)lv_numel(n->out) * lv_dtype_size(n->out->dtype));
+}
+static int todev_bwd(lv_node *n, lv_tensor *gout, lv_tensor **gin) {
+  (void)n;
+  if (!gin[0]) return 0;
+  lv_tensor *g = lv_tensor_to_device(gout, gin[0]->st->device);
+  if (!g) return -1;
+  int rc = lv_backend_of(gin[0])->add_into(lv_f32(gin[0]), lv_f32(g), lv_numel(g));
+  lv_tensor_decref(g);
+  return rc;
+}
+static const lv_op op_to_device = {"to_device", todev_fwd, todev_bwd, NULL};
+lv_tensor *lv_to_device(lv_tensor *a, int device) {
+  lv_tensor *in[1] = {a};
+  lv_node *n = lv_node_new(&op_to_device, 1, in);
+  if (!n) return NULL;
+  lv_tensor *out = lv_tensor_new(a->ndim, a->shape, a->dtype, device, 0);
+  if (!out) { lv_node_decref(n); return NULL; }
+  return lv_node_finish_out(n, out);
+}
+
 /* ---- dtype cast (not differentiable) ---- */
 lv_tensor *lv_to_dtype(lv_tensor *a, int dtype) {
   lv_tensor *o = lv_tensor_new(a->ndim, a->shape, dtype, a->st->device, 0);

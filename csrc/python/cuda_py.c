@@ -2,6 +2,7 @@
  * devices. No CUDA headers: everything goes through the op table in csrc/backend.h. */
 #include "lvpy.h"
 #include "backend.h"
+#include "ops/ops.h"
 #include <string.h>
 
 #define LV_CUDA_CAPSULE "lviv_c._cuda.lv_backend"
@@ -34,7 +35,8 @@ static PyObject *f_emulated_transfers(PyObject *m, PyObject *noarg) {
                        (unsigned long long)s->d2h_bytes, "d2d", (unsigned long long)s->d2d);
 }
 
-/* _to_device(tensor, device_code): a copy on that device (the same tensor when already there) */
+/* _to_device(tensor, device_code): a copy on that device (the same tensor when already there),
+ * tracked by autograd like torch's .to(device) */
 static PyObject *f_to_device(PyObject *m, PyObject *args) {
   PyObject *o; int dev;
   if (!PyArg_ParseTuple(args, "Oi", &o, &dev)) return NULL;
@@ -44,7 +46,7 @@ static PyObject *f_to_device(PyObject *m, PyObject *args) {
   if (t->st->device == dev) { Py_INCREF(o); return o; }
   lv_tensor *r;
   Py_BEGIN_ALLOW_THREADS
-  r = lv_tensor_to_device(t, dev);
+  r = lv_to_device(t, dev);
   Py_END_ALLOW_THREADS
   return lvpy_wrap(r);
 }

@@ -155,7 +155,7 @@ def poisson_loss(output, target, eps=1e-12, avg=False, reduction=None):
     """Poisson negative log likelihood without the constant: sum(output - target*log(output+eps)).
     avg=True or reduction='mean' averages; reduction='none' keeps the elementwise loss."""
     output = _tensor(output, "poisson_loss")
-    target = _to_tensor(target)
+    target = _to_tensor(target, output)
     if reduction is None:
         reduction = "mean" if avg else "sum"
     if reduction == "none":

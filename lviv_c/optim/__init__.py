@@ -79,6 +79,14 @@ class Optimizer:
         # optimizer state lives on the parameter's device
         return zeros(*p.shape, device="cuda") if p.is_cuda else zeros(*p.shape)
 
+    @staticmethod
+    def _follow(st, p):
+        """The state tensors of p moved to p's device when the model moved after they were made
+        (model.to(...) after some steps): the moments follow the parameters, once."""
+        for k, v in st.items():
+            if isinstance(v, Tensor) and v.is_cuda != p.is_cuda:
+                st[k] = _C._to_device(v, 1 if p.is_cuda else 0)
+
     # ------------------------------------------------------------ state dict
     def state_dict(self):
         """{'state': {index: {...}}, 'param_groups': [{..., 'params': [indices]}]} like torch;
@@ -191,6 +199,7 @@ class Adam(Optimizer):
                     st["exp_avg_sq"] = self._state_tensor(p)
                     if g["amsgrad"]:
                         st["max_exp_avg_sq"] = self._state_tensor(p)
+                self._follow(st, p)
                 st["step"] = int(st["step"]) + 1
                 ps.append(p)
                 ms.append(st["exp_avg"])
@@ -237,6 +246,7 @@ class SGD(Optimizer):
                     continue
                 st = self.state[p]
                 first = 0
+                self._follow(st, p)
                 if mom != 0 and st.get("momentum_buffer") is None:
                     st["momentum_buffer"] = self._state_tensor(p)
                     first = 1
