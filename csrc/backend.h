@@ -25,7 +25,7 @@
 #define LV_BACKEND_H
 #include "lv.h"
 
-#define LV_BACKEND_ABI 4
+#define LV_BACKEND_ABI 5
 
 #ifdef __cplusplus
 extern "C" {
@@ -76,6 +76,10 @@ typedef struct lv_backend {
   int (*add_into)(float *dst, const float *src, int64_t n);
   /* d[i] += a[i] * b[i] for n floats */
   int (*mul_add)(float *d, const float *a, const float *b, int64_t n);
+  /* where (lv_f_where) on n same-shaped floats: out = c != 0 ? a : b; its backward adds g into
+   * ga where c != 0 and into gb elsewhere (ga / gb nullable) */
+  int (*where_fwd)(int64_t n, const float *c, const float *a, const float *b, float *out);
+  int (*where_bwd)(int64_t n, const float *c, const float *g, float *ga, float *gb);
   /* dtype cast between float32 and int64 (n elements; same dtype: plain copy) */
   int (*cast)(void *dst, int dst_dtype, const void *src, int src_dtype, int64_t n);
   /* d[i] = value for n floats */

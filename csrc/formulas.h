@@ -187,6 +187,11 @@ LV_HD void lv_f_adam(float *p, float g, float *m, float *v, float *vmax, lv_adam
   *p -= c.step_size * mi / (sqrtf(vi) * c.isb2 + eps);
 }
 
+/* ---------------------------------------------------------------- where */
+/* torch.where for one element: a where the condition is nonzero, else b (a select, never a
+ * blend: an inf or NaN in the branch not taken does not leak into the result) */
+LV_HD float lv_f_where(float c, float a, float b) { return c != 0.f ? a : b; }
+
 /* ---------------------------------------------------------------- SGD */
 /* PyTorch's SGD for one element: g' = (maximize ? -g : g) + wd p; with momentum != 0:
  * buf = first ? g' : momentum buf + (1 - dampening) g', g' = nesterov ? g' + momentum buf : buf;

@@ -73,6 +73,8 @@ int cat_bwd(lv_node *n, lv_tensor *gout, lv_tensor **gin);
 int expand_fwd(lv_node *n);
 int expand_bwd(lv_node *n, lv_tensor *gout, lv_tensor **gin);
 int add_into(float *dst, const float *src, int64_t n);
+int where_fwd(int64_t n, const float *c, const float *a, const float *b, float *out);
+int where_bwd(int64_t n, const float *c, const float *g, float *ga, float *gb);
 int cast(void *dst, int dst_dtype, const void *src, int src_dtype, int64_t n);
 int fill_f32(float *d, float value, int64_t n);
 // blas.cu

@@ -548,6 +548,27 @@ int add_into(float *dst, const float *src, int64_t n) {
   LVC_LAUNCHED("gradient accumulation");
   return 0;
 }
+__global__ void k_where_fwd(int64_t n, const float *c, const float *a, const float *b, float *o) {
+  LVC_GRID_STRIDE(i, n) o[i] = lv_f_where(c[i], a[i], b[i]);
+}
+__global__ void k_where_bwd(int64_t n, const float *c, const float *g, float *ga, float *gb) {
+  LVC_GRID_STRIDE(i, n) {
+    if (ga) ga[i] += lv_f_where(c[i], g[i], 0.f);
+    if (gb) gb[i] += lv_f_where(c[i], 0.f, g[i]);
+  }
+}
+int where_fwd(int64_t n, const float *c, const float *a, const float *b, float *out) {
+  if (n <= 0) return 0;
+  k_where_fwd<<<grid_for(n), 256, 0, stream>>>(n, c, a, b, out);
+  LVC_LAUNCHED("where");
+  return 0;
+}
+int where_bwd(int64_t n, const float *c, const float *g, float *ga, float *gb) {
+  if (n <= 0 || (!ga && !gb)) return 0;
+  k_where_bwd<<<grid_for(n), 256, 0, stream>>>(n, c, g, ga, gb);
+  LVC_LAUNCHED("where backward");
+  return 0;
+}
 int fill_f32(float *d, float value, int64_t n) {
   if (init() < 0) return -1;
   if (n <= 0) return 0;

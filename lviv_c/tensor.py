@@ -1297,10 +1297,18 @@ def minimum(a, b):
 
 
 def where(cond, a, b):
+    """torch.where(cond, a, b): a where cond is true, else b, broadcast together; a select (an
+    inf or NaN in the branch not taken stays out of the result and of the gradient)."""
     ref = next((t for t in (cond, a, b) if isinstance(t, Tensor) and t.is_cuda), None)
     cond = _to_tensor(cond, ref).float()
-    a, b = _to_tensor(a, ref), _to_tensor(b, ref)
-    return cond * a + (1 - cond) * b
+    a, b = _to_tensor(a, ref).float(), _to_tensor(b, ref).float()
+    try:
+        shape = np.broadcast_shapes(tuple(cond.shape), tuple(a.shape), tuple(b.shape))
+    except ValueError:
+        raise ValueError(f"where: shapes {tuple(cond.shape)}, {tuple(a.shape)} and {tuple(b.shape)} "
+                         "cannot be broadcast together") from None
+    cond, a, b = (t if tuple(t.shape) == shape else t.expand(*shape) for t in (cond, a, b))
+    return _C.where(cond, a, b)
 
 
 def is_tensor(x):

@@ -386,3 +386,27 @@ def test_cuda_unavailable_is_clear():
         L.zeros(3, device="cuda")
     with pytest.raises(RuntimeError, match="no CUDA GPU is available"):
         L.ones(2).to("cuda")
+
+
+# ---------------------------------------------------------------- where
+def test_where_selects_never_blends():
+    x = T([-1.0, -2.0, 2.0, 3.0], True)
+    y = L.where(x > 0, x.log(), 0.0)       # log of the negatives is NaN, and stays out
+    np.testing.assert_array_equal(np.asarray(y.detach()), [0.0, 0.0, np.log(2.0, dtype=np.float32),
+                                                           np.log(3.0, dtype=np.float32)])
+    y.sum().backward()
+    np.testing.assert_allclose(np.asarray(x.grad), [0.0, 0.0, 0.5, 1 / 3], rtol=1e-6)
+    z = L.where(x > 0, x, float("-inf"))
+    np.testing.assert_array_equal(np.asarray(z.detach()), [-np.inf, -np.inf, 2.0, 3.0])
+
+
+def test_where_broadcasts_and_its_gradient_matches_finite_differences():
+    rng = np.random.default_rng(0)
+    c = rng.random((3, 1)) > 0.5
+    a, b = rng.standard_normal((3, 4)), rng.standard_normal((4,))
+    got = L.where(L.tensor(c), T(a), T(b))
+    assert tuple(got.shape) == (3, 4)
+    np.testing.assert_array_equal(np.asarray(got), np.where(c, a, b).astype(np.float32))
+    check_grad(lambda p, q: L.where(L.tensor(c), p, q), lambda p, q: np.where(c, p, q), a, b)
+    with pytest.raises(ValueError, match="where: shapes"):
+        L.where(L.tensor(c), T(a), T(np.ones(5)))

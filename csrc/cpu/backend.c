@@ -35,6 +35,19 @@ static int cpu_mul_add(float *d, const float *a, const float *b, int64_t n) {
   for (int64_t i = 0; i < n; i++) d[i] += a[i] * b[i];
   return 0;
 }
+static int cpu_where_fwd(int64_t n, const float *c, const float *a, const float *b, float *o) {
+#pragma omp parallel for schedule(static) if (n > 65536)
+  for (int64_t i = 0; i < n; i++) o[i] = lv_f_where(c[i], a[i], b[i]);
+  return 0;
+}
+static int cpu_where_bwd(int64_t n, const float *c, const float *g, float *ga, float *gb) {
+#pragma omp parallel for schedule(static) if (n > 65536)
+  for (int64_t i = 0; i < n; i++) {
+    if (ga) ga[i] += lv_f_where(c[i], g[i], 0.f);
+    if (gb) gb[i] += lv_f_where(c[i], 0.f, g[i]);
+  }
+  return 0;
+}
 static int cpu_cast(void *dst, int dst_dtype, const void *src, int src_dtype, int64_t n) {
   if (dst_dtype == src_dtype) memcpy(dst, src, (size_t)n * lv_dtype_size(dst_dtype));
   else if (dst_dtype == LV_F32) { const int64_t *s = src; float *d = dst; for (int64_t i = 0; i < n; i++) d[i] = (float)s[i]; }
@@ -174,6 +187,8 @@ const lv_backend lv_cpu_backend = {
     .expand_bwd = lv_cpu_expand_bwd,
     .add_into = cpu_add_into,
     .mul_add = cpu_mul_add,
+    .where_fwd = cpu_where_fwd,
+    .where_bwd = cpu_where_bwd,
     .cast = cpu_cast,
     .fill_f32 = cpu_fill_f32,
     .conv2d_workspace_floats = lv_conv2d_workspace_floats,

@@ -20,6 +20,34 @@ int lv_broadcast_shape(const lv_tensor *a, const lv_tensor *b, int64_t *out) {
   return nd;
 }
 
+/* ---- where: a select, differentiable in a and b ---- */
+static int where_fwd(lv_node *n) {
+  return lv_backend_of(n->out)->where_fwd(lv_numel(n->out), lv_f32(n->in[0]), lv_f32(n->in[1]),
+                                           lv_f32(n->in[2]), lv_f32(n->out));
+}
+static int where_bwd(lv_node *n, lv_tensor *gout, lv_tensor **gin) {
+  if (!gin[1] && !gin[2]) return 0;  /* the condition gets no gradient */
+  return lv_backend_of(gout)->where_bwd(lv_numel(gout), lv_f32(n->in[0]), lv_f32(gout),
+                                         gin[1] ? lv_f32(gin[1]) : NULL, gin[2] ? lv_f32(gin[2]) : NULL);
+}
+static const lv_op op_where = {"where", where_fwd, where_bwd, NULL};
+
+lv_tensor *lv_where(lv_tensor *c, lv_tensor *a, lv_tensor *b) {
+  lv_tensor *all[3] = {c, a, b};
+  for (int i = 0; i < 3; i++)
+    if (all[i]->dtype != LV_F32) return lv_set_error(LV_ETYPE, "where: expected float32 tensors"), NULL;
+  if (!lv_same_shape(c, a) || !lv_same_shape(c, b)) {
+    char s1[96], s2[96], s3[96];
+    lv_set_error(LV_EVALUE, "where: shapes %s, %s and %s differ (broadcast them first)", lv_shape_str(c, s1, sizeof s1),
+                 lv_shape_str(a, s2, sizeof s2), lv_shape_str(b, s3, sizeof s3));
+    return NULL;
+  }
+  if (lv_check_devices("where", all, NULL, 3) < 0) return NULL;
+  lv_node *n = lv_node_new(&op_where, 3, all);
+  if (!n) return NULL;
+  return lv_node_finish(n, a->ndim, a->shape, LV_F32);
+}
+
 static int binary_fwd(lv_node *n) { return lv_backend_of(n->out)->binary_fwd(n); }
 static int binary_bwd(lv_node *n, lv_tensor *gout, lv_tensor **gin) {
   return lv_backend_of(gout)->binary_bwd(n, gout, gin);

@@ -19,6 +19,8 @@ lv_tensor *lv_index_select(lv_tensor *a, int dim, lv_tensor *idx);
 lv_tensor *lv_cat(int n, lv_tensor **ts, int dim);
 lv_tensor *lv_expand(lv_tensor *a, int ndim, const int64_t *shape);
 lv_tensor *lv_copy(lv_tensor *a); /* clone */
+/* torch.where on same-shaped float32 tensors (the caller broadcasts): c != 0 ? a : b */
+lv_tensor *lv_where(lv_tensor *c, lv_tensor *a, lv_tensor *b);
 /* a copy on `device` (LV_CPU / LV_CUDA), differentiable: the gradient goes back to a's device */
 lv_tensor *lv_to_device(lv_tensor *a, int device);
 lv_tensor *lv_to_dtype(lv_tensor *a, int dtype);

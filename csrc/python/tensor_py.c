@@ -327,6 +327,14 @@ static PyObject *f_binary(PyObject *m, PyObject *args) {
   return lvpy_wrap(lv_binary(op, x, y));
 }
 
+static PyObject *f_where(PyObject *m, PyObject *args) {
+  PyObject *c, *a, *b;
+  if (!PyArg_ParseTuple(args, "OOO", &c, &a, &b)) return NULL;
+  lv_tensor *x = lvpy_get(c, "where"), *y = x ? lvpy_get(a, "where") : NULL, *z = y ? lvpy_get(b, "where") : NULL;
+  if (!z) return NULL;
+  return lvpy_wrap(lv_where(x, y, z));
+}
+
 static PyObject *f_unary(PyObject *m, PyObject *args) {
   int op; PyObject *a; double p0 = 0, p1 = 0;
   if (!PyArg_ParseTuple(args, "iO|dd", &op, &a, &p0, &p1)) return NULL;
@@ -501,6 +509,7 @@ static PyMethodDef tensor_methods[] = {
     {"fill_", f_fill, METH_VARARGS, NULL},
     {"manual_seed", f_manual_seed, METH_O, NULL},
     {"binary", f_binary, METH_VARARGS, NULL},
+    {"where", f_where, METH_VARARGS, "where(cond, a, b): same-shaped float32 tensors"},
     {"unary", f_unary, METH_VARARGS, NULL},
     {"reduce", f_reduce, METH_VARARGS, NULL},
     {"matmul", f_matmul, METH_VARARGS, NULL},
