@@ -18,11 +18,13 @@ int lv_check_devices(const char *op, lv_tensor *const *ts, const char *const *wh
     if (first < 0) { first = i; continue; }
     int d0 = ts[first]->st->device, d1 = ts[i]->st->device;
     if (d1 == d0) continue;
+#define LV_DEVICE_FIX "; move one to the other's device: model.to(device) for a model, x.to(device) for a tensor"
     if (what)
-      return lv_set_error(LV_EVALUE, "%s: expected all tensors on the same device, got %s (%s) and %s (%s)", op,
-                          dev_name(d0), what[first], dev_name(d1), what[i]);
-    return lv_set_error(LV_EVALUE, "%s: expected all tensors on the same device, got %s (tensor %d) and %s (tensor %d)",
-                        op, dev_name(d0), first, dev_name(d1), i);
+      return lv_set_error(LV_EVALUE, "%s: expected all tensors on the same device, got %s (%s) and %s (%s)" LV_DEVICE_FIX,
+                          op, dev_name(d0), what[first], dev_name(d1), what[i]);
+    return lv_set_error(LV_EVALUE, "%s: expected all tensors on the same device, got %s (tensor %d) and %s (tensor %d)"
+                        LV_DEVICE_FIX, op, dev_name(d0), first, dev_name(d1), i);
+#undef LV_DEVICE_FIX
   }
   if (first >= 0 && ts[first]->st->device == LV_CUDA && !lv_cuda)
     return lv_set_error(LV_ERUNTIME, "%s: CUDA backend not loaded", op);
