@@ -40,7 +40,7 @@ def test_scalar_and_index_ops_match_the_cpu(name, fn):
 
 
 def test_a_cpu_tensor_with_dimensions_still_names_both_devices():
-    with pytest.raises(ValueError, match="same device.*cuda.*cpu.*x.to\(device\)"):
+    with pytest.raises(ValueError, match=r"same device.*cuda.*cpu.*x.to\(device\)"):
         L.tensor(X, device="cuda") + L.tensor(X)
 
 

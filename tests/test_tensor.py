@@ -410,3 +410,25 @@ def test_where_broadcasts_and_its_gradient_matches_finite_differences():
     check_grad(lambda p, q: L.where(L.tensor(c), p, q), lambda p, q: np.where(c, p, q), a, b)
     with pytest.raises(ValueError, match="where: shapes"):
         L.where(L.tensor(c), T(a), T(np.ones(5)))
+
+
+# ---------------------------------------------------------------- basic indexing views
+def test_contiguous_basic_indexing_is_a_view_as_in_pytorch():
+    x = L.zeros(3, 4)
+    x[2][0] = 42.0                      # x[2] is a view: the write reaches x
+    r = x[0:2]
+    r[1, 3] = 7.0
+    x[0, 1:3].fill_(5.0) if hasattr(L.Tensor, "fill_") else x[0, 1:3].mul_(0).add_(5.0)
+    want = np.zeros((3, 4), np.float32)
+    want[2, 0], want[1, 3], want[0, 1:3] = 42.0, 7.0, 5.0
+    np.testing.assert_array_equal(np.asarray(x), want)
+    c = x[:, 1]                          # strided: a copy here (tensors are contiguous)
+    c[0] = -1.0
+    assert float(x[0, 1]) == 5.0
+    # the view's gradient lands in its block of the base
+    w = L.tensor(np.arange(12, dtype=np.float32).reshape(3, 4), requires_grad=True)
+    (w[1] * w[1]).sum().backward()
+    g = np.zeros((3, 4), np.float32)
+    g[1] = 2 * np.arange(4, 8)
+    np.testing.assert_array_equal(np.asarray(w.grad), g)
+    check_grad(lambda a: a[1:3] * 3, lambda a: a[1:3] * 3, np.arange(24.0).reshape(4, 6))

@@ -55,13 +55,34 @@ lv_tensor *lv_permute(lv_tensor *a, const int *perm) {
   return lv_node_finish(n, a->ndim, shape, a->dtype);
 }
 
-/* ---- slice: start/step/len per dim (copies) ---- */
+/* ---- slice: start/step/len per dim (a view when it is one contiguous block, else a copy) ---- */
 static int slice_fwd(lv_node *n) { return lv_backend_of(n->out)->slice_fwd(n); }
 static int slice_bwd(lv_node *n, lv_tensor *gout, lv_tensor **gin) {
   return lv_backend_of(gout)->slice_bwd(n, gout, gin);
 }
 static void free_extra(lv_node *n) { free(n->extra); n->extra = NULL; }
 static const lv_op op_slice = {"slice", slice_fwd, slice_bwd, free_extra};
+
+/* A slice that is one contiguous block of a (the dims before the last partial one of length 1,
+ * that one of step 1, the rest full) is a view at this element offset; else -1 (a copy). */
+static int64_t slice_view_offset(const lv_tensor *a, const int64_t *start, const int64_t *step, const int64_t *len) {
+  int nd = a->ndim, j = -1;
+  for (int i = 0; i < nd; i++) {
+    if (len[i] == 0) return -1;
+    if (!(start[i] == 0 && step[i] == 1 && len[i] == a->shape[i])) j = i;
+  }
+  if (j >= 0 && step[j] != 1 && len[j] != 1) return -1;
+  for (int i = 0; i < j; i++) if (len[i] != 1) return -1;
+  int64_t off = 0, stride = 1;
+  for (int i = nd - 1; i >= 0; i--) { off += start[i] * stride; stride *= a->shape[i]; }
+  return off;
+}
+/* the view's backward: its gradient added into that block of the input's */
+static int slice_view_bwd(lv_node *n, lv_tensor *gout, lv_tensor **gin) {
+  if (!gin[0]) return 0;
+  return lv_backend_of(gout)->add_into(lv_f32(gin[0]) + n->ia[0], lv_f32(gout), lv_numel(gout));
+}
+static const lv_op op_slice_view = {"slice", reshape_fwd, slice_view_bwd, NULL};
 
 lv_tensor *lv_slice(lv_tensor *a, const int64_t *start, const int64_t *step, const int64_t *len) {
   int nd = a->ndim;
@@ -72,6 +93,15 @@ lv_tensor *lv_slice(lv_tensor *a, const int64_t *start, const int64_t *step, con
     }
   }
   lv_tensor *in[1] = {a};
+  int64_t off = slice_view_offset(a, start, step, len);
+  if (off >= 0) { /* a contiguous block of a's storage: a view, as in PyTorch */
+    lv_node *v = lv_node_new(&op_slice_view, 1, in);
+    if (!v) return NULL;
+    v->ia[0] = off;
+    lv_tensor *out = lv_tensor_view(a, nd, len, a->offset + (size_t)off * lv_dtype_size(a->dtype));
+    if (!out) { lv_node_decref(v); return NULL; }
+    return lv_node_finish_out(v, out);
+  }
   lv_node *n = lv_node_new(&op_slice, 1, in);
   if (!n) return NULL;
   int64_t *st = malloc(sizeof(int64_t) * 3 * (size_t)(nd > 0 ? nd : 1));
