@@ -37,6 +37,9 @@ int cuda_fail(cudaError_t e, const char *what, int at) {
   cudaError_t was = (cudaError_t)lost.load();
   lvc_error_text(buf, sizeof buf, e, what, at, flags().sync_launches != 0, was);
   if (was == cudaSuccess && lvc_is_sticky(e)) lost.store(e);
+  // a call's own error stays as the thread's "last error" until read: clear it, so the next
+  // launch check does not blame its kernel (sticky errors cannot be cleared, and need not be)
+  if (!lvc_is_sticky(e)) cudaGetLastError();
   return fail(e == cudaErrorMemoryAllocation ? LVC_ENOMEM : LVC_ERUNTIME, "%s", buf);
 }
 
@@ -88,7 +91,10 @@ cudaError_t dev_malloc(void **p, size_t n) {
 }
 void dev_free(void *p) {
   if (!p || !stream) return;  // errors (at interpreter exit, after a sticky error) are ignored
-  if (use_pool) { cudaFreeAsync(p, stream); return; }
+  if (use_pool) {
+    if (cudaFreeAsync(p, stream) != cudaSuccess) cudaGetLastError();
+    return;
+  }
   cudaStreamSynchronize(stream);  // work queued on the memory finishes first
   cudaFree(p);
   cudaGetLastError();
@@ -142,7 +148,7 @@ static void *t_alloc(size_t nbytes) {
   cudaError_t e = dev_malloc(&p, nbytes);
   if (e != cudaSuccess) {
     if (e == cudaErrorMemoryAllocation) {
-      cudaGetLastError();
+      cudaGetLastError();  // not left for the next launch check
       fail(LVC_ENOMEM, "CUDA out of memory allocating %zu bytes (%s)", nbytes, cudaGetErrorString(e));
     } else {
       cuda_fail(e, "allocation");
