@@ -6,6 +6,7 @@ nvcc into a small program, no GPU needed); dropout drawing once from the generat
 same mask on the CPU and the (emulated) device. On a GPU only: a real kernel fault reported at the
 kernel (LVIV_CUDA_SYNC=1) or at the next copy, then the unusable context; the fallback without
 memory pools; the switches changing the cuDNN choice without changing results beyond rounding."""
+import ctypes
 import os
 import shutil
 import subprocess
@@ -122,9 +123,11 @@ def _nvcc():
 @pytest.mark.skipif(_nvcc() is None, reason="nvcc not found")
 def test_cuda_error_messages(tmp_path):
     exe = tmp_path / "errors_main"
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}  # not under the ASan run's preload
     subprocess.run([_nvcc(), "-std=c++17", "-I" + os.path.join(ROOT, "cuda"), "-o", str(exe),
-                    os.path.join(HERE, "cuda_unit", "errors_main.cu")], check=True, capture_output=True, timeout=300)
-    out = subprocess.run([str(exe)], check=True, capture_output=True, text=True, timeout=60).stdout
+                    os.path.join(HERE, "cuda_unit", "errors_main.cu")], check=True, capture_output=True,
+                   timeout=300, env=env)
+    out = subprocess.run([str(exe)], check=True, capture_output=True, text=True, timeout=60, env=env).stdout
     rows = {line.split("|")[0]: line.split("|", 2)[1:] for line in out.splitlines()}
     unusable = "the CUDA context of this process is unusable after this error"
     sticky, msg = rows["fault_at_copy"]
@@ -193,6 +196,30 @@ def test_dropout_same_mask_and_generator_use_on_both_devices():
     for c, g in zip(out["cpu"], out["cuda"]):
         np.testing.assert_array_equal(g, c)  # bit for bit, and the generator left in the same state
     assert not np.array_equal(out["cpu"][0] != 0, out["cpu"][1] != 0)
+
+
+class _Flags(ctypes.Structure):  # csrc/backend.h lv_device_flags, in declaration order
+    _fields_ = [(n, ctypes.c_int) for n in ("cudnn_deterministic", "cudnn_benchmark", "cudnn_allow_tf32",
+                                            "matmul_allow_tf32", "sync_launches")]
+
+
+@pytest.mark.cuda
+@device
+def test_the_installed_table_reads_the_switches_the_python_side_sets(restore_flags):
+    # the path the CUDA backend takes at every op: table.core_flags(), filled in by the core
+    sys.path.insert(0, HERE)
+    from backend_ffi import backend
+    L.zeros(1, device="cuda")  # the table is installed
+    t = backend("cuda")
+    assert t.core_flags
+    get = ctypes.CFUNCTYPE(ctypes.POINTER(_Flags))(t.core_flags)
+    for det, bench, tf32 in [(False, True, True), (True, False, False)]:
+        L.backends.cudnn.deterministic, L.backends.cudnn.benchmark = det, bench
+        L.cuda.allow_tf32 = tf32
+        f = get().contents
+        assert {n: bool(getattr(f, n)) for n, _ in _Flags._fields_} == _C._device_flags()
+        assert (f.cudnn_deterministic, f.cudnn_benchmark, f.cudnn_allow_tf32, f.matmul_allow_tf32) == (
+            det, bench, tf32, tf32)
 
 
 @pytest.mark.cuda
