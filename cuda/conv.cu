@@ -138,7 +138,7 @@ static void conv_release_plans();
 
 // called with conv_mu held
 static int make_plan(const lv_conv2d_desc *d, Plan **out) {
-  const lv_device_flags &f = flags();
+  const lv_device_flags f = flags();  // one snapshot: the key and the plan agree
   Key k = key_of(d, f);
   auto it = plans.find(k);
   if (it != plans.end()) { *out = it->second; return 0; }
