@@ -7,6 +7,12 @@
 
 lv_backend *lv_cuda = NULL;
 
+/* deterministic cuDNN algorithms and no TF32 unless asked (lviv_c.backends) */
+static lv_device_flags flags = {.cudnn_deterministic = 1, .cudnn_benchmark = 0, .cudnn_allow_tf32 = 0,
+                                .matmul_allow_tf32 = 0, .sync_launches = 0};
+lv_device_flags *lv_flags(void) { return &flags; }
+static const lv_device_flags *core_flags(void) { return &flags; }
+
 extern void (*lv_device_free_hook)(void *data);
 
 static const char *dev_name(int d) { return d == LV_CUDA ? "cuda" : "cpu"; }
@@ -59,6 +65,7 @@ int lv_cuda_install(lv_backend *t) {
       return lv_set_error(LV_ERUNTIME, "CUDA backend: op table entry %d is empty; rebuild lviv_c", i);
   t->core_set_error = core_set_error;
   t->core_rng_next = lv_rng_next;
+  t->core_flags = core_flags;
   lv_cuda = t;
   lv_device_free_hook = device_free;
   return 0;

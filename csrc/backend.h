@@ -31,6 +31,20 @@
 extern "C" {
 #endif
 
+/* Run-time switches of the device backends, owned by the core and set from Python
+ * (lviv_c.backends.cudnn / lviv_c.backends.cuda.matmul, LVIV_CUDA_SYNC through lviv_c.cuda).
+ * A backend reads them through core_flags() each time it needs one, so a change applies to the
+ * next op. The CPU backend ignores them. */
+typedef struct lv_device_flags {
+  int cudnn_deterministic; /* 1 (default): only cuDNN algorithms whose results are reproducible */
+  int cudnn_benchmark;     /* 1: time the candidates (cudnnFind); 0 (default): cuDNN's heuristics */
+  int cudnn_allow_tf32;    /* 1: TF32 tensor cores in cuDNN convolutions (default 0) */
+  int matmul_allow_tf32;   /* 1: TF32 tensor cores in cuBLAS matmuls (default 0) */
+  int sync_launches;       /* 1 (LVIV_CUDA_SYNC=1): synchronise and check after every kernel launch */
+} lv_device_flags;
+/* the core's one copy (csrc/backend.c) */
+lv_device_flags *lv_flags(void);
+
 typedef struct lv_backend {
   int abi;          /* LV_BACKEND_ABI */
   int table_size;   /* sizeof(lv_backend) as compiled by the backend */
@@ -39,6 +53,7 @@ typedef struct lv_backend {
   /* filled by the core when it installs a loaded backend (NULL in the CPU's own table) */
   int (*core_set_error)(int kind, const char *msg); /* report an error */
   uint64_t (*core_rng_next)(void);                  /* the global seeded generator */
+  const lv_device_flags *(*core_flags)(void);       /* the run-time switches (lv_flags) */
 
   /* ---- memory (bytes) ---- */
   void *(*alloc)(size_t nbytes);                       /* NULL + error on failure */
@@ -122,10 +137,10 @@ typedef struct lv_backend {
   int (*avg_pool2d_backward)(const lv_pool2d_desc *d, const float *gy, float *gx /* += */);
   int (*pad_forward)(const lv_pad_desc *d, float value, const float *x, float *y);
   int (*pad_backward)(const lv_pad_desc *d, const float *gy, float *gx /* += */);
-  /* inverted dropout: mask[i] = u_i >= p ? 1/(1-p) : 0, y = x * mask (n floats); every call
-   * draws fresh u from the global seeded generator (the CPU draws each u_i from it, the GPU
-   * one seed for a counter-based hash: the masks differ, both are reproducible) */
-  int (*dropout_forward)(int64_t n, const float *x, double p, float *mask, float *y);
+  /* inverted dropout: mask[i] = lv_f_dropout_mask(seed, i, p, 1/(1-p)), y = x * mask (n floats).
+   * The op draws the seed from the global generator (one draw per forward, on every device),
+   * so every backend gives the same mask for the same seed (csrc/formulas.h) */
+  int (*dropout_forward)(int64_t n, const float *x, double p, uint64_t seed, float *mask, float *y);
   /* Poisson loss (lv_poisson_loss): *loss (one float in this backend's memory) OVERWRITTEN with
    * scale * sum(yhat - y log(yhat + eps)); grad (n) overwritten with d loss / d yhat, nullable */
   int (*poisson_loss)(int64_t n, const float *yhat, const float *y, float eps, float scale,

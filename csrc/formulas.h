@@ -284,4 +284,23 @@ LV_HD void lv_f_readout_sample(int type, const float *mu, const float *sg, int64
   out[1] = lv_f_clamp1(v1);
 }
 
+/* ---------------------------------------------------------------- counter-based random numbers
+ * One 64-bit seed drawn from the global generator per op call, then element i's number is a hash
+ * of (seed, i): both backends consume the global generator identically (one draw per call) and
+ * produce the same numbers, whatever the order or the threads the elements are visited in. */
+LV_HD uint64_t lv_f_mix64(uint64_t z) { /* splitmix64's finaliser */
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+/* u in [0, 1) with 53 random bits, element i of the stream of `seed` */
+LV_HD double lv_f_counter_u01(uint64_t seed, int64_t i) {
+  uint64_t r = lv_f_mix64(lv_f_mix64(seed) + 0x9e3779b97f4a7c15ULL * (uint64_t)(i + 1));
+  return (double)(r >> 11) * (1.0 / 9007199254740992.0);
+}
+/* inverted dropout's mask value of element i: 0 with probability p, else keep = 1/(1-p) */
+LV_HD float lv_f_dropout_mask(uint64_t seed, int64_t i, double p, float keep) {
+  return lv_f_counter_u01(seed, i) >= p ? keep : 0.f;
+}
+
 #endif

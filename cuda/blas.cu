@@ -1,11 +1,15 @@
 // matmul on cuBLAS: (n,k)@(k,m) and batched (B,n,k)@(B|1,k,m) / (B|1,n,k)@(B,k,m), same cases
-// as csrc/ops/linalg.c. TF32 is off unless lviv_c.cuda.allow_tf32 is set.
+// as csrc/ops/linalg.c. TF32 is off unless lviv_c.backends.cuda.matmul.allow_tf32 is set (the
+// core's matmul_allow_tf32 switch, read at every call). One stream and one handle: cuBLAS gives
+// the same bits on every run on the same GPU model. Threads: blas_mu over the handle and its math
+// mode, held while a GEMM is queued (common.cuh).
 #include <cublas_v2.h>
 #include <climits>
 #include "common.cuh"
 
 namespace lvc {
 
+static std::mutex blas_mu;
 static cublasHandle_t handle = nullptr;
 
 static const char *cublas_str(cublasStatus_t s) {
@@ -20,21 +24,28 @@ static const char *cublas_str(cublasStatus_t s) {
     default: return "error";
   }
 }
-#define CB(call, what)                                                                         \
-  do {                                                                                         \
-    cublasStatus_t s_ = (call);                                                                \
-    if (s_ != CUBLAS_STATUS_SUCCESS) return fail(LVC_ERUNTIME, "cuBLAS %s: %s", what, cublas_str(s_)); \
+#define CB(call, what)                                                           \
+  do {                                                                           \
+    cublasStatus_t s_ = (call);                                                  \
+    if (s_ != CUBLAS_STATUS_SUCCESS) return lib_fail("cuBLAS " what, cublas_str(s_)); \
   } while (0)
 
+// blas_mu held
 static int get_handle() {
   if (init() < 0) return -1;
   if (!handle) {
     CB(cublasCreate(&handle), "create");
-    CB(cublasSetStream(handle, stream), "set stream");
+    cublasStatus_t st = cublasSetStream(handle, stream);
+    if (st != CUBLAS_STATUS_SUCCESS) {
+      cublasDestroy(handle);
+      handle = nullptr;
+      return lib_fail("cuBLAS set stream", cublas_str(st));
+    }
   }
   // pedantic FP32 unless TF32 was allowed (CUBLAS_DEFAULT_MATH never uses TF32 either, but
   // pedantic also rules out reduced-precision reductions)
-  CB(cublasSetMathMode(handle, allow_tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_PEDANTIC_MATH), "math mode");
+  CB(cublasSetMathMode(handle, flags().matmul_allow_tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_PEDANTIC_MATH),
+     "math mode");
   return 0;
 }
 
@@ -46,10 +57,12 @@ int sgemm_rm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const
   if (M == 0 || N == 0) return 0;
   if (!fits(M) || !fits(N) || !fits(K) || !fits(lda) || !fits(ldb) || !fits(ldc))
     return fail(LVC_EVALUE, "matmul: dimensions exceed the 32-bit limit of cuBLAS");
+  std::lock_guard<std::mutex> lk(blas_mu);
   if (get_handle() < 0) return -1;
   CB(cublasSgemm(handle, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, (int)N, (int)M,
                  (int)K, &alpha, B, (int)ldb, A, (int)lda, &beta, C, (int)ldc),
      "sgemm");
+  LVC_LAUNCHED("matmul (cuBLAS sgemm)");
   return 0;
 }
 
@@ -59,12 +72,14 @@ static int sgemm_batched(int ta, int tb, int64_t M, int64_t N, int64_t K, const 
   if (M == 0 || N == 0 || batch == 0) return 0;
   if (!fits(M) || !fits(N) || !fits(K) || !fits(batch))
     return fail(LVC_EVALUE, "matmul: dimensions exceed the 32-bit limit of cuBLAS");
+  std::lock_guard<std::mutex> lk(blas_mu);
   if (get_handle() < 0) return -1;
   float alpha = 1.f;
   CB(cublasSgemmStridedBatched(handle, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N,
                                (int)N, (int)M, (int)K, &alpha, B, (int)ldb, sB, A, (int)lda, sA, &beta, C,
                                (int)ldc, sC, (int)batch),
      "sgemm batched");
+  LVC_LAUNCHED("matmul (cuBLAS batched sgemm)");
   return 0;
 }
 
@@ -107,6 +122,7 @@ int matmul_bwd(lv_node *n, lv_tensor *gout, lv_tensor **gin) {
 }
 
 void blas_release() {
+  std::lock_guard<std::mutex> lk(blas_mu);
   if (handle) cublasDestroy(handle);
   handle = nullptr;
 }

@@ -1,14 +1,31 @@
 // Shared declarations of the CUDA backend (lviv_c._cuda). One stream, one cuBLAS and one cuDNN
 // handle, created lazily on first use (device_count() never creates a context).
+//
+// Threads. The core calls this backend with the GIL released (training epochs, backward, copies
+// between devices), so two Python threads can be inside it at once. The rule: every piece of
+// host-side state that is shared and mutable (a scratch slot, the cuDNN plans and workspace, the
+// cuBLAS handle's math mode, a pinned staging ring) has its own mutex, held while the state is
+// read or changed AND while the work that uses the memory it owns is queued. All work goes to
+// one stream, which runs it in the order queued: the next holder's kernels run after ours, so the
+// mutex covers the queuing, not the execution. Per-thread state (the training loop's loss
+// accumulator) needs no lock. Lock order where two are held: conv -> scratch 1 -> 2 -> 3; a
+// function never takes a mutex it already holds.
+//
+// Errors. Every kernel launch is followed by LVC_LAUNCHED(name of the op), and every cuBLAS or
+// cuDNN call by a check: with LVIV_CUDA_SYNC=1 (lviv_c.cuda, the core's sync_launches switch)
+// that also synchronises, so a fault is reported at the kernel that caused it. The words of
+// every error: errors.cuh.
 #pragma once
 #include <cuda_runtime.h>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <mutex>
 extern "C" {
 #include "backend.h"
 }
 #include "formulas.h"  // every scalar formula, shared with the CPU kernels
+#include "errors.cuh"  // the words of CUDA errors (host only)
 
 // lv_errkind values (lv.h): the backend reports errors through lv_backend::core_set_error
 enum { LVC_EVALUE = LV_EVALUE, LVC_ENOMEM = LV_ENOMEM, LVC_ERUNTIME = LV_ERUNTIME };
@@ -17,13 +34,44 @@ namespace lvc {
 
 extern lv_backend table;       // module.cu
 extern cudaStream_t stream;       // module.cu, valid after init()
-extern bool allow_tf32;           // module.cu: TF32 in cuBLAS/cuDNN (off by default)
 int init();                       // 0 or -1 with error set: device, stream, memory pool
+const lv_device_flags &flags();   // the core's run-time switches (csrc/backend.h)
 
 int fail(int kind, const char *fmt, ...);  // formats, reports through the table, returns -1
-int cuda_fail(cudaError_t e, const char *what);
+// report CUDA error e noticed at `what` (LVC_AT_CALL / LVC_AT_LAUNCH / LVC_AT_WAIT: errors.cuh);
+// a sticky error marks the context unusable, and every later init() refuses with that message
+int cuda_fail(cudaError_t e, const char *what, int at = LVC_AT_CALL);
+// after every kernel launch and library call: the launch error, and with LVIV_CUDA_SYNC=1 a
+// synchronisation and the kernel's own error; 0 or -1 with the error set
+int launched(const char *what);
+// a cuBLAS/cuDNN call failed with `msg`: reported as the library's error, unless the CUDA
+// context is already broken (then the CUDA error, which explains it)
+int lib_fail(const char *what, const char *msg);
 
-void *scratch(size_t nbytes, int slot);    // per-slot growing device scratch (stream-ordered)
+// device memory: the stream-ordered pool (cudaMallocAsync) when the device supports memory pools
+// (cudaDevAttrMemoryPoolsSupported, checked once in init(); LVIV_CUDA_NO_POOL=1 turns it off),
+// else cudaMalloc / cudaFree (which then first waits for the stream)
+cudaError_t dev_malloc(void **p, size_t n);
+void dev_free(void *p);
+bool uses_memory_pool();
+
+// a growing device scratch buffer of the backend, locked for the lifetime of this object (the
+// entry that uses it): Scratch s(nbytes, slot); if (!s.p) return -1;  Slots: 0 binary backward,
+// 1..3 cuDNN algorithm search, 4 BatchNorm eval constants, 5 BatchNorm backward sums, 6 loss parts
+struct Scratch {
+  void *p = nullptr;
+  Scratch(size_t nbytes, int slot);
+  ~Scratch();
+  Scratch(const Scratch &) = delete;
+  Scratch &operator=(const Scratch &) = delete;
+
+ private:
+  int slot_ = -1;
+};
+
+// free every cache (cuDNN plans and workspace, handles, scratch, staging rings) after waiting for
+// the stream; they are made again on demand (lviv_c.cuda.empty_cache(), and at exit)
+void release_caches();
 
 // cublas.cu / cudnn.cu helpers used by other files
 int sgemm_rm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
@@ -47,8 +95,17 @@ inline unsigned grid_for(int64_t n, int block = 256) {
     cudaError_t e_ = (call);                                   \
     if (e_ != cudaSuccess) return lvc::cuda_fail(e_, what);    \
   } while (0)
-// after a kernel launch
-#define LVC_LAUNCHED(what) LVC_CHECK(cudaGetLastError(), what)
+// a call that waits for queued work (copies to the host, synchronize): a kernel's fault shows here
+#define LVC_WAIT(call, what)                                                  \
+  do {                                                                        \
+    cudaError_t e_ = (call);                                                  \
+    if (e_ != cudaSuccess) return lvc::cuda_fail(e_, what, LVC_AT_WAIT);      \
+  } while (0)
+// after EVERY kernel launch (and cuBLAS/cuDNN call): the one place LVIV_CUDA_SYNC acts
+#define LVC_LAUNCHED(what)                          \
+  do {                                              \
+    if (lvc::launched(what) < 0) return -1;         \
+  } while (0)
 
 #define LVC_GRID_STRIDE(i, n) \
   for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (int64_t)blockDim.x * gridDim.x)
@@ -86,6 +143,8 @@ int conv2d_backward_data(const lv_conv2d_desc *d, const float *gy, const float *
 int conv2d_backward_weight(const lv_conv2d_desc *d, const float *x, const float *gy, float *gw, float *gb,
                            float *ws);
 void conv_release();
+// blas.cu
+void blas_release();
 // nn.cu
 int bn_forward_train(int N, int C, int HW, const float *x, const float *gamma, const float *beta,
                      float eps, int elu, float *y, float *mean, float *invstd, float *var_unbiased);
@@ -121,7 +180,7 @@ int avg_pool2d_forward(const lv_pool2d_desc *d, const float *x, float *y);
 int avg_pool2d_backward(const lv_pool2d_desc *d, const float *gy, float *gx);
 int pad_forward(const lv_pad_desc *d, float value, const float *x, float *y);
 int pad_backward(const lv_pad_desc *d, const float *gy, float *gx);
-int dropout_forward(int64_t n, const float *x, double p, float *mask, float *y);
+int dropout_forward(int64_t n, const float *x, double p, uint64_t seed, float *mask, float *y);
 int mul_add(float *d, const float *a, const float *b, int64_t n);
 int poisson_loss_backward(int64_t n, const float *gout, const float *grad, const float *yhat, float eps, float scale,
                           float *gyhat, float *gy);
@@ -132,6 +191,7 @@ int readout_pos_forward(int64_t B, int64_t N, int sample, int type, int project,
                         uint64_t seed, float *eps, float *mask, float *out);
 int readout_pos_backward(int64_t B, int64_t N, int sample, int type, const float *g, const float *mask,
                          const float *eps, float *gmu, float *gsigma);
+void nn_ops_release();
 }  // namespace lvc
 
 // bilinear taps (zeros outside) at pixel coordinates (ix, iy): the readout and grid_sample

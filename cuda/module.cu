@@ -4,15 +4,23 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <cstdarg>
+#include <atomic>
+#include <cstdlib>
 #include <mutex>
 #include "common.cuh"
 
 namespace lvc {
 
 cudaStream_t stream = nullptr;
-bool allow_tf32 = false;
-static bool inited = false;
+static std::atomic<bool> inited{false};
 static std::mutex init_mu;
+static bool use_pool = false;             // set once in init()
+static std::atomic<int> lost{cudaSuccess};  // the sticky error that made the context unusable
+
+const lv_device_flags &flags() {
+  static const lv_device_flags defaults = {1, 0, 0, 0, 0};  // as csrc/backend.c until installed
+  return table.core_flags ? *table.core_flags() : defaults;
+}
 
 int fail(int kind, const char *fmt, ...) {
   char buf[1024];
@@ -24,43 +32,110 @@ int fail(int kind, const char *fmt, ...) {
   return -1;
 }
 
-int cuda_fail(cudaError_t e, const char *what) {
-  return fail(e == cudaErrorMemoryAllocation ? LVC_ENOMEM : LVC_ERUNTIME, "CUDA error in %s: %s (%s)",
-              what, cudaGetErrorString(e), cudaGetErrorName(e));
+int cuda_fail(cudaError_t e, const char *what, int at) {
+  char buf[1024];
+  cudaError_t was = (cudaError_t)lost.load();
+  lvc_error_text(buf, sizeof buf, e, what, at, flags().sync_launches != 0, was);
+  if (was == cudaSuccess && lvc_is_sticky(e)) lost.store(e);
+  // a call's own error stays as the thread's "last error" until read: clear it, so the next
+  // launch check does not blame its kernel (sticky errors cannot be cleared, and need not be)
+  if (!lvc_is_sticky(e)) cudaGetLastError();
+  return fail(e == cudaErrorMemoryAllocation ? LVC_ENOMEM : LVC_ERUNTIME, "%s", buf);
+}
+
+int launched(const char *what) {
+  cudaError_t e = cudaGetLastError();
+  if (e == cudaSuccess && flags().sync_launches) e = cudaStreamSynchronize(stream);
+  return e == cudaSuccess ? 0 : cuda_fail(e, what, LVC_AT_LAUNCH);
+}
+
+int lib_fail(const char *what, const char *msg) {
+  cudaError_t e = lost.load() != cudaSuccess ? (cudaError_t)lost.load() : cudaPeekAtLastError();
+  if (lvc_is_sticky(e)) return cuda_fail(e, what, LVC_AT_LAUNCH);
+  return fail(LVC_ERUNTIME, "%s: %s", what, msg);
 }
 
 int init() {
-  if (inited) return 0;
+  if (lost.load() != cudaSuccess) return cuda_fail((cudaError_t)lost.load(), nullptr);
+  if (inited.load(std::memory_order_acquire)) return 0;
   std::lock_guard<std::mutex> lk(init_mu);
-  if (inited) return 0;
+  if (inited.load()) return 0;
   int n = 0;
   cudaError_t e = cudaGetDeviceCount(&n);
   if (e != cudaSuccess || n == 0) return fail(LVC_ERUNTIME, "CUDA: no usable GPU (%s)", e != cudaSuccess ? cudaGetErrorString(e) : "0 devices");
   LVC_CHECK(cudaSetDevice(0), "cudaSetDevice");
   LVC_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "cudaStreamCreate");
-  // stream-ordered allocator: keep freed blocks cached in the pool (no cudaFree sync per step)
+  // the stream-ordered allocator only where the device supports memory pools (not every
+  // driver/device/virtualisation does); else plain cudaMalloc/cudaFree
+  int pools = 0;
+  if (cudaDeviceGetAttribute(&pools, cudaDevAttrMemoryPoolsSupported, 0) != cudaSuccess) { cudaGetLastError(); pools = 0; }
+  const char *np = getenv("LVIV_CUDA_NO_POOL");
+  use_pool = pools != 0 && !(np && *np && strcmp(np, "0") != 0);
   cudaMemPool_t pool;
-  if (cudaDeviceGetDefaultMemPool(&pool, 0) == cudaSuccess) {
+  if (use_pool && cudaDeviceGetDefaultMemPool(&pool, 0) == cudaSuccess) {
+    // keep freed blocks cached in the pool (no cudaFree sync per step)
     uint64_t thr = UINT64_MAX;
     cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &thr);
   }
-  inited = true;
+  cudaGetLastError();
+  inited.store(true, std::memory_order_release);
   return 0;
 }
 
-// ---- scratch buffers: a few growing device buffers owned by the backend ----
-static void *scr[8];
-static size_t scr_n[8];
-void *scratch(size_t nbytes, int slot) {
-  if (slot < 0 || slot >= 8) { fail(LVC_ERUNTIME, "scratch: bad slot %d", slot); return nullptr; }
-  if (scr_n[slot] >= nbytes && scr[slot]) return scr[slot];
-  if (scr[slot]) cudaFreeAsync(scr[slot], stream);
+bool uses_memory_pool() { return use_pool; }
+
+cudaError_t dev_malloc(void **p, size_t n) {
+  *p = nullptr;
+  if (use_pool) return cudaMallocAsync(p, n ? n : 4, stream);
+  return cudaMalloc(p, n ? n : 4);
+}
+void dev_free(void *p) {
+  if (!p || !stream) return;  // errors (at interpreter exit, after a sticky error) are ignored
+  if (use_pool) {
+    if (cudaFreeAsync(p, stream) != cudaSuccess) cudaGetLastError();
+    return;
+  }
+  cudaStreamSynchronize(stream);  // work queued on the memory finishes first
+  cudaFree(p);
+  cudaGetLastError();
+}
+
+// ---- scratch buffers: a few growing device buffers owned by the backend, one mutex each ----
+static const int NSCRATCH = 8;
+static std::mutex scr_mu[NSCRATCH];
+static void *scr[NSCRATCH];
+static size_t scr_n[NSCRATCH];
+Scratch::Scratch(size_t nbytes, int slot) {
+  if (slot < 0 || slot >= NSCRATCH) { fail(LVC_ERUNTIME, "scratch: bad slot %d", slot); return; }
+  scr_mu[slot].lock();
+  slot_ = slot;
+  if (scr_n[slot] >= nbytes && scr[slot]) { p = scr[slot]; return; }
+  dev_free(scr[slot]);
   scr[slot] = nullptr; scr_n[slot] = 0;
   size_t want = nbytes + nbytes / 4 + 256;
-  cudaError_t e = cudaMallocAsync(&scr[slot], want, stream);
-  if (e != cudaSuccess) { cuda_fail(e, "scratch allocation"); scr[slot] = nullptr; return nullptr; }
+  cudaError_t e = dev_malloc(&scr[slot], want);
+  if (e != cudaSuccess) { cuda_fail(e, "scratch allocation"); scr[slot] = nullptr; return; }
   scr_n[slot] = want;
-  return scr[slot];
+  p = scr[slot];
+}
+Scratch::~Scratch() {
+  if (slot_ >= 0) scr_mu[slot_].unlock();
+}
+
+void release_caches() {
+  if (!inited.load() || lost.load() != cudaSuccess) return;
+  cudaStreamSynchronize(stream);
+  conv_release();
+  blas_release();
+  nn_release();
+  nn_ops_release();
+  for (int i = 0; i < NSCRATCH; i++) {
+    std::lock_guard<std::mutex> lk(scr_mu[i]);
+    dev_free(scr[i]);
+    scr[i] = nullptr; scr_n[i] = 0;
+  }
+  cudaStreamSynchronize(stream);
+  cudaGetLastError();
 }
 
 // cuDNN keeps one shared workspace: nothing kept with the conv nodes
@@ -70,27 +145,30 @@ static size_t conv2d_workspace_floats(const lv_conv2d_desc *) { return 0; }
 static void *t_alloc(size_t nbytes) {
   if (init() < 0) return nullptr;
   void *p = nullptr;
-  cudaError_t e = cudaMallocAsync(&p, nbytes ? nbytes : 4, stream);
+  cudaError_t e = dev_malloc(&p, nbytes);
   if (e != cudaSuccess) {
-    fail(LVC_ENOMEM, "CUDA out of memory allocating %zu bytes (%s)", nbytes, cudaGetErrorString(e));
+    if (e == cudaErrorMemoryAllocation) {
+      cudaGetLastError();  // not left for the next launch check
+      fail(LVC_ENOMEM, "CUDA out of memory allocating %zu bytes (%s)", nbytes, cudaGetErrorString(e));
+    } else {
+      cuda_fail(e, "allocation");
+    }
     return nullptr;
   }
   return p;
 }
-static void t_free(void *p) {
-  if (p && stream) cudaFreeAsync(p, stream);  // errors at interpreter exit are ignored
-}
+static void t_free(void *p) { dev_free(p); }
 static int t_h2d(void *dst, const void *src, size_t n) {
   if (init() < 0) return -1;
   LVC_CHECK(cudaMemcpyAsync(dst, src, n, cudaMemcpyHostToDevice, stream), "copy to the GPU");
   // the source may be pageable memory the caller frees right away: make the copy complete
-  LVC_CHECK(cudaStreamSynchronize(stream), "copy to the GPU");
+  LVC_WAIT(cudaStreamSynchronize(stream), "copy to the GPU");
   return 0;
 }
 static int t_d2h(void *dst, const void *src, size_t n) {
   if (init() < 0) return -1;
   LVC_CHECK(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToHost, stream), "copy from the GPU");
-  LVC_CHECK(cudaStreamSynchronize(stream), "copy from the GPU");
+  LVC_WAIT(cudaStreamSynchronize(stream), "copy from the GPU");
   return 0;
 }
 static int t_d2d(void *dst, const void *src, size_t n) {
@@ -104,8 +182,9 @@ static int t_memset0(void *p, size_t n) {
   return 0;
 }
 static int t_sync() {
-  if (!inited) return 0;
-  LVC_CHECK(cudaStreamSynchronize(stream), "synchronize");
+  if (!inited.load()) return 0;
+  if (lost.load() != cudaSuccess) return init();
+  LVC_WAIT(cudaStreamSynchronize(stream), "synchronize");
   return 0;
 }
 
@@ -118,6 +197,7 @@ lv_backend table = {
     .device = LV_CUDA,
     .core_set_error = nullptr,
     .core_rng_next = nullptr,
+    .core_flags = nullptr,
     .alloc = t_alloc,
     .free = t_free,
     .memcpy_h2d = t_h2d,
@@ -233,11 +313,19 @@ static PyObject *py_mem_info(PyObject *, PyObject *) {
   return Py_BuildValue("(KK)", (unsigned long long)fr, (unsigned long long)tot);
 }
 
-static PyObject *py_set_allow_tf32(PyObject *, PyObject *arg) {
-  int v = PyObject_IsTrue(arg);
-  if (v < 0) return nullptr;
-  lvc::allow_tf32 = v != 0;
+static PyObject *py_empty_cache(PyObject *, PyObject *) {
+  Py_BEGIN_ALLOW_THREADS
+  lvc::release_caches();
+  Py_END_ALLOW_THREADS
   Py_RETURN_NONE;
+}
+
+static PyObject *py_uses_memory_pool(PyObject *, PyObject *) {
+  if (lvc::init() < 0) {
+    PyErr_SetString(PyExc_RuntimeError, "uses_memory_pool: no usable CUDA GPU");
+    return nullptr;
+  }
+  return PyBool_FromLong(lvc::uses_memory_pool());
 }
 
 static PyObject *py_synchronize(PyObject *, PyObject *) {
@@ -262,7 +350,8 @@ static PyMethodDef methods[] = {
     {"device_name", py_device_name, METH_VARARGS, "name of GPU i"},
     {"get_device_capability", py_capability, METH_VARARGS, "(major, minor) of GPU i"},
     {"mem_info", py_mem_info, METH_NOARGS, "(free, total) bytes of GPU 0"},
-    {"set_allow_tf32", py_set_allow_tf32, METH_O, "allow TF32 tensor cores in matmul/conv"},
+    {"empty_cache", py_empty_cache, METH_NOARGS, "free the backend's caches (cuDNN plans, workspaces, scratch, staging)"},
+    {"uses_memory_pool", py_uses_memory_pool, METH_NOARGS, "whether allocations use the stream-ordered pool"},
     {"synchronize", py_synchronize, METH_NOARGS, "wait for the backend's stream"},
     {"runtime_version", py_runtime_version, METH_NOARGS, "(runtime, driver) CUDA versions"},
     {nullptr, nullptr, 0, nullptr}};

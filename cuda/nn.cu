@@ -86,7 +86,8 @@ int bn_forward_train(int N, int C, int HW, const float *x, const float *gamma, c
 int bn_forward_eval(int N, int C, int HW, const float *x, const float *gamma, const float *beta,
                     const float *rmean, const float *rvar, float eps, int elu, float *y) {
   if (N < 0 || C < 1 || HW < 1) return fail(LVC_EVALUE, "batch_norm: bad shape (N %d, C %d, HW %d)", N, C, HW);
-  float *inv = (float *)scratch((size_t)C * sizeof(float), 4);
+  Scratch sc((size_t)C * sizeof(float), 4);  // held until the kernels reading it are queued
+  float *inv = (float *)sc.p;
   if (!inv) return -1;
   k_bn_eval_consts<<<grid_for(C), 256, 0, stream>>>(C, rvar, eps, inv);
   LVC_LAUNCHED("batch_norm");
@@ -149,7 +150,8 @@ static int bn_backward(int N, int C, int HW, const float *x, const float *y, con
                        float *gbeta) {
   if (N < 1 || C < 1 || HW < 1) return fail(LVC_EVALUE, "batch_norm backward: bad shape (N %d, C %d, HW %d)", N, C, HW);
   int64_t M = (int64_t)N * HW, total = M * C;
-  double *sums = (double *)scratch((size_t)C * 2 * sizeof(double), 5);
+  Scratch sc((size_t)C * 2 * sizeof(double), 5);
+  double *sums = (double *)sc.p;
   if (!sums) return -1;
   k_bn_bwd_sums<<<C, threads_for(M), 0, stream>>>(N, C, HW, x, y, gy, mean, invstd, elu, sums);
   LVC_LAUNCHED("batch_norm backward");
@@ -173,7 +175,8 @@ int bn_backward_train(int N, int C, int HW, const float *x, const float *y, cons
 int bn_backward_eval(int N, int C, int HW, const float *x, const float *y, const float *gy, const float *gamma,
                      const float *rmean, const float *rvar, float eps, int elu, float *gx, float *ggamma,
                      float *gbeta) {
-  float *inv = (float *)scratch((size_t)C * sizeof(float), 4);
+  Scratch sc((size_t)C * sizeof(float), 4);  // lock order 4 -> 5 (bn_backward)
+  float *inv = (float *)sc.p;
   if (!inv) return -1;
   k_bn_eval_consts<<<grid_for(C), 256, 0, stream>>>(C, rvar, eps, inv);
   LVC_LAUNCHED("batch_norm backward");
@@ -350,7 +353,8 @@ int poisson_loss(int64_t n, const float *yhat, const float *y, float eps, float 
   int blocks = (int)((n + 255) / 256);
   if (blocks > 1024) blocks = 1024;
   if (blocks < 1) blocks = 1;
-  double *part = (double *)scratch((size_t)blocks * sizeof(double), 6);
+  Scratch sc((size_t)blocks * sizeof(double), 6);
+  double *part = (double *)sc.p;
   if (!part) return -1;
   k_poisson<<<blocks, 256, 0, stream>>>(n, yhat, y, eps, scale, part, grad);
   LVC_LAUNCHED("poisson_loss");
@@ -393,8 +397,10 @@ int sgd_step(int64_t n, float *p, const float *g, float *buf, const lv_sgd_attr 
 }
 
 // ---------------------------------------------------------------- training-loop helpers
-// ring of pinned staging buffers; a buffer is reused only after its previous copy finished
+// ring of pinned staging buffers; a buffer is reused only after its previous copy finished.
+// stage_mu: held from taking a buffer to queuing its copy (common.cuh: threads)
 static const int NSTAGE = 4;
+static std::mutex stage_mu;
 static float *stage[NSTAGE];
 static size_t stage_n[NSTAGE];
 static cudaEvent_t stage_ev[NSTAGE];
@@ -405,9 +411,10 @@ int gather_rows(float *dst, const float *host_block, int64_t row, const int64_t 
   if (init() < 0) return -1;
   size_t bytes = (size_t)(nb * row) * sizeof(float);
   if (bytes == 0) return 0;
+  std::lock_guard<std::mutex> lk(stage_mu);
   int s = stage_next;
   stage_next = (stage_next + 1) % NSTAGE;
-  if (stage_used[s]) LVC_CHECK(cudaEventSynchronize(stage_ev[s]), "batch staging");
+  if (stage_used[s]) LVC_WAIT(cudaEventSynchronize(stage_ev[s]), "batch staging");
   if (!stage_ev[s]) LVC_CHECK(cudaEventCreateWithFlags(&stage_ev[s], cudaEventDisableTiming), "batch staging");
   if (stage_n[s] < bytes) {
     if (stage[s]) cudaFreeHost(stage[s]);
@@ -422,29 +429,48 @@ int gather_rows(float *dst, const float *host_block, int64_t row, const int64_t 
   return 0;
 }
 
-static double *loss_acc = nullptr;  // device
-static double *loss_host = nullptr; // pinned
+// The loss accumulator belongs to the thread: a training loop (csrc/train.c) resets, adds and
+// reads it from one thread, so two loops in two threads never mix their sums (no lock needed).
+// Freed when the thread ends.
+struct LossAcc {
+  double *dev = nullptr;   // device
+  double *host = nullptr;  // pinned
+  ~LossAcc() {
+    if (dev) dev_free(dev);
+    if (host) cudaFreeHost(host);
+  }
+};
+static thread_local LossAcc loss;
 __global__ void k_loss_acc(double *acc, const float *v, int reset) {
   if (reset) *acc = 0.0;
   if (v) *acc += (double)*v;
 }
 int loss_accumulate(const float *val_dev, int reset) {
   if (init() < 0) return -1;
-  if (!loss_acc) LVC_CHECK(cudaMalloc((void **)&loss_acc, sizeof(double)), "loss accumulator");
-  k_loss_acc<<<1, 1, 0, stream>>>(loss_acc, val_dev, reset);
+  if (!loss.dev) LVC_CHECK(dev_malloc((void **)&loss.dev, sizeof(double)), "loss accumulator");
+  k_loss_acc<<<1, 1, 0, stream>>>(loss.dev, val_dev, reset);
   LVC_LAUNCHED("loss accumulator");
   return 0;
 }
 int loss_read(double *out) {
   if (init() < 0) return -1;
-  if (!loss_acc) { *out = 0; return 0; }
-  if (!loss_host) LVC_CHECK(cudaMallocHost((void **)&loss_host, sizeof(double)), "loss accumulator");
-  LVC_CHECK(cudaMemcpyAsync(loss_host, loss_acc, sizeof(double), cudaMemcpyDeviceToHost, stream), "loss read");
-  LVC_CHECK(cudaStreamSynchronize(stream), "loss read");
-  *out = *loss_host;
+  if (!loss.dev) { *out = 0; return 0; }
+  if (!loss.host) LVC_CHECK(cudaMallocHost((void **)&loss.host, sizeof(double)), "loss accumulator");
+  LVC_CHECK(cudaMemcpyAsync(loss.host, loss.dev, sizeof(double), cudaMemcpyDeviceToHost, stream), "loss read");
+  LVC_WAIT(cudaStreamSynchronize(stream), "loss read");
+  *out = *loss.host;
   return 0;
 }
 
-void nn_release() {}
+// the staging ring (release_caches, after the stream finished)
+void nn_release() {
+  std::lock_guard<std::mutex> lk(stage_mu);
+  for (int s = 0; s < NSTAGE; s++) {
+    if (stage[s]) cudaFreeHost(stage[s]);
+    if (stage_ev[s]) cudaEventDestroy(stage_ev[s]);
+    stage[s] = nullptr; stage_n[s] = 0; stage_ev[s] = nullptr; stage_used[s] = false;
+  }
+  stage_next = 0;
+}
 
 }  // namespace lvc

@@ -271,40 +271,21 @@ int pad_backward(const lv_pad_desc *d, const float *gy, float *gx) {
 }
 
 // ---------------------------------------------------------------- dropout
-// splitmix64 finaliser of (seed, i): a counter-based generator, so a mask depends only on the
-// seed the op layer draws from lv_rng for each forward (replays redraw, runs are reproducible)
-__host__ __device__ __forceinline__ uint64_t mix64(uint64_t z) {
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
+// the counter-based mask of csrc/formulas.h (lv_f_dropout_mask), the seed drawn by the op layer
+// (csrc/ops/nn_ops.c, one draw per forward): the CPU's mask, bit for bit
 __global__ void k_dropout(int64_t n, const float *x, double p, float keep, uint64_t seed, float *mask, float *y) {
   LVC_GRID_STRIDE(i, n) {
-    uint64_t r = mix64(seed + 0x9e3779b97f4a7c15ULL * (uint64_t)(i + 1));
-    double u = (double)(r >> 11) * (1.0 / 9007199254740992.0);  // [0, 1), 53 bits
-    float m = u >= p ? keep : 0.f;
+    float m = lv_f_dropout_mask(seed, i, p, keep);
     mask[i] = m;
     y[i] = x[i] * m;
   }
 }
-// a fresh seed from the core's global generator on every call: replays redraw, seeded runs repeat
-int dropout_forward(int64_t n, const float *x, double p, float *mask, float *y) {
+int dropout_forward(int64_t n, const float *x, double p, uint64_t seed, float *mask, float *y) {
   if (n < 0 || !(p >= 0 && p <= 1)) return fail(LVC_EVALUE, "dropout: bad arguments (n %lld, p %g)", (long long)n, p);
-  uint64_t seed = table.core_rng_next ? table.core_rng_next() : 0;
   if (n == 0) return 0;
   float keep = p < 1 ? (float)(1.0 / (1.0 - p)) : 0.f;
-  k_dropout<<<grid_for(n), 256, 0, stream>>>(n, x, p, keep, mix64(seed), mask, y);
+  k_dropout<<<grid_for(n), 256, 0, stream>>>(n, x, p, keep, seed, mask, y);
   LVC_LAUNCHED("dropout");
-  return 0;
-}
-
-__global__ void k_mul_add(int64_t n, float *d, const float *a, const float *b) {
-  LVC_GRID_STRIDE(i, n) d[i] += a[i] * b[i];
-}
-int mul_add(float *d, const float *a, const float *b, int64_t n) {
-  if (n <= 0) return 0;
-  k_mul_add<<<grid_for(n), 256, 0, stream>>>(n, d, a, b);
-  LVC_LAUNCHED("mul_add");
   return 0;
 }
 
@@ -348,7 +329,9 @@ int bn_track(int C, double momentum, const float *mean, const float *var_unbiase
 }
 
 // ---------------------------------------------------------------- device-resident batch gather
+// idx_mu: held from taking a slot of the ring to queuing the kernel that reads it (common.cuh)
 static const int NIDX = 4;
+static std::mutex idx_mu;
 static int64_t *idx_host[NIDX];  // pinned
 static int64_t *idx_dev[NIDX];
 static size_t idx_cap[NIDX];
@@ -366,18 +349,19 @@ __global__ void k_gather_rows(float *dst, const float *src, int64_t row, const i
 int gather_rows_dev(float *dst, const float *dev_block, int64_t row, const int64_t *idx, int64_t nb) {
   if (init() < 0) return -1;
   if (nb <= 0 || row <= 0) return 0;
+  std::lock_guard<std::mutex> lk(idx_mu);
   int s = idx_next;
   idx_next = (idx_next + 1) % NIDX;
   // the pinned index buffer is reused only after the copy that read it has finished
-  if (idx_used[s]) LVC_CHECK(cudaEventSynchronize(idx_ev[s]), "batch index staging");
+  if (idx_used[s]) LVC_WAIT(cudaEventSynchronize(idx_ev[s]), "batch index staging");
   if (!idx_ev[s]) LVC_CHECK(cudaEventCreateWithFlags(&idx_ev[s], cudaEventDisableTiming), "batch index staging");
   size_t bytes = (size_t)nb * sizeof(int64_t);
   if (idx_cap[s] < bytes) {
     if (idx_host[s]) cudaFreeHost(idx_host[s]);
-    if (idx_dev[s]) cudaFreeAsync(idx_dev[s], stream);
+    dev_free(idx_dev[s]);
     idx_host[s] = nullptr; idx_dev[s] = nullptr; idx_cap[s] = 0;
     LVC_CHECK(cudaMallocHost((void **)&idx_host[s], bytes), "batch index staging");
-    LVC_CHECK(cudaMallocAsync((void **)&idx_dev[s], bytes, stream), "batch index staging");
+    LVC_CHECK(dev_malloc((void **)&idx_dev[s], bytes), "batch index staging");
     idx_cap[s] = bytes;
   }
   memcpy(idx_host[s], idx, bytes);
@@ -407,7 +391,7 @@ __global__ void k_pos_sample(int64_t B, int64_t N, int type, const float *mu, co
                              float *eps, float *mask, float *out) {
   LVC_GRID_STRIDE(e, B * N) {
     int64_t n = e % N, o = e * 2;
-    lv_f_readout_sample(type, mu, sg, n, mix64(seed + 0x9e3779b97f4a7c15ULL * (uint64_t)(e + 1)), eps + o, mask + o,
+    lv_f_readout_sample(type, mu, sg, n, lv_f_mix64(seed + 0x9e3779b97f4a7c15ULL * (uint64_t)(e + 1)), eps + o, mask + o,
                         out + o);
   }
 }
@@ -426,7 +410,7 @@ int readout_pos_forward(int64_t B, int64_t N, int sample, int type, int project,
   if (!sample) {
     k_pos_mean<<<grid_for(2 * N), 256, 0, stream>>>(N, mu, mask, out);
   } else {
-    k_pos_sample<<<grid_for(B * N), 256, 0, stream>>>(B, N, type, mu, sigma, mix64(seed), eps, mask, out);
+    k_pos_sample<<<grid_for(B * N), 256, 0, stream>>>(B, N, type, mu, sigma, lv_f_mix64(seed), eps, mask, out);
   }
   LVC_LAUNCHED("readout_positions");
   return 0;
@@ -458,6 +442,18 @@ int readout_pos_backward(int64_t B, int64_t N, int sample, int type, const float
   k_pos_bwd<<<grid_for(N, 128), 128, 0, stream>>>(B, N, sample, type, g, mask, eps, gmu, sample ? gsigma : nullptr);
   LVC_LAUNCHED("readout_positions backward");
   return 0;
+}
+
+// the index ring (release_caches, after the stream finished)
+void nn_ops_release() {
+  std::lock_guard<std::mutex> lk(idx_mu);
+  for (int s = 0; s < NIDX; s++) {
+    if (idx_host[s]) cudaFreeHost(idx_host[s]);
+    dev_free(idx_dev[s]);
+    if (idx_ev[s]) cudaEventDestroy(idx_ev[s]);
+    idx_host[s] = nullptr; idx_dev[s] = nullptr; idx_cap[s] = 0; idx_ev[s] = nullptr; idx_used[s] = false;
+  }
+  idx_next = 0;
 }
 
 }  // namespace lvc

@@ -223,8 +223,9 @@ int binary_bwd(lv_node *n, lv_tensor *gout, lv_tensor **gin) {
     if (!gin[side]) continue;
     bool same = same_shape(side ? b : a, o);
     float *dst = lv_f32(gin[side]);
+    Scratch sc(same ? 0 : (size_t)N * sizeof(float), 0);  // held until sum_to has queued its reduction
     if (!same) {
-      dst = (float *)scratch((size_t)N * sizeof(float), 0);
+      dst = (float *)sc.p;
       if (!dst) return -1;
     }
     k_binary_grad<<<grid_for(N), 256, 0, stream>>>(op, side, p, N, lv_f32(a), lv_f32(b), lv_f32(o),

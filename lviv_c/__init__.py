@@ -27,7 +27,7 @@ except ImportError as _e:  # the source folder without its compiled extension (a
         f"comes first on sys.path) rather than a built or installed lviv_c. Either start Python "
         f"from another folder to use the installed package, or build the extension in place: "
         f"`python setup.py build_ext --inplace` (or `make build`).") from None
-from . import cuda  # noqa: E402
+from . import backends, cuda  # noqa: E402,F401
 from .tensor import (  # noqa: E402,F401
     Size, Tensor, allclose, amax, amin, arange, argmax, argmin, as_tensor, abs, cat, clamp, clip,
     concatenate, cos, device, dtype, empty, empty_like, enable_grad, exp, flatten, float32, from_numpy,

@@ -2,7 +2,16 @@
 loaded only on demand, so `import lviv_c` never needs a GPU, a driver or libcudart.
 
     lviv_c.cuda.is_available()      # never raises
-    lviv_c.cuda.allow_tf32 = True   # opt in to TF32 tensor cores in matmul/conv (default False)
+    lviv_c.cuda.allow_tf32 = True   # TF32 in matmul and conv at once (lviv_c.backends: one each)
+    lviv_c.cuda.empty_cache()       # free the backend's caches (cuDNN plans, workspaces, scratch)
+
+``LVIV_CUDA_SYNC=1`` (read when the backend is first used; 0/1, true/false, yes/no, on/off) is a
+debug mode: every kernel launch is followed by a synchronisation and a check, so a fault inside a
+kernel is reported by the op that launched it (slow; for finding a fault). Without it a fault
+shows at the next call that waits for the GPU and is reported as "a CUDA kernel launched earlier
+failed: ... (set LVIV_CUDA_SYNC=1 to find which)". Such faults leave the process's CUDA context
+unusable: the message says so, and every later CUDA op fails with "CUDA is unusable in this
+process since an earlier error ...".
 
 ``LVIV_EMULATE_CUDA=1`` (read at the first use) replaces the GPU by the emulated device, a TEST
 DEVICE ONLY: a second backend with its own storage and explicit copies in and out, named 'cuda',
@@ -15,7 +24,29 @@ import os
 import sys
 import types
 
-_state = {"checked": False, "mod": None, "error": None, "installed": False, "tf32": False}
+_state = {"checked": False, "mod": None, "error": None, "installed": False}
+
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
+
+
+def env_flag(name, default=False):
+    """The boolean environment variable `name` (1/0, true/false, yes/no, on/off; unset: default);
+    ValueError naming the variable for anything else."""
+    v = os.environ.get(name)
+    if v is None:
+        return default
+    w = v.strip().lower()
+    if w in _TRUE:
+        return True
+    if w in _FALSE:
+        return False
+    raise ValueError(f"environment variable {name} must be 0 or 1 (or true/false, yes/no, on/off), got {v!r}")
+
+
+def _apply_env():
+    """Push LVIV_CUDA_SYNC into the core's switches (done when the backend is installed)."""
+    from . import _C
+    _C._set_device_flag("sync_launches", env_flag("LVIV_CUDA_SYNC"))
 
 
 class _EmulatedDevice:
@@ -44,7 +75,7 @@ class _EmulatedDevice:
     def synchronize(self):
         return None
 
-    def set_allow_tf32(self, value):
+    def empty_cache(self):
         return None
 
     def runtime_version(self):
@@ -98,8 +129,11 @@ def _require():
     m = _state["mod"]
     if not _state["installed"]:
         from . import _C
+        _apply_env()
         _C._set_cuda_table(m.table)
-        m.set_allow_tf32(_state["tf32"])
+        if not getattr(m, "emulated", False):
+            import atexit
+            atexit.register(m.empty_cache)  # the cuDNN plans, handles and buffers, before the runtime goes
         _state["installed"] = True
     return m
 
@@ -136,23 +170,35 @@ def manual_seed(seed):
 
 
 def synchronize():
-    """Wait for all queued GPU work (no-op without a GPU)."""
+    """Wait for all queued GPU work (no-op without a GPU); a fault of a queued kernel is raised
+    here as RuntimeError."""
     if _state["installed"]:
-        _state["mod"].synchronize()
+        from . import _C
+        _C._cuda_synchronize()
+
+
+def empty_cache():
+    """Free the CUDA backend's caches: cuDNN plans and workspace, cuBLAS/cuDNN handles, scratch
+    buffers, pinned staging buffers (made again on demand). Tensors are not touched."""
+    if _state["installed"]:
+        _state["mod"].empty_cache()
 
 
 class _CudaModule(types.ModuleType):
     @property
     def allow_tf32(self):
-        """TF32 tensor cores in matmul (cuBLAS) and conv2d (cuDNN). Off by default so results
-        match the CPU to float32 precision; set True for speed on Ampere/Hopper."""
-        return _state["tf32"]
+        """TF32 tensor cores in matmul (cuBLAS) AND conv2d (cuDNN): True when both are allowed.
+        Setting it sets both lviv_c.backends.cuda.matmul.allow_tf32 and
+        lviv_c.backends.cudnn.allow_tf32. Off by default so results match the CPU to float32
+        precision; True for speed on Ampere/Hopper."""
+        from .backends import cuda, cudnn
+        return cuda.matmul.allow_tf32 and cudnn.allow_tf32
 
     @allow_tf32.setter
     def allow_tf32(self, value):
-        _state["tf32"] = bool(value)
-        if _state["installed"]:
-            _state["mod"].set_allow_tf32(bool(value))
+        from .backends import cuda, cudnn
+        cuda.matmul.allow_tf32 = value
+        cudnn.allow_tf32 = value
 
 
 sys.modules[__name__].__class__ = _CudaModule

@@ -127,11 +127,14 @@ static int cpu_pad_backward(const lv_pad_desc *d, const float *gy, float *gx) {
   pad_walk(d, NULL, NULL, gy, gx);
   return 0;
 }
-/* each u_i from the global generator, in order (seeded runs repeat) */
-static int cpu_dropout_forward(int64_t n, const float *x, double p, float *mask, float *y) {
+/* the counter-based mask of csrc/formulas.h: the same as the GPU's for the same seed */
+static int cpu_dropout_forward(int64_t n, const float *x, double p, uint64_t seed, float *mask, float *y) {
   float keep = p < 1 ? (float)(1.0 / (1.0 - p)) : 0.f;
-  for (int64_t i = 0; i < n; i++) mask[i] = lv_rng_uniform() >= p ? keep : 0.f;
-  for (int64_t i = 0; i < n; i++) y[i] = x[i] * mask[i];
+#pragma omp parallel for schedule(static) if (n > 100000)
+  for (int64_t i = 0; i < n; i++) {
+    mask[i] = lv_f_dropout_mask(seed, i, p, keep);
+    y[i] = x[i] * mask[i];
+  }
   return 0;
 }
 static int cpu_poisson_loss(int64_t n, const float *yhat, const float *y, float eps, float scale, float *loss,
@@ -158,6 +161,7 @@ const lv_backend lv_cpu_backend = {
     .device = LV_CPU,
     .core_set_error = NULL,
     .core_rng_next = NULL,
+    .core_flags = NULL,
     .alloc = cpu_alloc,
     .free = cpu_free,
     .memcpy_h2d = cpu_memcpy,

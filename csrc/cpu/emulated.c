@@ -46,7 +46,7 @@ static int emu_gather_rows_dev(float *dst, const float *block, int64_t row, cons
   return gather(dst, block, row, idx, nb);
 }
 
-static double emu_loss;
+static _Thread_local double emu_loss; /* per thread, as the GPU's (cuda/nn.cu) */
 static int emu_loss_accumulate(const float *val_dev, int reset) {
   if (reset) emu_loss = 0.0;
   if (val_dev) emu_loss += *val_dev;

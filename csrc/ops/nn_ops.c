@@ -389,11 +389,13 @@ lv_tensor *lv_pad(lv_tensor *x, int npairs, const int64_t *pads, double value) {
 }
 
 /* ======================================= dropout ======================================= */
-/* aux[0]: mask (0 or 1/(1-p)), redrawn on every forward (from the global seeded generator, so
- * replays redraw and seeded runs repeat); fa[0]: p */
+/* aux[0]: mask (0 or 1/(1-p)), redrawn on every forward: one seed from the global seeded
+ * generator per forward, on every device (replays redraw, seeded runs repeat, and the CPU and
+ * the GPU draw the same masks: csrc/formulas.h lv_f_dropout_mask); fa[0]: p */
 static int do_fwd(lv_node *n) {
-  return lv_backend_of(n->out)->dropout_forward(lv_numel(n->in[0]), lv_f32(n->in[0]), n->fa[0], lv_f32(n->aux[0]),
-                                                lv_f32(n->out));
+  uint64_t seed = lv_rng_next();
+  return lv_backend_of(n->out)->dropout_forward(lv_numel(n->in[0]), lv_f32(n->in[0]), n->fa[0], seed,
+                                                lv_f32(n->aux[0]), lv_f32(n->out));
 }
 static int do_bwd(lv_node *n, lv_tensor *gout, lv_tensor **gin) {
   if (!gin[0]) return 0;

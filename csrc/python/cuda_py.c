@@ -3,6 +3,7 @@
 #include "lvpy.h"
 #include "backend.h"
 #include "ops/ops.h"
+#include <stddef.h>
 #include <string.h>
 
 #define LV_CUDA_CAPSULE "lviv_c._cuda.lv_backend"
@@ -93,7 +94,47 @@ static PyObject *f_cuda_synchronize(PyObject *m, PyObject *noarg) {
   Py_RETURN_NONE;
 }
 
+/* the device backends' run-time switches (csrc/backend.h lv_device_flags), set by lviv_c.backends
+ * and lviv_c.cuda (LVIV_CUDA_SYNC); they live in the core, so they exist on a CPU-only build */
+static const struct { const char *name; size_t off; } flag_fields[] = {
+    {"cudnn_deterministic", offsetof(lv_device_flags, cudnn_deterministic)},
+    {"cudnn_benchmark", offsetof(lv_device_flags, cudnn_benchmark)},
+    {"cudnn_allow_tf32", offsetof(lv_device_flags, cudnn_allow_tf32)},
+    {"matmul_allow_tf32", offsetof(lv_device_flags, matmul_allow_tf32)},
+    {"sync_launches", offsetof(lv_device_flags, sync_launches)},
+};
+#define N_FLAGS ((int)(sizeof flag_fields / sizeof flag_fields[0]))
+
+static PyObject *f_device_flags(PyObject *m, PyObject *noarg) {
+  PyObject *d = PyDict_New();
+  if (!d) return NULL;
+  for (int i = 0; i < N_FLAGS; i++) {
+    PyObject *v = PyBool_FromLong(*(int *)((char *)lv_flags() + flag_fields[i].off));
+    if (!v || PyDict_SetItemString(d, flag_fields[i].name, v) < 0) { Py_XDECREF(v); Py_DECREF(d); return NULL; }
+    Py_DECREF(v);
+  }
+  return d;
+}
+
+/* _set_device_flag(name, value): one switch; ValueError naming the known ones otherwise */
+static PyObject *f_set_device_flag(PyObject *m, PyObject *args) {
+  const char *name; PyObject *val;
+  if (!PyArg_ParseTuple(args, "sO", &name, &val)) return NULL;
+  int v = PyObject_IsTrue(val);
+  if (v < 0) return NULL;
+  for (int i = 0; i < N_FLAGS; i++)
+    if (!strcmp(name, flag_fields[i].name)) {
+      *(int *)((char *)lv_flags() + flag_fields[i].off) = v;
+      Py_RETURN_NONE;
+    }
+  PyErr_Format(PyExc_ValueError, "_set_device_flag: unknown switch '%s' (cudnn_deterministic, cudnn_benchmark, "
+               "cudnn_allow_tf32, matmul_allow_tf32, sync_launches)", name);
+  return NULL;
+}
+
 static PyMethodDef cuda_methods[] = {
+    {"_device_flags", f_device_flags, METH_NOARGS, "the device backends' run-time switches (a dict)"},
+    {"_set_device_flag", f_set_device_flag, METH_VARARGS, "set one device switch: (name, bool)"},
     {"_set_cuda_table", f_set_cuda_table, METH_O, "install the CUDA backend's op table (a capsule)"},
     {"_cuda_loaded", f_cuda_loaded, METH_NOARGS, NULL},
     {"_emulated_cuda_table", f_emulated_cuda_table, METH_NOARGS, "the emulated CUDA device's op table (a capsule; test device only)"},
