@@ -23,6 +23,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from twins import B, Loader, data, lviv_models, scan_data, torch_models  # noqa: E402
 
+#: the same on both sides: the fastest cuDNN algorithms (lviv_c's default is deterministic ones)
+SETTINGS = "float32, TF32 off, cudnn.benchmark=True, cudnn.deterministic=False"
+
 
 def _result(framework, model, s_per_epoch, images_per_s, params):
     """One timed (framework, model): the printed line and the JSON record."""
@@ -34,8 +37,10 @@ def bench_torch(X, Y, grid, steps, train):
     import torch
     if not torch.cuda.is_available():
         return [("torch", "-", "torch.cuda.is_available() is False")]
+    # the fastest float32 settings on both sides (SETTINGS): TF32 off, cuDNN free to pick
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cudnn.deterministic = False
     torch.backends.cudnn.benchmark = True
     dev = torch.device("cuda")
     Xd, Yd = torch.as_tensor(X, device=dev), torch.as_tensor(Y, device=dev)
@@ -79,6 +84,8 @@ def bench_lviv(X, Y, grid, steps, train):
     if not L.cuda.is_available():
         return [("lviv_c", "-", f"CUDA unavailable: {L.cuda.why_unavailable()}")]
     from lviv_c.trainers import Engine
+    L.backends.cudnn.deterministic, L.backends.cudnn.benchmark = False, True  # as PyTorch's side
+    L.backends.cudnn.allow_tf32 = L.backends.cuda.matmul.allow_tf32 = False
     out = []
     dev_blocks = (L.tensor(X, device="cuda"), L.tensor(Y, device="cuda"))
     loader = Loader(X, Y, np.arange(train), dev_blocks)
@@ -129,7 +136,7 @@ def main():
         X, Y, grid, train = scan_data(path)
         source = f"scan {os.path.basename(os.path.normpath(path))}"
     print(f"data: {source}: {len(X)} trials x {Y.shape[1]} neurons x {X.shape[-2]}x{X.shape[-1]}, "
-          f"epoch = {train} train trials", flush=True)
+          f"epoch = {train} train trials; {SETTINGS}", flush=True)
     lines = []
     for fw, fn in (("lviv_c", bench_lviv), ("torch", bench_torch)):
         if a.only and a.only != fw:
@@ -158,7 +165,7 @@ def main():
                 if t:
                     ratio[r["model"]] = t["s_per_epoch"] / r["s_per_epoch"]
         with open(a.json + ".tmp", "w") as f:
-            json.dump({"steps": a.steps, "data": source, "train_trials": train, "results": recs, "torch_over_lviv_c": ratio}, f, indent=1)
+            json.dump({"steps": a.steps, "settings": SETTINGS, "data": source, "train_trials": train, "results": recs, "torch_over_lviv_c": ratio}, f, indent=1)
         os.replace(a.json + ".tmp", a.json)
     return 0
 
