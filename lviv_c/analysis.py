@@ -145,14 +145,15 @@ def generate_mei(model, input_image, neuron_idx, iterations=1000, mean_constr=No
             n_neurons = _forward(model, _on(img, ev.device), data_key).shape[1]
         if neurons.size and (neurons.min() < 0 or neurons.max() >= n_neurons):
             raise IndexError(f"neuron_idx: indices must be in [0, {n_neurons})")
-        mask = np.zeros((K, n_neurons), dtype=np.float32)
-        mask[np.arange(K), neurons] = 1.0
-        maskt = _on(mask, ev.device)
+        # the loss picks out[k, neurons[k]] (positions in the flattened output): the gradient of
+        # -(out * one_hot).sum() without the (K, neurons) mask and its product and sum per step
+        from .tensor import tensor as _tensor
+        flat = _tensor(np.arange(K, dtype=np.int64) * n_neurons + neurons, device=ev.device)
         _C.capture_begin()
         try:
             xt = _mean_std_transform(x, float(mean_constr), float(std_constr)) if constrained else x
             out = _forward(model, xt, data_key)
-            loss = -(out * maskt).sum()
+            loss = -out.reshape(-1).index_select(0, flat).sum()
         except BaseException:
             _C.capture_abort()
             raise

@@ -86,6 +86,25 @@ static int bn_bwd(const char *who, int train, int N, int C, int HW, const float 
   if (bn_check(who, N, C, HW, x, gy)) return -1;
   if (train && (!mean || !invstd)) return lv_set_error(LV_EVALUE, "%s: mean/invstd are required", who), -1;
   if (!train && (!rm || !rv)) return lv_set_error(LV_EVALUE, "%s: running statistics are required", who), -1;
+  if (!train && !ggamma && !gbeta) {
+    /* eval mode, input gradient only (the analysis: RFs, MEIs): gx += gamma invstd g, one pass
+     * over gy (and y), no statistics (the general loop below gives the same numbers, reading x
+     * and summing for nothing) */
+    if (!gx) return 0;
+#pragma omp parallel for schedule(static) if ((double)N * C * HW > 65536)
+    for (int64_t p = 0; p < (int64_t)N * C; p++) {
+      int c = (int)(p % C);
+      float k = (gamma ? gamma[c] : 1.f) * (float)(1.0 / sqrt((double)rv[c] + eps));
+      size_t o = (size_t)p * HW;
+      const float *gc = gy + o, *yc = y ? y + o : NULL;
+      float *gxc = gx + o;
+      if (yc)
+        for (int i = 0; i < HW; i++) gxc[i] += k * lv_f_elu_grad(yc[i] > 0.f, yc[i], gc[i], 1.f);
+      else
+        for (int i = 0; i < HW; i++) gxc[i] += k * gc[i];
+    }
+    return 0;
+  }
   double M = (double)N * HW;
 #pragma omp parallel for schedule(static) if ((double)N * C * HW > 65536)
   for (int c = 0; c < C; c++) {
