@@ -79,6 +79,8 @@ def gradient_rf(model, neuron_idx, input_image, device=None, batch_size=64, data
     picks a different neuron for each copy (exact in eval mode, where the batch items do not
     interact). Runs on the model's device; only the image goes in and the RFs come out."""
     img = _image(input_image)
+    if isinstance(batch_size, (bool, np.bool_)) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"gradient_rf: batch_size must be a positive int, got {batch_size!r}")
     ev = _EvalNoParamGrad(model)
     with ev:
         dev = ev.device

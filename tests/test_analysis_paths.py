@@ -10,7 +10,7 @@ import pytest
 
 import lviv_c as L
 from lviv_c import _C
-from lviv_c.analysis import generate_mei, gradient_rf
+from lviv_c.analysis import cross_activation, generate_mei, gradient_rf
 from lviv_c.tensor import from_numpy, no_grad
 
 LURZ = dict(init_mu_range=0.55, init_sigma=0.4, input_kern=5, hidden_kern=3, gamma_input=1.0, layers=3,
@@ -135,6 +135,8 @@ def test_gradient_rfs_share_one_forward_and_equal_the_per_chunk_path(loaders, ba
     np.testing.assert_array_equal(rf, ref)
     np.testing.assert_array_equal(gradient_rf(m, neurons, IMG, batch_size=batch_size), rf)   # run to run
     assert m.training                                      # the model's mode restored
+    with pytest.raises(ValueError, match="batch_size"):
+        gradient_rf(m, neurons, IMG, batch_size=0)
 
 
 @pytest.mark.parametrize("opts", [dict(lr=20.0, momentum=0.9),
@@ -176,6 +178,9 @@ def test_analysis_on_the_gpu_in_place_with_only_images_and_results_crossing(load
     tr_g, mei_g = generate_mei(mg, IMG, neurons, **kw)
     if emulated:
         after = _C._emulated_transfers()
+    xa_c = cross_activation(mc, mei_c, neurons)
+    xa_g = cross_activation(mg, mei_c, neurons)
+    np.testing.assert_allclose(xa_g, xa_c, rtol=1e-5, atol=1e-6)
     assert all(p.is_cuda for p in mg.parameters()) and [id(p) for p in mg.parameters()] == params
     assert all(b.is_cuda for b in mg.buffers())
     if emulated:      # the same CPU kernels behind the device tag: the same bits
