@@ -199,3 +199,57 @@ def test_analysis_on_the_gpu_in_place_with_only_images_and_results_crossing(load
     else:
         np.testing.assert_allclose(rf_g, rf_c, rtol=1e-4, atol=1e-6 * np.abs(rf_c).max())
         np.testing.assert_allclose(mei_g, mei_c, rtol=1e-4, atol=1e-2)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not L.cuda.is_available(), reason="no CUDA GPU and no emulated device")
+def test_analysis_entries_of_the_cuda_table_match_the_cpu_table():
+    """The four entries called directly in both tables (through the test-only ctypes harness):
+    on a GPU this checks the CUDA kernels (cuda/analysis.cu), on the emulated device the dispatch."""
+    import ctypes
+    import sys
+    import os
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from backend_ffi import backend
+    P, I64, I, F, D = (ctypes.POINTER(ctypes.c_float), ctypes.c_int64, ctypes.c_int, ctypes.c_float,
+                       ctypes.c_double)
+    sig = {"index_cols": ctypes.CFUNCTYPE(I, I64, I64, P, ctypes.c_void_p, P, I),
+           "blur_planes": ctypes.CFUNCTYPE(I, I64, I64, I64, I, P, P, P),
+           "momentum_step": ctypes.CFUNCTYPE(I, I64, P, P, P, F, F, I, F, F),
+           "renorm_rows": ctypes.CFUNCTYPE(I, I64, I64, P, D),
+           "synchronize": ctypes.CFUNCTYPE(I)}
+    rng = np.random.default_rng(3)
+    K, Hh, Ww = 3, 9, 11
+    x0 = rng.standard_normal((K, Hh * Ww)).astype(np.float32) * 5
+    g0 = rng.standard_normal((K, Hh * Ww)).astype(np.float32)
+    b0 = rng.standard_normal((K, Hh * Ww)).astype(np.float32)
+    idx = np.array([4, 0, 98], np.int64)
+    r = 3
+    taps = np.exp(-0.5 * np.arange(-r, r + 1) ** 2 / 1.2 ** 2).astype(np.float32)
+    taps /= taps.sum()
+    res = {}
+    for dev in ("cpu", "cuda"):
+        ts = {k: L.tensor(v.copy(), device=dev) for k, v in (("x", x0), ("g", g0), ("b", b0))}
+        t = backend(dev)          # (after the first device tensor: the table is installed lazily)
+        f = {k: s(getattr(t, k)) for k, s in sig.items()}
+        it = L.tensor(idx, device=dev)
+        vec, tmp = L.zeros(K, device=dev), L.zeros(K * Hh * Ww, device=dev)
+        p = lambda a: ctypes.cast(ctypes.c_void_p(a._data_ptr), P)   # noqa: E731
+        assert f["index_cols"](K, Hh * Ww, p(ts["x"]), ctypes.c_void_p(it._data_ptr), p(vec), 0) == 0
+        assert f["blur_planes"](K, Hh, Ww, r, taps.ctypes.data_as(P), p(ts["g"]), p(tmp)) == 0
+        assert f["momentum_step"](K * Hh * Ww, p(ts["x"]), p(ts["g"]), p(ts["b"]), 0.5, 0.9, 1, -6.0, 7.0) == 0
+        assert f["renorm_rows"](K, Hh * Ww, p(ts["x"]), 30.0) == 0
+        ones = L.ones(K, device=dev)
+        assert f["index_cols"](K, Hh * Ww, p(ts["b"]), ctypes.c_void_p(it._data_ptr), p(ones), 1) == 0
+        assert f["synchronize"]() == 0
+        res[dev] = {k: _host_np(v) for k, v in ts.items()} | {"vec": _host_np(vec)}
+    c, g = res["cpu"], res["cuda"]
+    np.testing.assert_array_equal(c["vec"], x0[np.arange(K), idx])
+    assert np.all(c["g"] == 0) and np.all(c["b"][np.arange(K), idx] == 1)
+    np.testing.assert_allclose(np.sqrt((c["x"].astype(np.float64) ** 2).sum(1)), 30.0, rtol=1e-5)
+    for k in c:
+        np.testing.assert_allclose(g[k], c[k], rtol=1e-5, atol=1e-5, err_msg=k)
+
+
+def _host_np(t):
+    return np.array(memoryview(t.cpu() if t.is_cuda else t), copy=True)
