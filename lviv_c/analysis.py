@@ -1,6 +1,8 @@
 """What a trained model says about the neurons: gradient receptive fields, most exciting inputs
-(MEIs) and their cross-activation. Gradients come from the C autograd; the MEI optimisation loop
-runs in C over a captured graph (lviv_c._C.optimize_input)."""
+(MEIs) and their cross-activation, on the model's device (CPU or GPU, in place). Gradients come
+from the C autograd: the RFs of all neurons from one forward and one backward per chunk of
+neurons (lviv_c._C.gradient_rfs); the MEI optimisation loop runs in C over a captured graph
+(lviv_c._C.optimize_input), its update steps backend entries (csrc/backend.h)."""
 import numpy as np
 
 from . import _C

@@ -155,6 +155,9 @@ def test_mei_loop_equals_the_numpy_loop(loaders, opts):
     else:
         np.testing.assert_array_equal(mei, mei_ref)
     assert not np.array_equal(mei, np.repeat(IMG[None], 3, 0))
+    tr2, mei2 = generate_mei(m, IMG, neurons, iterations=4, progress=False, **kw)     # run to run
+    np.testing.assert_array_equal(tr2, tr)
+    np.testing.assert_array_equal(mei2, mei)
 
 
 @pytest.mark.cuda
