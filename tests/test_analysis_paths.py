@@ -256,3 +256,35 @@ def test_analysis_entries_of_the_cuda_table_match_the_cpu_table():
 
 def _host_np(t):
     return np.array(memoryview(t.cpu() if t.is_cuda else t), copy=True)
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_batchnorm_eval_input_gradient_alone_equals_the_full_backward(fused):
+    """The eval-mode BatchNorm(+ELU) backward for the input only (the analysis' case: frozen
+    parameters, one vectorised pass) gives the input gradient of the full backward (which also
+    sums the parameter gradients), and d/dx matches finite differences."""
+    from lviv_c.nn import functional as F
+    rng = np.random.default_rng(7)
+    C, n = 5, 37                                   # a plane length that is not a multiple of 8
+    x0 = (rng.standard_normal((3, C, n)) * 2).astype(np.float32)
+    rm, rv = L.tensor(rng.standard_normal(C).astype(np.float32)), L.tensor(rng.uniform(0.5, 2, C).astype(np.float32))
+    w0, b0 = rng.standard_normal(C).astype(np.float32), rng.standard_normal(C).astype(np.float32)
+    gy = L.tensor(rng.standard_normal(x0.shape).astype(np.float32))
+    f = F.batch_norm_elu if fused else F.batch_norm
+
+    def grad_x(params_grad):
+        x = L.tensor(x0, requires_grad=True)
+        w, b = L.tensor(w0, requires_grad=params_grad), L.tensor(b0, requires_grad=params_grad)
+        f(x, rm, rv, w, b, training=False).backward(gy)
+        return np.array(memoryview(x.grad))
+    alone, full = grad_x(False), grad_x(True)
+    np.testing.assert_array_equal(alone, full)
+    e, i = 1e-2, (1, 3, 30)
+
+    def loss(xv):
+        with no_grad():
+            return float((f(L.tensor(xv), rm, rv, L.tensor(w0), L.tensor(b0), training=False) * gy).sum())
+    xp, xm = x0.copy(), x0.copy()
+    xp[i] += e
+    xm[i] -= e
+    np.testing.assert_allclose(alone[i], (loss(xp) - loss(xm)) / (2 * e), rtol=2e-2, atol=1e-3)
