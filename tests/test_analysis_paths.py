@@ -288,3 +288,41 @@ def test_batchnorm_eval_input_gradient_alone_equals_the_full_backward(fused):
     xp[i] += e
     xm[i] -= e
     np.testing.assert_allclose(alone[i], (loss(xp) - loss(xm)) / (2 * e), rtol=2e-2, atol=1e-3)
+
+
+def _elu1_fast_np(z):
+    """lv_f_elu1_fast (csrc/formulas.h) in float32 NumPy, operation by operation."""
+    f = np.float32
+    z = z.astype(np.float32)
+    u = np.where(z < 0, z, f(0))
+    u = np.where(u < f(-87), f(-87), u)
+    t = u * f(1.44269504088896341)
+    n = (t - f(0.5)).astype(np.int32)
+    fn = n.astype(np.float32)
+    r = u - fn * f(0.693359375) + fn * f(2.12194440e-4)
+    p = f(1.9875691500E-4)
+    for c in (1.3981999507E-3, 8.3334519073E-3, 4.1665795894E-2, 1.6666665459E-1, 5.0000001201E-1):
+        p = p * r + f(c)
+    p = p * r * r + r + f(1)
+    sc = ((n + 127) << 23).astype(np.int32).view(np.float32)
+    return np.where(z > 0, z, p * sc - f(1))
+
+
+def test_batchnorm_elu_eval_forward_is_the_scalar_formula_bit_for_bit():
+    """The vectorised eval BatchNorm+ELU (8 lanes and a scalar tail) gives lv_f_elu1_fast's bits,
+    over the whole range: positive, zero, around the -87 clamp, far below it."""
+    from lviv_c.nn import functional as F
+    rng = np.random.default_rng(11)
+    C, n = 4, 61
+    x = np.concatenate([rng.standard_normal(3 * C * n - 8) * 30,
+                        [0.0, -0.0, -86.9, -87.0, -87.1, -300.0, 1e-30, -1e-30]]).astype(np.float32)
+    x = rng.permutation(x).reshape(3, C, n)
+    rm, rv = rng.standard_normal(C).astype(np.float32), rng.uniform(0.5, 2, C).astype(np.float32)
+    w, b = rng.standard_normal(C).astype(np.float32), rng.standard_normal(C).astype(np.float32)
+    with no_grad():
+        y = F.batch_norm_elu(L.tensor(x), L.tensor(rm), L.tensor(rv), L.tensor(w), L.tensor(b), training=False)
+    is_ = (1.0 / np.sqrt(rv.astype(np.float64) + np.float32(1e-5))).astype(np.float32)
+    a = (w * is_).astype(np.float32)
+    bb = (b - rm * a).astype(np.float32)
+    z = x * a[None, :, None] + bb[None, :, None]
+    np.testing.assert_array_equal(np.array(memoryview(y)).view(np.int32), _elu1_fast_np(z).view(np.int32))
