@@ -2,7 +2,8 @@
 gradient RFs of all neurons, and for 1000 MEI steps of 100 neurons (timed on --mei-steps steps and
 extrapolated, said so), plus the same for the course LN model. For each model the MEI step is set
 beside its goal (issue 17): one forward + input-gradient backward of a batch of 100 through a
-captured graph (no parameter gradients), the marginal cost of a step, medians of --rounds.
+captured graph (no parameter gradients) against the MEI's C loop alone (capture and setup
+excluded), per step, medians of --rounds alternating rounds.
 
     python bench/bench_analysis.py [--data SCAN] [--rf-neurons N] [--mei-steps 10] [--rounds 3]
 """
@@ -51,13 +52,17 @@ def main():
         steps = max(2, a.mei_steps)
 
         def mei(k):
-            t0 = time.perf_counter()
-            generate_mei(model, img, list(range(100)), iterations=k, mean_constr=mean, std_constr=60.0,
-                         progress=False)
-            return time.perf_counter() - t0
+            """seconds of generate_mei's C loop alone (lviv_c._C.optimize_input: replay, backward,
+            update), the capture and the rest of the setup excluded"""
+            with loop_timer() as t:
+                generate_mei(model, img, list(range(100)), iterations=k, mean_constr=mean, std_constr=60.0,
+                             progress=False)
+            return t.seconds
         ref = fwd_bwd(model, img, 100)
         tm, tr = [], []
-        for _ in range(a.rounds):          # alternating; marginal cost: (k + 1 steps) - (1 step)
+        for _ in range(a.rounds):          # alternating; the loop's marginal cost per step:
+            # (k + 1 steps) - (1 step), so that the first backward's buffer allocation is excluded
+            # as the reference's warm-up replay excludes it there
             tm.append((mei(steps + 1) - mei(1)) / steps)
             tr.append(ref(steps) / steps)
         ref.restore()
@@ -65,6 +70,32 @@ def main():
         print(f"{name:10s} MEI step for 100 neurons: {dm * 1e3:7.1f} ms; forward + input-gradient backward "
               f"of a batch of 100: {dr * 1e3:7.1f} ms (MEI / that: {dm / dr:.2f}); 1000 MEI steps: "
               f"{dm * 1000:6.1f} s (medians of {a.rounds} rounds of {steps} steps)")
+
+
+class loop_timer:
+    """Times the calls of lviv_c._C.optimize_input made inside the with-block (the MEI loop)."""
+
+    def __enter__(self):
+        import lviv_c.analysis as A
+        self.mod, self.orig, self.seconds = A, A._C, 0.0
+        outer = self
+
+        class Timed:
+            def __getattr__(self, k):
+                return getattr(outer.orig, k)
+
+            def optimize_input(self, *args, **kw):
+                t0 = time.perf_counter()
+                try:
+                    return outer.orig.optimize_input(*args, **kw)
+                finally:
+                    outer.seconds += time.perf_counter() - t0
+        A._C = Timed()
+        return self
+
+    def __exit__(self, *exc):
+        self.mod._C = self.orig
+        return False
 
 
 def fwd_bwd(model, img, k):
@@ -94,6 +125,7 @@ def fwd_bwd(model, img, k):
             p.requires_grad = True
         model.train()
     run.restore = restore
+    run(1)                     # warm up: the first backward allocates the gradient buffers
     return run
 
 if __name__ == "__main__":
