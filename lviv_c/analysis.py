@@ -6,7 +6,7 @@ neurons (lviv_c._C.gradient_rfs); the MEI optimisation loop runs in C over a cap
 import numpy as np
 
 from . import _C
-from .tensor import Tensor, from_numpy, no_grad
+from .tensor import Tensor, no_grad
 
 
 class _EvalNoParamGrad:
