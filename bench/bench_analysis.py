@@ -1,11 +1,15 @@
 """Analysis benchmark on the course-config Lurz 2020 model (5335 neurons, 36x64): seconds for the
 gradient RFs of all neurons, and for 1000 MEI steps of 100 neurons (timed on --mei-steps steps and
-extrapolated, said so), plus the same for the course LN model.
+extrapolated, said so), plus the same for the course LN model. For each model the MEI step is set
+beside its goal (issue 17): one forward + input-gradient backward of a batch of 100 through a
+captured graph (no parameter gradients) against the MEI's C loop alone (capture and setup
+excluded), per step, medians of --rounds alternating rounds.
 
-    python bench/bench_analysis.py [--data SCAN] [--rf-neurons N] [--mei-steps 10]
+    python bench/bench_analysis.py [--data SCAN] [--rf-neurons N] [--mei-steps 10] [--rounds 3]
 """
 import argparse
 import os
+import statistics
 import sys
 import time
 
@@ -26,6 +30,7 @@ def main():
                     "cached full-size synthetic scan, generated when missing)")
     ap.add_argument("--rf-neurons", type=int, default=0, help="0: all neurons")
     ap.add_argument("--mei-steps", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=3)
     a = ap.parse_args()
     from lviv_c.demo import resolve_data
     a.data, _ = resolve_data(a.data)
@@ -44,14 +49,84 @@ def main():
         dt = time.perf_counter() - t0
         note = "" if k == n else f" (extrapolated from {k} neurons in {dt:.1f} s)"
         print(f"{name:10s} gradient RFs of all {n} neurons: {dt * n / k:7.1f} s{note}; shape {rf.shape}")
-        steps = a.mei_steps
-        t0 = time.perf_counter()
-        generate_mei(model, img, list(range(100)), iterations=steps, mean_constr=mean, std_constr=60.0,
-                     progress=False)
-        dt = time.perf_counter() - t0
-        print(f"{name:10s} 1000 MEI steps for 100 neurons: {dt * 1000 / steps:7.1f} s "
-              f"(extrapolated from {steps} steps in {dt:.1f} s)")
+        steps = max(2, a.mei_steps)
 
+        def mei(k):
+            """seconds of generate_mei's C loop alone (lviv_c._C.optimize_input: replay, backward,
+            update), the capture and the rest of the setup excluded"""
+            with loop_timer() as t:
+                generate_mei(model, img, list(range(100)), iterations=k, mean_constr=mean, std_constr=60.0,
+                             progress=False)
+            return t.seconds
+        ref = fwd_bwd(model, img, 100)
+        tm, tr = [], []
+        for _ in range(a.rounds):          # alternating; the loop's marginal cost per step:
+            # (k + 1 steps) - (1 step), so that the first backward's buffer allocation is excluded
+            # as the reference's warm-up replay excludes it there
+            tm.append((mei(steps + 1) - mei(1)) / steps)
+            tr.append(ref(steps) / steps)
+        ref.restore()
+        dm, dr = statistics.median(tm), statistics.median(tr)
+        print(f"{name:10s} MEI step for 100 neurons: {dm * 1e3:7.1f} ms; forward + input-gradient backward "
+              f"of a batch of 100: {dr * 1e3:7.1f} ms (MEI / that: {dm / dr:.2f}); 1000 MEI steps: "
+              f"{dm * 1000:6.1f} s (medians of {a.rounds} rounds of {steps} steps)")
+
+
+class loop_timer:
+    """Times the calls of lviv_c._C.optimize_input made inside the with-block (the MEI loop)."""
+
+    def __enter__(self):
+        import lviv_c.analysis as A
+        self.mod, self.orig, self.seconds = A, A._C, 0.0
+        outer = self
+
+        class Timed:
+            def __getattr__(self, k):
+                return getattr(outer.orig, k)
+
+            def optimize_input(self, *args, **kw):
+                t0 = time.perf_counter()
+                try:
+                    return outer.orig.optimize_input(*args, **kw)
+                finally:
+                    outer.seconds += time.perf_counter() - t0
+        A._C = Timed()
+        return self
+
+    def __exit__(self, *exc):
+        self.mod._C = self.orig
+        return False
+
+
+def fwd_bwd(model, img, k):
+    """A function timing n replays of one captured forward + input-gradient backward of k copies
+    of img (eval mode, no parameter gradients): the analysis' floor in this engine."""
+    from lviv_c import _C
+    from lviv_c.tensor import from_numpy
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad = False
+    x = from_numpy(np.repeat(img[None, None], k, 0).copy())
+    x.requires_grad = True
+    _C.capture_begin()
+    out = model(x)
+    loss = out.sum()
+    g = _C.capture_end(x, None, out, loss, k)
+
+    def run(n):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            _C.graph_replay(g)
+            loss.backward(retain_graph=True)
+        return time.perf_counter() - t0
+
+    def restore():
+        for p in model.parameters():
+            p.requires_grad = True
+        model.train()
+    run.restore = restore
+    run(1)                     # warm up: the first backward allocates the gradient buffers
+    return run
 
 if __name__ == "__main__":
     main()

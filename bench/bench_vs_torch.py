@@ -155,10 +155,14 @@ class TorchSide:
                 opt.step()
 
         def rf():
-            for s in range(0, 256, 64):  # the batch size lviv_c's gradient_rf uses
-                x = x0.repeat(64, 1, 1, 1).clone().requires_grad_(True)
-                out = model(x)
-                out[torch.arange(64), torch.arange(s, s + 64)].sum().backward()
+            # lviv_c's scheme (gradient_rf): one forward of 64 copies of the image, then one
+            # backward through it per chunk of 64 neurons (retain_graph)
+            x = x0.repeat(64, 1, 1, 1).clone().requires_grad_(True)
+            out = model(x)
+            for s in range(0, 256, 64):
+                seed = torch.zeros_like(out)
+                seed[torch.arange(64), torch.arange(s, s + 64)] = 1
+                torch.autograd.grad(out, x, seed, retain_graph=True)
         return mei, rf
 
 

@@ -25,7 +25,7 @@
 #define LV_BACKEND_H
 #include "lv.h"
 
-#define LV_BACKEND_ABI 5
+#define LV_BACKEND_ABI 6
 
 #ifdef __cplusplus
 extern "C" {
@@ -177,6 +177,22 @@ typedef struct lv_backend {
    * val_dev is not NULL, adds *val_dev (a device float) to it. No host synchronisation. */
   int (*loss_accumulate)(const float *val_dev, int reset);
   int (*loss_read)(double *out); /* waits for the stream */
+
+  /* ---- input optimisation and gradient RFs (csrc/analysis.c; CPU: csrc/cpu/optin.c, CUDA:
+   * cuda/analysis.cu), all on this backend's memory ---- */
+  /* one column per row of a (K, N) matrix, idx (K int64) in this backend's memory:
+   * put == 0: vec[k] = mat[k * N + idx[k]]; put != 0: mat[k * N + idx[k]] = vec[k] */
+  int (*index_cols)(int64_t K, int64_t N, float *mat, const int64_t *idx, float *vec, int put);
+  /* separable Gaussian blur of P (H, W) planes of g in place, zero padding: rows then columns
+   * with the 2r+1 taps (on the HOST, normalised); tmp: P*H*W floats of scratch */
+  int (*blur_planes)(int64_t P, int64_t H, int64_t W, int r, const float *taps, float *g, float *tmp);
+  /* SGD with momentum on n floats: buf = momentum * buf + g; x -= lr * buf; g = 0; then, when
+   * clip, x clamped to [lo, hi] */
+  int (*momentum_step)(int64_t n, float *x, float *g, float *buf, float lr, float momentum, int clip,
+                       float lo, float hi);
+  /* K rows of D floats each rescaled to L2 norm `norm` (squares summed in double; a zero row is
+   * left as it is) */
+  int (*renorm_rows)(int64_t K, int64_t D, float *x, double norm);
 } lv_backend;
 
 /* the CPU backend (csrc/cpu/backend.c) */

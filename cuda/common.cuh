@@ -212,3 +212,12 @@ __device__ __forceinline__ void make_taps(float ix, float iy, int H, int W, Taps
   t.idx[2] = (vx0 && vy1) ? (y0 + 1) * W + x0 : -1;
   t.idx[3] = (vx1 && vy1) ? (y0 + 1) * W + x0 + 1 : -1;
 }
+
+// analysis.cu: input optimisation and gradient RFs (csrc/analysis.c)
+namespace lvc {
+int index_cols(int64_t K, int64_t N, float *mat, const int64_t *idx, float *vec, int put);
+int blur_planes(int64_t P, int64_t H, int64_t W, int r, const float *taps, float *g, float *tmp);
+int momentum_step(int64_t n, float *x, float *g, float *buf, float lr, float momentum, int clip, float lo,
+                  float hi);
+int renorm_rows(int64_t K, int64_t D, float *x, double norm);
+}  // namespace lvc

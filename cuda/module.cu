@@ -259,6 +259,11 @@ lv_backend table = {
     .gather_rows_dev = gather_rows_dev,
     .loss_accumulate = loss_accumulate,
     .loss_read = loss_read,
+    // input optimisation and gradient RFs (analysis.cu)
+    .index_cols = index_cols,
+    .blur_planes = blur_planes,
+    .momentum_step = momentum_step,
+    .renorm_rows = renorm_rows,
 };
 
 }  // namespace lvc

@@ -1,16 +1,17 @@
 """What a trained model says about the neurons: gradient receptive fields, most exciting inputs
-(MEIs) and their cross-activation. Gradients come from the C autograd; the MEI optimisation loop
-runs in C over a captured graph (lviv_c._C.optimize_input)."""
+(MEIs) and their cross-activation, on the model's device (CPU or GPU, in place). Gradients come
+from the C autograd: the RFs of all neurons from one forward and one backward per chunk of
+neurons (lviv_c._C.gradient_rfs); the MEI optimisation loop runs in C over a captured graph
+(lviv_c._C.optimize_input), its update steps backend entries (csrc/backend.h)."""
 import numpy as np
 
 from . import _C
-from .tensor import Tensor, from_numpy, no_grad
+from .tensor import Tensor, no_grad
 
 
 class _EvalNoParamGrad:
-    """Model in eval mode with parameter gradients off; restores both afterwards. A model on the
-    GPU is moved to the CPU for the analysis and back afterwards (the same Parameter objects):
-    the input-optimisation loop (lv_optimize_input) works on host memory."""
+    """Model in eval mode with parameter gradients off; restores both afterwards. The analysis
+    runs where the model is (CPU or GPU): the images go to its device, the results come back."""
 
     def __init__(self, model):
         self.model = model
@@ -19,8 +20,6 @@ class _EvalNoParamGrad:
         m = self.model
         from .capture import model_device
         self.device = model_device(m)
-        if self.device != "cpu":
-            m.cpu()
         self.was_training = getattr(m, "training", False)
         if hasattr(m, "eval"):
             m.eval()
@@ -34,9 +33,18 @@ class _EvalNoParamGrad:
             p.requires_grad = True
         if hasattr(self.model, "train"):
             self.model.train(self.was_training)
-        if self.device != "cpu":
-            self.model.to(self.device)
         return False
+
+
+def _on(arr, device):
+    """A float32 tensor holding a copy of `arr` on `device` (one copy to the GPU)."""
+    from .capture import to_device
+    return to_device(arr, device)
+
+
+def _host(t):
+    """A NumPy copy of a tensor of either device."""
+    return np.array(memoryview(t.detach().cpu() if t.is_cuda else t.detach()), copy=True)
 
 
 def _image(input_image):
@@ -68,25 +76,29 @@ def gradient_rf(model, neuron_idx, input_image, device=None, batch_size=64, data
     """Gradient receptive field(s): d rate_n / d image at `input_image`, model in eval mode.
 
     neuron_idx: an int (returns (H, W)), a list/array (returns (len, H, W)) or None for all
-    neurons. Neurons are done `batch_size` at a time: the image is replicated, one forward, and
-    one backward whose seed picks a different neuron for each copy (exact in eval mode, where
-    the batch items do not interact)."""
+    neurons. The image is replicated `batch_size` times and run forward ONCE; the neurons are then
+    done `batch_size` at a time, each chunk one backward through that same forward whose seed
+    picks a different neuron for each copy (exact in eval mode, where the batch items do not
+    interact). Runs on the model's device; only the image goes in and the RFs come out."""
     img = _image(input_image)
-    with _EvalNoParamGrad(model):
+    if isinstance(batch_size, (bool, np.bool_)) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"gradient_rf: batch_size must be a positive int, got {batch_size!r}")
+    ev = _EvalNoParamGrad(model)
+    with ev:
+        dev = ev.device
         with no_grad():
-            n_neurons = _forward(model, from_numpy(img.copy()), data_key).shape[1]
+            n_neurons = _forward(model, _on(img, dev), data_key).shape[1]
         idx, single = _neurons(neuron_idx, n_neurons)
-        out_rf = np.empty((len(idx),) + img.shape[1:], dtype=np.float32)
-        for s in range(0, len(idx), batch_size):
-            chunk = idx[s:s + batch_size]
-            k = len(chunk)
-            x = from_numpy(np.repeat(img, k, axis=0))
+        if len(idx):
+            # one forward of min(batch_size, neurons) copies of the image, shared by every chunk
+            # of neurons: each chunk is one backward through it (lviv_c._C.gradient_rfs)
+            x = _on(np.repeat(img, max(1, min(int(batch_size), len(idx))), axis=0), dev)
             x.requires_grad = True
             out = _forward(model, x, data_key)
-            seed = np.zeros((k, n_neurons), dtype=np.float32)
-            seed[np.arange(k), chunk] = 1.0
-            out.backward(from_numpy(seed))
-            out_rf[s:s + k] = np.asarray(memoryview(x.grad))
+            out_rf = _C.gradient_rfs(x, out, idx)
+            del out, x
+        else:
+            out_rf = np.empty((0,) + img.shape[1:], dtype=np.float32)
     rf = out_rf[:, 0] if img.shape[1] == 1 else out_rf
     return rf[0] if single else rf
 
@@ -129,21 +141,23 @@ def generate_mei(model, input_image, neuron_idx, iterations=1000, mean_constr=No
     constrained = mean_constr is not None or std_constr is not None
     if constrained and (mean_constr is None or std_constr is None):
         raise ValueError("generate_mei: give both mean_constr and std_constr (or neither)")
-    x = from_numpy(x0)
-    x.requires_grad = True
-    with _EvalNoParamGrad(model):
+    ev = _EvalNoParamGrad(model)
+    with ev:
+        x = _on(x0, ev.device)
+        x.requires_grad = True
         with no_grad():
-            n_neurons = _forward(model, from_numpy(img.copy()), data_key).shape[1]
+            n_neurons = _forward(model, _on(img, ev.device), data_key).shape[1]
         if neurons.size and (neurons.min() < 0 or neurons.max() >= n_neurons):
             raise IndexError(f"neuron_idx: indices must be in [0, {n_neurons})")
-        mask = np.zeros((K, n_neurons), dtype=np.float32)
-        mask[np.arange(K), neurons] = 1.0
-        maskt = from_numpy(mask)
+        # the loss picks out[k, neurons[k]] (positions in the flattened output): the gradient of
+        # -(out * one_hot).sum() without the (K, neurons) mask and its product and sum per step
+        from .tensor import tensor as _tensor
+        flat = _tensor(np.arange(K, dtype=np.int64) * n_neurons + neurons, device=ev.device)
         _C.capture_begin()
         try:
             xt = _mean_std_transform(x, float(mean_constr), float(std_constr)) if constrained else x
             out = _forward(model, xt, data_key)
-            loss = -(out * maskt).sum()
+            loss = -out.reshape(-1).index_select(0, flat).sum()
         except BaseException:
             _C.capture_abort()
             raise
@@ -168,7 +182,7 @@ def generate_mei(model, input_image, neuron_idx, iterations=1000, mean_constr=No
                 bar.close()
         with no_grad():
             final = _mean_std_transform(x, float(mean_constr), float(std_constr)) if constrained else x.detach()
-            mei = np.array(memoryview(final), copy=True)
+            mei = _host(final)
     x.requires_grad = False
     mei = mei[:, 0] if mei.shape[1] == 1 else mei
     if seeds is not None:
@@ -188,9 +202,10 @@ def cross_activation(model, meis, neuron_idx, device=None, data_key=None):
     if m.ndim != 4:
         raise ValueError(f"meis: expected (K, H, W) or (K, C, H, W), got shape {np.shape(meis)}")
     idx = np.atleast_1d(np.asarray(neuron_idx, dtype=np.int64))
-    with _EvalNoParamGrad(model):
+    ev = _EvalNoParamGrad(model)
+    with ev:
         with no_grad():
-            r = np.asarray(memoryview(_forward(model, from_numpy(np.ascontiguousarray(m)), data_key)))
+            r = _host(_forward(model, _on(m, ev.device), data_key))
     if idx.max() >= r.shape[1]:
         raise IndexError(f"neuron_idx: index {idx.max()} out of range for {r.shape[1]} neurons")
     a = r[:, idx].astype(np.float64)

@@ -53,6 +53,8 @@ def test_cuda_module_imports_or_fails_with_importerror_only():
     assert t.core_set_error and t.core_rng_next  # filled in by the core on install
     if not was:
         L._C._set_cuda_table(None)
+    else:  # put back the table lviv_c.cuda had installed (the emulated device's, when emulating)
+        L._C._set_cuda_table(L.cuda._require().table)
 
 
 @pytest.mark.skipif(HAVE_GPU, reason="checks the no-GPU error path")

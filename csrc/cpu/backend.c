@@ -223,4 +223,8 @@ const lv_backend lv_cpu_backend = {
     .gather_rows_dev = NULL,
     .loss_accumulate = NULL,
     .loss_read = NULL,
+    .index_cols = lv_cpu_index_cols,
+    .blur_planes = lv_cpu_blur_planes,
+    .momentum_step = lv_cpu_momentum_step,
+    .renorm_rows = lv_cpu_renorm_rows,
 };

@@ -24,4 +24,10 @@ int lv_cpu_cat_fwd(lv_node *n);
 int lv_cpu_cat_bwd(lv_node *n, lv_tensor *gout, lv_tensor **gin);
 int lv_cpu_expand_fwd(lv_node *n);
 int lv_cpu_expand_bwd(lv_node *n, lv_tensor *gout, lv_tensor **gin);
+/* input optimisation and gradient RFs (csrc/cpu/optin.c; backend.h documents them) */
+int lv_cpu_index_cols(int64_t K, int64_t N, float *mat, const int64_t *idx, float *vec, int put);
+int lv_cpu_blur_planes(int64_t P, int64_t H, int64_t W, int r, const float *taps, float *g, float *tmp);
+int lv_cpu_momentum_step(int64_t n, float *x, float *g, float *buf, float lr, float momentum, int clip,
+                         float lo, float hi);
+int lv_cpu_renorm_rows(int64_t K, int64_t D, float *x, double norm);
 #endif

@@ -64,7 +64,41 @@ static PyObject *f_optimize_input(PyObject *m, PyObject *args, PyObject *kw) {
   return trace;
 }
 
+/* gradient_rfs(x, out, neurons) -> float32 (n, *x.shape[1:]): see lv_gradient_rfs */
+static PyObject *f_gradient_rfs(PyObject *m, PyObject *args) {
+  PyObject *xo, *oo, *no;
+  if (!PyArg_ParseTuple(args, "OOO", &xo, &oo, &no)) return NULL;
+  lv_tensor *x = lvpy_get(xo, "gradient_rfs image");
+  if (!x) return NULL;
+  lv_tensor *out = lvpy_get(oo, "gradient_rfs output");
+  if (!out) return NULL;
+  if (x->dtype != LV_F32 || out->dtype != LV_F32 || x->ndim < 1 || x->ndim > 7 || out->ndim != 2 ||
+      out->shape[0] != x->shape[0] || x->shape[0] < 1) {
+    PyErr_SetString(PyExc_ValueError, "gradient_rfs: expected float32 images (K, ...) and outputs (K, neurons)");
+    return NULL;
+  }
+  PyArrayObject *na = (PyArrayObject *)PyArray_FROMANY(no, NPY_INT64, 1, 1, NPY_ARRAY_C_CONTIGUOUS);
+  if (!na) return NULL;
+  int64_t n = PyArray_SIZE(na), N = out->shape[1];
+  const int64_t *nd = PyArray_DATA(na);
+  for (int64_t k = 0; k < n; k++)
+    if (nd[k] < 0 || nd[k] >= N) { Py_DECREF(na); PyErr_Format(PyExc_IndexError, "neuron index %lld out of range for %lld neurons", (long long)nd[k], (long long)N); return NULL; }
+  npy_intp dims[8];
+  dims[0] = (npy_intp)n;
+  for (int i = 1; i < x->ndim; i++) dims[i] = (npy_intp)x->shape[i];
+  PyObject *rf = PyArray_EMPTY(x->ndim, dims, NPY_FLOAT32, 0);
+  if (!rf) { Py_DECREF(na); return NULL; }
+  int rc;
+  Py_BEGIN_ALLOW_THREADS
+  rc = lv_gradient_rfs(x, out, nd, n, PyArray_DATA((PyArrayObject *)rf));
+  Py_END_ALLOW_THREADS
+  Py_DECREF(na);
+  if (rc < 0) { Py_DECREF(rf); return lvpy_err(); }
+  return rf;
+}
+
 static PyMethodDef analysis_methods[] = {
+    {"gradient_rfs", (PyCFunction)f_gradient_rfs, METH_VARARGS, NULL},
     {"optimize_input", (PyCFunction)(void (*)(void))f_optimize_input, METH_VARARGS | METH_KEYWORDS, NULL},
     {NULL}};
 
