@@ -1,10 +1,20 @@
 /* BatchNorm (per channel over N and HW) and fused BatchNorm + ELU(1), forward and backward.
- * Statistics are accumulated in double. Parallel over channels (OpenMP). */
+ * Vectorised: sums run in BN_V8 x 8 interleaved float lanes per plane, reduced by a fixed tree,
+ * and accumulated over the planes in double, so every result is independent of the thread count
+ * and bit-identical run to run.
+ * Training statistics: one pass over x; each plane's mean and squared deviations (the second visit
+ * of a plane is from L1) are merged over the planes by lv_f_var_merge (no E[x^2] - E[x]^2
+ * cancellation). Normalisation and ELU are one pass; the backward is one reduction pass (the sums
+ * of gz and gz * (x - mean), gz = gy * elu'(z) recomputed from the saved output) and one apply pass. */
 #include "cpu/kernels.h"
+#include "cpu/simd.h"
 #include "formulas.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+
+#define BN_V8 4              /* vector accumulators per sum */
+#define BN_L (8 * BN_V8)     /* floats per step */
 
 static int bn_check(const char *who, int N, int C, int HW, const void *x, const void *y) {
   if (N < 1 || C < 1 || HW < 1 || !x || !y) {
@@ -15,45 +25,134 @@ static int bn_check(const char *who, int N, int C, int HW, const void *x, const 
   return 0;
 }
 
+/* the BN_V8 vector partial sums in a fixed tree */
+static inline __attribute__((always_inline)) float acc_sum(const lv_v8f *a) {
+  return lv_hsum8((a[0] + a[1]) + (a[2] + a[3]));
+}
+
+/* one plane (n floats): its mean and the sum of squared deviations from that mean */
+LV_HOT static void plane_stats(const float *restrict x, int n, float *mean, float *m2) {
+  int n0 = n - n % BN_L;
+  lv_v8f a[BN_V8] = {{0}};
+  for (int i = 0; i < n0; i += BN_L)
+    for (int v = 0; v < BN_V8; v++) a[v] += lv_ld8(x + i + 8 * v);
+  float s = acc_sum(a);
+  for (int i = n0; i < n; i++) s += x[i];
+  float m = s / (float)n;
+  lv_v8f q[BN_V8] = {{0}}, mv = lv_bc8(m);
+  for (int i = 0; i < n0; i += BN_L)
+    for (int v = 0; v < BN_V8; v++) {
+      lv_v8f d = lv_ld8(x + i + 8 * v) - mv;
+      q[v] += d * d;
+    }
+  float t = acc_sum(q);
+  for (int i = n0; i < n; i++) { float d = x[i] - m; t += d * d; }
+  *mean = m;
+  *m2 = t;
+}
+
+/* y = x * a + b, then ELU(1) if act */
+LV_HOT static void plane_affine(const float *x, float *y, int n, float a, float b, int act) {
+  if (act)
+    for (int i = 0; i < n; i++) y[i] = lv_f_elu1_fast(x[i] * a + b);
+  else
+    for (int i = 0; i < n; i++) y[i] = x[i] * a + b;
+}
+
+/* s1 = sum gz, s2 = sum gz * (x - mu) over one plane; gz = gy * elu'(z) from the saved y, or gy */
+LV_HOT static void plane_bwd_sums(const float *restrict x, const float *restrict y, const float *restrict gy,
+                                  int n, float mu, float *s1, float *s2) {
+  int n0 = n - n % BN_L;
+  lv_v8f a[BN_V8] = {{0}}, b[BN_V8] = {{0}}, mv = lv_bc8(mu);
+  float t1, t2;
+  if (y) {
+    for (int i = 0; i < n0; i += BN_L) {
+      float g[BN_L];
+      for (int l = 0; l < BN_L; l++) g[l] = lv_f_elu_grad(y[i + l] > 0.f, y[i + l], gy[i + l], 1.f);
+      for (int v = 0; v < BN_V8; v++) {
+        lv_v8f gv = lv_ld8(g + 8 * v);
+        a[v] += gv;
+        b[v] += gv * (lv_ld8(x + i + 8 * v) - mv);
+      }
+    }
+    t1 = acc_sum(a), t2 = acc_sum(b);
+    for (int i = n0; i < n; i++) {
+      float g = lv_f_elu_grad(y[i] > 0.f, y[i], gy[i], 1.f);
+      t1 += g;
+      t2 += g * (x[i] - mu);
+    }
+  } else {
+    for (int i = 0; i < n0; i += BN_L)
+      for (int v = 0; v < BN_V8; v++) {
+        lv_v8f gv = lv_ld8(gy + i + 8 * v);
+        a[v] += gv;
+        b[v] += gv * (lv_ld8(x + i + 8 * v) - mv);
+      }
+    t1 = acc_sum(a), t2 = acc_sum(b);
+    for (int i = n0; i < n; i++) { t1 += gy[i]; t2 += gy[i] * (x[i] - mu); }
+  }
+  *s1 = t1;
+  *s2 = t2;
+}
+
+/* gx += k * (gz - mg - (x - mu) * is * mgx) */
+LV_HOT static void plane_bwd_apply(const float *restrict x, const float *restrict y, const float *restrict gy,
+                                   float *gx, int n, float mu, float is, float k, float mg,
+                                   float mgx) {
+  if (y)
+    for (int i = 0; i < n; i++) {
+      float g = lv_f_elu_grad(y[i] > 0.f, y[i], gy[i], 1.f);
+      gx[i] += k * (g - mg - (x[i] - mu) * is * mgx);
+    }
+  else
+    for (int i = 0; i < n; i++) gx[i] += k * (gy[i] - mg - (x[i] - mu) * is * mgx);
+}
+
+/* Work runs over the N*C planes (OpenMP, static), so that a BatchNorm of few channels (the course
+ * LN's BatchNorm2d(1)) uses every thread too: pass 1 writes per-plane partials, each channel merges
+ * its N partials in order (cheap), pass 2 applies. Same arithmetic for every thread count. */
+#define BN_PAR(N, C, HW) if ((double)(N) * (C) * (HW) > 65536)
+
 /* training forward; act = 1 applies ELU(1) */
 static int bn_fwd_train(const char *who, int act, int N, int C, int HW, const float *x,
                         const float *gamma, const float *beta, float eps, float *y, float *mean,
                         float *invstd, float *var_unbiased) {
   if (bn_check(who, N, C, HW, x, y)) return -1;
   if (!mean || !invstd) return lv_set_error(LV_EVALUE, "%s: mean/invstd outputs are required", who), -1;
+  size_t P = (size_t)N * C;
+  float *part = malloc(2 * P * sizeof *part), *ab = malloc(2 * (size_t)C * sizeof *ab);
+  if (!part || !ab) {
+    free(part), free(ab);
+    return lv_set_error(LV_ENOMEM, "%s: out of memory", who), -1;
+  }
   double M = (double)N * HW;
-#pragma omp parallel for schedule(static) if ((double)N * C * HW > 65536)
-  for (int c = 0; c < C; c++) {
-    double s = 0;
-    for (int n = 0; n < N; n++) {
-      const float *xc = x + ((size_t)n * C + c) * HW;
-      float t = 0.f;
-      for (int i = 0; i < HW; i++) t += xc[i];
-      s += t;
+#pragma omp parallel BN_PAR(N, C, HW)
+  {
+#pragma omp for schedule(static)
+    for (size_t p = 0; p < P; p++) plane_stats(x + p * HW, HW, part + p, part + P + p);
+#pragma omp for schedule(static)
+    for (int c = 0; c < C; c++) {
+      double cnt = 0, mu = 0, m2 = 0;
+      for (int n = 0; n < N; n++) {
+        size_t p = (size_t)n * C + c;
+        lv_f_var_merge(&cnt, &mu, &m2, (double)HW, part[p], part[P + p]);
+      }
+      double var = m2 / M;
+      float muf = (float)mu, is = (float)(1.0 / sqrt(var + eps));
+      mean[c] = muf;
+      invstd[c] = is;
+      if (var_unbiased) var_unbiased[c] = (float)(M > 1 ? m2 / (M - 1) : var);
+      float a = gamma ? gamma[c] * is : is;
+      ab[c] = a;
+      ab[C + c] = (beta ? beta[c] : 0.f) - muf * a;
     }
-    double mu = s / M, q = 0;
-    float muf = (float)mu;
-    for (int n = 0; n < N; n++) {
-      const float *xc = x + ((size_t)n * C + c) * HW;
-      float t = 0.f;
-      for (int i = 0; i < HW; i++) { float dlt = xc[i] - muf; t += dlt * dlt; }
-      q += t;
-    }
-    double var = q / M;
-    float is = (float)(1.0 / sqrt(var + eps));
-    mean[c] = muf;
-    invstd[c] = is;
-    if (var_unbiased) var_unbiased[c] = (float)(M > 1 ? var * M / (M - 1) : var);
-    float a = gamma ? gamma[c] * is : is, b = (beta ? beta[c] : 0.f) - muf * a;
-    for (int n = 0; n < N; n++) {
-      const float *xc = x + ((size_t)n * C + c) * HW;
-      float *yc = y + ((size_t)n * C + c) * HW;
-      if (act)
-        for (int i = 0; i < HW; i++) yc[i] = lv_f_elu1_fast(xc[i] * a + b);
-      else
-        for (int i = 0; i < HW; i++) yc[i] = xc[i] * a + b;
+#pragma omp for schedule(static)
+    for (size_t p = 0; p < P; p++) {
+      int c = (int)(p % C);
+      plane_affine(x + p * HW, y + p * HW, HW, ab[c], ab[C + c], act);
     }
   }
+  free(part), free(ab);
   return 0;
 }
 
@@ -62,17 +161,13 @@ static int bn_fwd_eval(const char *who, int act, int N, int C, int HW, const flo
                        float eps, float *y) {
   if (bn_check(who, N, C, HW, x, y)) return -1;
   if (!rm || !rv) return lv_set_error(LV_EVALUE, "%s: running statistics are required", who), -1;
-#pragma omp parallel for schedule(static) collapse(2) if ((double)N * C * HW > 65536)
+#pragma omp parallel for schedule(static) collapse(2) BN_PAR(N, C, HW)
   for (int n = 0; n < N; n++)
     for (int c = 0; c < C; c++) {
       float is = (float)(1.0 / sqrt((double)rv[c] + eps));
       float a = gamma ? gamma[c] * is : is, b = (beta ? beta[c] : 0.f) - rm[c] * a;
-      const float *xc = x + ((size_t)n * C + c) * HW;
-      float *yc = y + ((size_t)n * C + c) * HW;
-      if (act)
-        for (int i = 0; i < HW; i++) yc[i] = lv_f_elu1_fast(xc[i] * a + b);
-      else
-        for (int i = 0; i < HW; i++) yc[i] = xc[i] * a + b;
+      size_t o = ((size_t)n * C + c) * HW;
+      plane_affine(x + o, y + o, HW, a, b, act);
     }
   return 0;
 }
@@ -86,45 +181,51 @@ static int bn_bwd(const char *who, int train, int N, int C, int HW, const float 
   if (bn_check(who, N, C, HW, x, gy)) return -1;
   if (train && (!mean || !invstd)) return lv_set_error(LV_EVALUE, "%s: mean/invstd are required", who), -1;
   if (!train && (!rm || !rv)) return lv_set_error(LV_EVALUE, "%s: running statistics are required", who), -1;
-  double M = (double)N * HW;
-#pragma omp parallel for schedule(static) if ((double)N * C * HW > 65536)
+  size_t P = (size_t)N * C;
+  /* per plane: sum gz, sum gz (x - mu); per channel: mu, invstd, k, mean gz, mean gz xhat */
+  float *part = malloc(2 * P * sizeof *part), *cc = malloc(5 * (size_t)C * sizeof *cc);
+  if (!part || !cc) {
+    free(part), free(cc);
+    return lv_set_error(LV_ENOMEM, "%s: out of memory", who), -1;
+  }
   for (int c = 0; c < C; c++) {
-    float mu = train ? mean[c] : rm[c];
-    float is = train ? invstd[c] : (float)(1.0 / sqrt((double)rv[c] + eps));
-    double sg = 0, sgx = 0;
-    for (int n = 0; n < N; n++) {
-      size_t o = ((size_t)n * C + c) * HW;
-      const float *xc = x + o, *gc = gy + o, *yc = y ? y + o : NULL;
-      float t1 = 0.f, t2 = 0.f;
-      if (yc)
-        for (int i = 0; i < HW; i++) {
-          float g = lv_f_elu_grad(yc[i] > 0.f, yc[i], gc[i], 1.f);
-          t1 += g;
-          t2 += g * (xc[i] - mu);
-        }
-      else
-        for (int i = 0; i < HW; i++) { t1 += gc[i]; t2 += gc[i] * (xc[i] - mu); }
-      sg += t1;
-      sgx += t2;
+    cc[c] = train ? mean[c] : rm[c];
+    cc[C + c] = train ? invstd[c] : (float)(1.0 / sqrt((double)rv[c] + eps));
+  }
+  double M = (double)N * HW;
+#pragma omp parallel BN_PAR(N, C, HW)
+  {
+#pragma omp for schedule(static)
+    for (size_t p = 0; p < P; p++) {
+      int c = (int)(p % C);
+      plane_bwd_sums(x + p * HW, y ? y + p * HW : NULL, gy + p * HW, HW, cc[c], part + p, part + P + p);
     }
-    sgx *= is; /* sum gz * xhat */
-    if (ggamma && gamma) ggamma[c] += (float)sgx;
-    if (gbeta) gbeta[c] += (float)sg;
-    if (!gx) continue;
-    float gm = gamma ? gamma[c] : 1.f;
-    float k = gm * is;
-    float mg = train ? (float)(sg / M) : 0.f, mgx = train ? (float)(sgx / M) : 0.f;
-    for (int n = 0; n < N; n++) {
-      size_t o = ((size_t)n * C + c) * HW;
-      const float *xc = x + o, *gc = gy + o, *yc = y ? y + o : NULL;
-      float *gxc = gx + o;
-      for (int i = 0; i < HW; i++) {
-        float g = yc ? lv_f_elu_grad(yc[i] > 0.f, yc[i], gc[i], 1.f) : gc[i];
-        float xh = (xc[i] - mu) * is;
-        gxc[i] += k * (g - mg - xh * mgx);
+#pragma omp for schedule(static)
+    for (int c = 0; c < C; c++) {
+      double sg = 0, sgx = 0;
+      for (int n = 0; n < N; n++) {
+        size_t p = (size_t)n * C + c;
+        sg += part[p];
+        sgx += part[P + p];
+      }
+      float is = cc[C + c];
+      sgx *= is; /* sum gz * xhat */
+      if (ggamma && gamma) ggamma[c] += (float)sgx;
+      if (gbeta) gbeta[c] += (float)sg;
+      cc[2 * C + c] = (gamma ? gamma[c] : 1.f) * is;
+      cc[3 * C + c] = train ? (float)(sg / M) : 0.f;
+      cc[4 * C + c] = train ? (float)(sgx / M) : 0.f;
+    }
+    if (gx) {
+#pragma omp for schedule(static)
+      for (size_t p = 0; p < P; p++) {
+        int c = (int)(p % C);
+        plane_bwd_apply(x + p * HW, y ? y + p * HW : NULL, gy + p * HW, gx + p * HW, HW, cc[c], cc[C + c],
+                        cc[2 * C + c], cc[3 * C + c], cc[4 * C + c]);
       }
     }
   }
+  free(part), free(cc);
   return 0;
 }
 
