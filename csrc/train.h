@@ -18,6 +18,7 @@ typedef struct lv_adam {
   int n;
   lv_tensor **p;    /* parameters (leaves, float32) */
   float **m, **v;   /* first/second moments, one array per parameter shaped like it */
+  int *mdev;        /* the device (LV_CPU / LV_CUDA) each parameter's moments were allocated on */
   int64_t step;
   double lr, beta1, beta2, eps, weight_decay;
 } lv_adam;

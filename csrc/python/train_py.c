@@ -115,6 +115,19 @@ static PyObject *f_adam_step(PyObject *m, PyObject *cap) {
   Py_RETURN_NONE;
 }
 
+/* adam_moment_devices(adam): ['cpu' | 'cuda'] per parameter, where its moments live */
+static PyObject *f_adam_moment_devices(PyObject *m, PyObject *cap) {
+  lv_adam *a = PyCapsule_GetPointer(cap, "lviv_c.adam");
+  if (!a) return NULL;
+  PyObject *l = PyList_New(a->n);
+  for (int i = 0; l && i < a->n; i++) {
+    PyObject *s = PyUnicode_FromString(a->mdev[i] == LV_CUDA ? "cuda" : "cpu");
+    if (!s) { Py_DECREF(l); return NULL; }
+    PyList_SET_ITEM(l, i, s);
+  }
+  return l;
+}
+
 typedef struct { PyObject *cb; PyThreadState *ts; int stopped; } cbctx;
 
 /* called from the loop with the GIL released: take it, check Ctrl-C, call the Python callback */
@@ -282,6 +295,7 @@ static PyMethodDef train_methods[] = {
     {"adam_new", f_adam_new, METH_VARARGS, NULL},
     {"adam_set_lr", f_adam_set_lr, METH_VARARGS, NULL},
     {"adam_step", f_adam_step, METH_O, NULL},
+    {"adam_moment_devices", f_adam_moment_devices, METH_O, "where each parameter's Adam moments live"},
     {"train_epoch", f_train_epoch, METH_VARARGS, NULL},
     {"predict", f_predict, METH_VARARGS, NULL},
     {NULL}};
