@@ -12,7 +12,8 @@ Poisson(yhat, y) + core and readout regularizers of that scan.
 Every (scan, batch size) gets its own captured C graph (lviv_c.capture): the graph's input is a
 row of the images (C*H*W values) followed by the pupil center when the model has a shifter, so
 the C loop gathers a batch with one copy and replays forward, loss and backward without Python.
-Python only picks the next batch and steps the optimizer between batches.
+An epoch is one C call (``_C.train_multi_epoch``): Python lists the batches (scan, trial indices)
+in the cycling order and the C loop runs them, stepping Adam every ``loss_accum_batch_n`` batches.
 
 Device: training runs where the model is (``train_model(..., device='cuda')`` moves it, as for one
 scan). On the GPU the parameters, buffers, Adam's moments and the graphs live there, each scan's
@@ -186,8 +187,10 @@ class MultiScanEngine(StateMixin):
         step_every = step_every or len(self.keys)
         batches = self.epoch_batches()
         self.version += 1
-        total = 0.0
-        for b, (key, idx) in enumerate(batches):
+        total = self._captured_epoch(batches, step_every, progress)
+        eager = batches if total is None else ()
+        total = total or 0.0
+        for b, (key, idx) in enumerate(eager):  # the Python forward per batch (capture failed)
             total += self._batch(key, idx)
             if (b + 1) % step_every == 0:
                 _C.adam_step(self.adam)
@@ -199,18 +202,36 @@ class MultiScanEngine(StateMixin):
                 p.grad = None
         return total
 
+    def _captured_epoch(self, batches, step_every, progress):
+        """The epoch in one C call (_C.train_multi_epoch): every batch through the captured graph
+        of its (scan, batch size), Adam every `step_every` batches. None when capture fails."""
+        if not self.capture or self._fallback_reason is not None:
+            return None
+        kinds, kind_of, kind, start, pos = [], {}, [], [], 0
+        try:
+            for key, idx in batches:
+                k = kind_of.get((key, len(idx)))
+                if k is None:
+                    g = self._train_graph(key, len(idx))
+                    X, Y = self.scan(key, self.train_loaders[key]).blocks(self.device)
+                    k = kind_of[(key, len(idx))] = len(kinds)
+                    kinds.append((g.handle, X, Y))
+                kind.append(k)
+                start.append(pos)
+                pos += len(idx)
+        except CaptureError as e:
+            self._fallback_reason = str(e)
+            print(f"lviv_c: training with the Python forward per batch: {e}", file=sys.stderr)
+            return None
+        if not batches:
+            return 0.0
+        order = np.concatenate([idx for _, idx in batches]).astype(np.int64, copy=False)
+        _, loss = _C.train_multi_epoch(kinds, np.asarray(kind, np.int32), np.asarray(start, np.int64),
+                                       np.ascontiguousarray(order), self.adam, int(step_every), progress)
+        return loss
+
     def _batch(self, key, idx):
         s = self.scan(key, self.train_loaders[key])
-        if self.capture and self._fallback_reason is None:
-            try:
-                g = self._train_graph(key, len(idx))
-            except CaptureError as e:
-                self._fallback_reason = str(e)
-                print(f"lviv_c: training with the Python forward per batch: {e}", file=sys.stderr)
-            else:
-                X, Y = s.blocks(self.device)
-                _, loss = _C.train_epoch(g.handle, None, self.adam, X, Y, idx, 0, None)
-                return loss
         self.model.train()
         x, y = to_device(s.X[idx], self.device), to_device(s.Y[idx], self.device)
         loss = self.loss_fn(key, len(idx))(self.call(key, s.img_shape)(x), y)

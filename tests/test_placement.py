@@ -219,10 +219,10 @@ def test_multi_scan_engine_keeps_moments_and_blocks_on_the_device(sens_scans):
 
 
 @pytest.mark.skipif(not L.cuda.emulated(), reason="transfer counters exist on the emulated device only")
-def test_multi_scan_training_copies_back_only_the_loss_per_batch(sens_scans):
-    """Host <- device copies in a multi-scan epoch on the device: one double (the batch's loss) per
-    batch, nothing per parameter; host -> device only the batch indices (the blocks are uploaded
-    once, in the first epoch)."""
+def test_multi_scan_training_copies_back_only_the_loss(sens_scans):
+    """Host <- device copies in a multi-scan epoch on the device (one C call cycling the scans):
+    the summed loss (one double) at the end, nothing per batch or per parameter; host -> device
+    only the batch indices (the blocks are uploaded once, in the first epoch)."""
     from lviv_c.sensorium_training import MultiScanEngine
     dl = _sens_loaders(sens_scans, batch_size=8)
     m = _sens_model(dl).to("cuda")
@@ -233,7 +233,37 @@ def test_multi_scan_training_copies_back_only_the_loss_per_batch(sens_scans):
     eng.train_epoch()
     after = _C._emulated_transfers()
     n, nbytes = after["d2h"] - before["d2h"], after["d2h_bytes"] - before["d2h_bytes"]
-    assert nb >= 10 and n == nb and nbytes == 8 * nb
+    assert nb >= 10 and n == 1 and nbytes == 8
     # uploads: per batch the gather indices of images and responses (int64 each), no data rows
     idx_bytes = 2 * 8 * sum(len(i) for _, i in eng.epoch_batches())
     assert after["h2d_bytes"] - before["h2d_bytes"] == idx_bytes
+
+
+def test_multi_scan_epoch_in_one_c_call_equals_the_per_batch_calls(sens_scans):
+    """_C.train_multi_epoch (the scans cycled in C) against one _C.train_epoch call per batch and
+    Adam steps from Python (the loop it replaced): the same losses and weights, bit for bit. (The
+    graphs are captured first in both: a capture's train-mode forward draws the readout's random
+    grid samples, so capturing lazily between batches would shift the random stream.)"""
+    from lviv_c.sensorium_training import MultiScanEngine
+    states = {}
+    for how in ("one call", "per batch"):
+        dl = _sens_loaders(sens_scans, batch_size=8)
+        m = _sens_model(dl).to("cuda")
+        eng = MultiScanEngine(m, dl["train"])
+        batches = eng.epoch_batches()
+        step_every = 4
+        for key, idx in batches:
+            eng._train_graph(key, len(idx))
+        if how == "one call":
+            total = eng._captured_epoch(batches, step_every, None)
+        else:
+            total = 0.0
+            for b, (key, idx) in enumerate(batches):
+                X, Y = eng.scan(key, dl["train"][key]).blocks("cuda")
+                total += _C.train_epoch(eng._train_graph(key, len(idx)).handle, None, eng.adam, X, Y, idx, 0, None)[1]
+                if (b + 1) % step_every == 0:
+                    _C.adam_step(eng.adam)
+        states[how] = total, {k: v.cpu().numpy() for k, v in m.state_dict().items()}
+    assert len(batches) % 4 and states["one call"][0] == states["per batch"][0]
+    for k, v in states["per batch"][1].items():
+        np.testing.assert_array_equal(states["one call"][1][k], v, err_msg=k)
