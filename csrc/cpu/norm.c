@@ -10,6 +10,7 @@
 #include "cpu/simd.h"
 #include "formulas.h"
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -108,10 +109,98 @@ LV_HOT static void plane_bwd_apply(const float *restrict x, const float *restric
     for (int i = 0; i < n; i++) gx[i] += k * (gy[i] - mg - (x[i] - mu) * is * mgx);
 }
 
-/* Work runs over the N*C planes (OpenMP, static), so that a BatchNorm of few channels (the course
- * LN's BatchNorm2d(1)) uses every thread too: pass 1 writes per-plane partials, each channel merges
- * its N partials in order (cheap), pass 2 applies. Same arithmetic for every thread count. */
+/* BatchNorm1d (HW == 1): rows of C channels, vectorised over the channels of a chunk */
+#define BN_CH 64
+
+/* Welford over the rows n of channels [c0, c0 + nc): (mu, m2) per channel (lv_f_var_merge of one value) */
+LV_HOT static void rows_stats(int N, int C, int c0, int nc, const float *x, double *mu, double *m2) {
+  double cnt[BN_CH];
+  for (int j = 0; j < nc; j++) cnt[j] = mu[j] = m2[j] = 0;
+  for (int n = 0; n < N; n++) {
+    const float *xr = x + (size_t)n * C + c0;
+    for (int j = 0; j < nc; j++) lv_f_var_merge(&cnt[j], &mu[j], &m2[j], 1.0, xr[j], 0.0);
+  }
+}
+
+LV_HOT static void rows_affine(const float *x, float *y, int n, const float *a, const float *b, int act) {
+  if (act)
+    for (int i = 0; i < n; i++) y[i] = lv_f_elu1_fast(x[i] * a[i] + b[i]);
+  else
+    for (int i = 0; i < n; i++) y[i] = x[i] * a[i] + b[i];
+}
+
+LV_HOT static void rows_bwd_sums(int N, int C, int c0, int nc, const float *x, const float *y, const float *gy,
+                                 const float *mu, double *sg, double *sgx) {
+  for (int j = 0; j < nc; j++) sg[j] = sgx[j] = 0;
+  for (int n = 0; n < N; n++) {
+    size_t o = (size_t)n * C + c0;
+    const float *xr = x + o, *gr = gy + o;
+    if (y) {
+      const float *yr = y + o;
+      for (int j = 0; j < nc; j++) {
+        float g = lv_f_elu_grad(yr[j] > 0.f, yr[j], gr[j], 1.f);
+        sg[j] += g;
+        sgx[j] += g * (xr[j] - mu[j]);
+      }
+    } else {
+      for (int j = 0; j < nc; j++) {
+        sg[j] += gr[j];
+        sgx[j] += gr[j] * (xr[j] - mu[j]);
+      }
+    }
+  }
+}
+
+/* gx += k * (gz - mg - (x - mu) * is * mgx), per-channel constants */
+LV_HOT static void rows_bwd_apply(const float *x, const float *y, const float *gy, float *gx, int n,
+                                  const float *mu, const float *is, const float *k, const float *mg,
+                                  const float *mgx) {
+  if (y)
+    for (int i = 0; i < n; i++) {
+      float g = lv_f_elu_grad(y[i] > 0.f, y[i], gy[i], 1.f);
+      gx[i] += k[i] * (g - mg[i] - (x[i] - mu[i]) * is[i] * mgx[i]);
+    }
+  else
+    for (int i = 0; i < n; i++) gx[i] += k[i] * (gy[i] - mg[i] - (x[i] - mu[i]) * is[i] * mgx[i]);
+}
+
+/* a channel's statistics (mean mu, squared deviations m2 over M values) -> mean, invstd, unbiased
+ * variance, and the affine step y = x * ab[c] + ab[C + c] */
+static void fwd_finish(int C, int c, double M, double mu, double m2, float eps, const float *gamma,
+                       const float *beta, float *mean, float *invstd, float *var_unbiased, float *ab) {
+  double var = m2 / M;
+  float muf = (float)mu, is = (float)(1.0 / sqrt(var + eps));
+  mean[c] = muf;
+  invstd[c] = is;
+  if (var_unbiased) var_unbiased[c] = (float)(M > 1 ? m2 / (M - 1) : var);
+  float a = gamma ? gamma[c] * is : is;
+  ab[c] = a;
+  ab[C + c] = (beta ? beta[c] : 0.f) - muf * a;
+}
+
+/* a channel's sums (sum gz, sum gz (x - mu)) -> parameter gradients and the input gradient's
+ * constants cc[2C + c] (k), cc[3C + c] (mean gz), cc[4C + c] (mean gz xhat); cc[C + c]: invstd */
+static void bwd_finish(int C, int c, double M, int train, double sg, double sgx, const float *gamma,
+                       float *ggamma, float *gbeta, float *cc) {
+  float is = cc[C + c];
+  sgx *= is; /* sum gz * xhat */
+  if (ggamma && gamma) ggamma[c] += (float)sgx;
+  if (gbeta) gbeta[c] += (float)sg;
+  cc[2 * C + c] = (gamma ? gamma[c] : 1.f) * is;
+  cc[3 * C + c] = train ? (float)(sg / M) : 0.f;
+  cc[4 * C + c] = train ? (float)(sgx / M) : 0.f;
+}
+
+/* Schedules (the arithmetic is the same in each; none depends on the thread count):
+ * - HW == 1 (BatchNorm1d): chunks of BN_CH channels per thread, rows vectorised over channels;
+ * - at least as many channels as threads: one parallel loop over channels, each channel's planes
+ *   reduced, merged and normalised by one thread (one barrier);
+ * - fewer channels (the course LN's BatchNorm2d(1)): over the N*C planes, per-plane partials, the
+ *   channels' merges, then the planes again, so that every thread works. */
 #define BN_PAR(N, C, HW) if ((double)(N) * (C) * (HW) > 65536)
+/* the planes' schedule has three barriers: threads only from 1M values (below, one thread is done
+ * in well under a millisecond, and a shared machine's descheduled thread costs more at a barrier) */
+#define BN_PAR_PLANES(N, C, HW) if ((double)(N) * (C) * (HW) > (1 << 20))
 
 /* training forward; act = 1 applies ELU(1) */
 static int bn_fwd_train(const char *who, int act, int N, int C, int HW, const float *x,
@@ -120,36 +209,60 @@ static int bn_fwd_train(const char *who, int act, int N, int C, int HW, const fl
   if (bn_check(who, N, C, HW, x, y)) return -1;
   if (!mean || !invstd) return lv_set_error(LV_EVALUE, "%s: mean/invstd outputs are required", who), -1;
   size_t P = (size_t)N * C;
-  float *part = malloc(2 * P * sizeof *part), *ab = malloc(2 * (size_t)C * sizeof *ab);
-  if (!part || !ab) {
+  int rows = HW == 1, per_channel = !rows && C >= omp_get_max_threads();
+  float *part = rows ? NULL : malloc(2 * P * sizeof *part), *ab = malloc(2 * (size_t)C * sizeof *ab);
+  if ((!rows && !part) || !ab) {
     free(part), free(ab);
     return lv_set_error(LV_ENOMEM, "%s: out of memory", who), -1;
   }
   double M = (double)N * HW;
-#pragma omp parallel BN_PAR(N, C, HW)
-  {
-#pragma omp for schedule(static)
-    for (size_t p = 0; p < P; p++) plane_stats(x + p * HW, HW, part + p, part + P + p);
-#pragma omp for schedule(static)
+  if (rows) {
+    int nch = (C + BN_CH - 1) / BN_CH;
+#pragma omp parallel for schedule(static) BN_PAR(N, C, HW)
+    for (int q = 0; q < nch; q++) {
+      int c0 = q * BN_CH, nc = C - c0 < BN_CH ? C - c0 : BN_CH;
+      double mu[BN_CH], m2[BN_CH];
+      rows_stats(N, C, c0, nc, x, mu, m2);
+      for (int j = 0; j < nc; j++) fwd_finish(C, c0 + j, M, mu[j], m2[j], eps, gamma, beta, mean, invstd, var_unbiased, ab);
+      for (int n = 0; n < N; n++) {
+        size_t o = (size_t)n * C + c0;
+        rows_affine(x + o, y + o, nc, ab + c0, ab + C + c0, act);
+      }
+    }
+  } else if (per_channel) {
+#pragma omp parallel for schedule(static) BN_PAR(N, C, HW)
     for (int c = 0; c < C; c++) {
       double cnt = 0, mu = 0, m2 = 0;
       for (int n = 0; n < N; n++) {
         size_t p = (size_t)n * C + c;
+        plane_stats(x + p * HW, HW, part + p, part + P + p);
         lv_f_var_merge(&cnt, &mu, &m2, (double)HW, part[p], part[P + p]);
       }
-      double var = m2 / M;
-      float muf = (float)mu, is = (float)(1.0 / sqrt(var + eps));
-      mean[c] = muf;
-      invstd[c] = is;
-      if (var_unbiased) var_unbiased[c] = (float)(M > 1 ? m2 / (M - 1) : var);
-      float a = gamma ? gamma[c] * is : is;
-      ab[c] = a;
-      ab[C + c] = (beta ? beta[c] : 0.f) - muf * a;
+      fwd_finish(C, c, M, mu, m2, eps, gamma, beta, mean, invstd, var_unbiased, ab);
+      for (int n = 0; n < N; n++) {
+        size_t p = (size_t)n * C + c;
+        plane_affine(x + p * HW, y + p * HW, HW, ab[c], ab[C + c], act);
+      }
     }
+  } else {
+#pragma omp parallel BN_PAR_PLANES(N, C, HW)
+    {
 #pragma omp for schedule(static)
-    for (size_t p = 0; p < P; p++) {
-      int c = (int)(p % C);
-      plane_affine(x + p * HW, y + p * HW, HW, ab[c], ab[C + c], act);
+      for (size_t p = 0; p < P; p++) plane_stats(x + p * HW, HW, part + p, part + P + p);
+#pragma omp for schedule(static)
+      for (int c = 0; c < C; c++) {
+        double cnt = 0, mu = 0, m2 = 0;
+        for (int n = 0; n < N; n++) {
+          size_t p = (size_t)n * C + c;
+          lv_f_var_merge(&cnt, &mu, &m2, (double)HW, part[p], part[P + p]);
+        }
+        fwd_finish(C, c, M, mu, m2, eps, gamma, beta, mean, invstd, var_unbiased, ab);
+      }
+#pragma omp for schedule(static)
+      for (size_t p = 0; p < P; p++) {
+        int c = (int)(p % C);
+        plane_affine(x + p * HW, y + p * HW, HW, ab[c], ab[C + c], act);
+      }
     }
   }
   free(part), free(ab);
@@ -161,14 +274,25 @@ static int bn_fwd_eval(const char *who, int act, int N, int C, int HW, const flo
                        float eps, float *y) {
   if (bn_check(who, N, C, HW, x, y)) return -1;
   if (!rm || !rv) return lv_set_error(LV_EVALUE, "%s: running statistics are required", who), -1;
+  float *ab = malloc(2 * (size_t)C * sizeof *ab);
+  if (!ab) return lv_set_error(LV_ENOMEM, "%s: out of memory", who), -1;
+  for (int c = 0; c < C; c++) {
+    float is = (float)(1.0 / sqrt((double)rv[c] + eps));
+    ab[c] = gamma ? gamma[c] * is : is;
+    ab[C + c] = (beta ? beta[c] : 0.f) - rm[c] * ab[c];
+  }
+  if (HW == 1) {
+#pragma omp parallel for schedule(static) BN_PAR(N, C, HW)
+    for (int n = 0; n < N; n++) rows_affine(x + (size_t)n * C, y + (size_t)n * C, C, ab, ab + C, act);
+  } else {
 #pragma omp parallel for schedule(static) collapse(2) BN_PAR(N, C, HW)
-  for (int n = 0; n < N; n++)
-    for (int c = 0; c < C; c++) {
-      float is = (float)(1.0 / sqrt((double)rv[c] + eps));
-      float a = gamma ? gamma[c] * is : is, b = (beta ? beta[c] : 0.f) - rm[c] * a;
-      size_t o = ((size_t)n * C + c) * HW;
-      plane_affine(x + o, y + o, HW, a, b, act);
-    }
+    for (int n = 0; n < N; n++)
+      for (int c = 0; c < C; c++) {
+        size_t o = ((size_t)n * C + c) * HW;
+        plane_affine(x + o, y + o, HW, ab[c], ab[C + c], act);
+      }
+  }
+  free(ab);
   return 0;
 }
 
@@ -182,9 +306,10 @@ static int bn_bwd(const char *who, int train, int N, int C, int HW, const float 
   if (train && (!mean || !invstd)) return lv_set_error(LV_EVALUE, "%s: mean/invstd are required", who), -1;
   if (!train && (!rm || !rv)) return lv_set_error(LV_EVALUE, "%s: running statistics are required", who), -1;
   size_t P = (size_t)N * C;
+  int rows = HW == 1, per_channel = !rows && C >= omp_get_max_threads();
   /* per plane: sum gz, sum gz (x - mu); per channel: mu, invstd, k, mean gz, mean gz xhat */
-  float *part = malloc(2 * P * sizeof *part), *cc = malloc(5 * (size_t)C * sizeof *cc);
-  if (!part || !cc) {
+  float *part = rows ? NULL : malloc(2 * P * sizeof *part), *cc = malloc(5 * (size_t)C * sizeof *cc);
+  if ((!rows && !part) || !cc) {
     free(part), free(cc);
     return lv_set_error(LV_ENOMEM, "%s: out of memory", who), -1;
   }
@@ -193,35 +318,64 @@ static int bn_bwd(const char *who, int train, int N, int C, int HW, const float 
     cc[C + c] = train ? invstd[c] : (float)(1.0 / sqrt((double)rv[c] + eps));
   }
   double M = (double)N * HW;
-#pragma omp parallel BN_PAR(N, C, HW)
-  {
-#pragma omp for schedule(static)
-    for (size_t p = 0; p < P; p++) {
-      int c = (int)(p % C);
-      plane_bwd_sums(x + p * HW, y ? y + p * HW : NULL, gy + p * HW, HW, cc[c], part + p, part + P + p);
+  if (rows) {
+    int nch = (C + BN_CH - 1) / BN_CH;
+#pragma omp parallel for schedule(static) BN_PAR(N, C, HW)
+    for (int q = 0; q < nch; q++) {
+      int c0 = q * BN_CH, nc = C - c0 < BN_CH ? C - c0 : BN_CH;
+      double sg[BN_CH], sgx[BN_CH];
+      rows_bwd_sums(N, C, c0, nc, x, y, gy, cc + c0, sg, sgx);
+      for (int j = 0; j < nc; j++) bwd_finish(C, c0 + j, M, train, sg[j], sgx[j], gamma, ggamma, gbeta, cc);
+      if (gx)
+        for (int n = 0; n < N; n++) {
+          size_t o = (size_t)n * C + c0;
+          rows_bwd_apply(x + o, y ? y + o : NULL, gy + o, gx + o, nc, cc + c0, cc + C + c0, cc + 2 * C + c0,
+                         cc + 3 * C + c0, cc + 4 * C + c0);
+        }
     }
-#pragma omp for schedule(static)
+  } else if (per_channel) {
+#pragma omp parallel for schedule(static) BN_PAR(N, C, HW)
     for (int c = 0; c < C; c++) {
       double sg = 0, sgx = 0;
       for (int n = 0; n < N; n++) {
         size_t p = (size_t)n * C + c;
+        plane_bwd_sums(x + p * HW, y ? y + p * HW : NULL, gy + p * HW, HW, cc[c], part + p, part + P + p);
         sg += part[p];
         sgx += part[P + p];
       }
-      float is = cc[C + c];
-      sgx *= is; /* sum gz * xhat */
-      if (ggamma && gamma) ggamma[c] += (float)sgx;
-      if (gbeta) gbeta[c] += (float)sg;
-      cc[2 * C + c] = (gamma ? gamma[c] : 1.f) * is;
-      cc[3 * C + c] = train ? (float)(sg / M) : 0.f;
-      cc[4 * C + c] = train ? (float)(sgx / M) : 0.f;
+      bwd_finish(C, c, M, train, sg, sgx, gamma, ggamma, gbeta, cc);
+      if (gx)
+        for (int n = 0; n < N; n++) {
+          size_t p = (size_t)n * C + c;
+          plane_bwd_apply(x + p * HW, y ? y + p * HW : NULL, gy + p * HW, gx + p * HW, HW, cc[c], cc[C + c],
+                          cc[2 * C + c], cc[3 * C + c], cc[4 * C + c]);
+        }
     }
-    if (gx) {
+  } else {
+#pragma omp parallel BN_PAR_PLANES(N, C, HW)
+    {
 #pragma omp for schedule(static)
       for (size_t p = 0; p < P; p++) {
         int c = (int)(p % C);
-        plane_bwd_apply(x + p * HW, y ? y + p * HW : NULL, gy + p * HW, gx + p * HW, HW, cc[c], cc[C + c],
-                        cc[2 * C + c], cc[3 * C + c], cc[4 * C + c]);
+        plane_bwd_sums(x + p * HW, y ? y + p * HW : NULL, gy + p * HW, HW, cc[c], part + p, part + P + p);
+      }
+#pragma omp for schedule(static)
+      for (int c = 0; c < C; c++) {
+        double sg = 0, sgx = 0;
+        for (int n = 0; n < N; n++) {
+          size_t p = (size_t)n * C + c;
+          sg += part[p];
+          sgx += part[P + p];
+        }
+        bwd_finish(C, c, M, train, sg, sgx, gamma, ggamma, gbeta, cc);
+      }
+      if (gx) {
+#pragma omp for schedule(static)
+        for (size_t p = 0; p < P; p++) {
+          int c = (int)(p % C);
+          plane_bwd_apply(x + p * HW, y ? y + p * HW : NULL, gy + p * HW, gx + p * HW, HW, cc[c], cc[C + c],
+                          cc[2 * C + c], cc[3 * C + c], cc[4 * C + c]);
+        }
       }
     }
   }
