@@ -6,7 +6,9 @@ run. One training step = gather, replay forward + loss + backward, Adam (as trai
 through lviv_c.sensorium_training's per-scan graphs for the Sensorium models). Random data of the
 right shapes; medians of repeats (the machine may be shared).
 
-    python bench/bench_sensorium.py [--steps 3] [--repeats 3]
+    python bench/bench_sensorium.py [--steps 3] [--repeats 3] [--profile]
+
+--profile adds each model's op profile (lviv_c._C.profile: time per op kind, share of the step).
 """
 import argparse
 import collections
@@ -26,7 +28,7 @@ from lviv_c.models import SENSORIUM_2022_CONFIG, build_lurz2020_model, build_sen
 from lviv_c.sensorium_training import MultiScanEngine  # noqa: E402
 from lviv_c.trainers import poisson_loss_fn  # noqa: E402
 
-from common import machine, median_time  # noqa: E402
+from common import machine, median_time, op_profile  # noqa: E402
 
 Batch2 = collections.namedtuple("Batch", "images responses")
 Batch4 = collections.namedtuple("Batch", "images responses behavior pupil_center")
@@ -66,6 +68,9 @@ class _Sized(list):
     pass
 
 
+PROFILE, PROFILE_ON = [], False
+
+
 def sensorium_step(p, n_neurons, batch, steps, repeats, rng):
     n = batch * steps
     loader = RandomLoader(rng, n, n_neurons, 4 if p else 1, batch, p=p)
@@ -82,6 +87,7 @@ def sensorium_step(p, n_neurons, batch, steps, repeats, rng):
     def run():
         _C.train_epoch(g.handle, None, eng.adam, s.X, s.Y, order, 1, None)
     t = median_time(run, repeats=repeats, warmup=1) / steps
+    PROFILE[:] = op_profile(run, steps) if PROFILE_ON else []
     n_par = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return t, n_par
 
@@ -105,6 +111,7 @@ def lurz_step(batch, steps, repeats, rng, n_neurons=5335):
     def run():
         _C.train_epoch(g.handle, None, adam, X, Y, order, 1, None)
     t = median_time(run, repeats=repeats, warmup=1) / steps
+    PROFILE[:] = op_profile(run, steps) if PROFILE_ON else []
     return t, sum(q.numel() for q in params)
 
 
@@ -112,7 +119,10 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=3, help="training steps per timing")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--profile", action="store_true", help="print each model's op profile")
     args = ap.parse_args()
+    global PROFILE_ON
+    PROFILE_ON = args.profile
     rng = np.random.default_rng(0)
     print(f"training steps at 36x64, CPU ({machine()}); medians of {args.repeats} runs of {args.steps} steps")
     rows = []
@@ -128,6 +138,8 @@ def main():
         bs = int(label.split("batch ")[1].split(",")[0])
         rows.append((label, t, bs, n_par))
         print(f"  {label}: {t * 1e3:.0f} ms per step, {bs / t:.0f} images/s ({n_par:,} parameters)", flush=True)
+        for line in PROFILE:
+            print(f"      {line}")
 
 
 if __name__ == "__main__":

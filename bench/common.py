@@ -28,3 +28,21 @@ def numpy_blas():
         return f"{b.get('name')} {b.get('version', '')}".strip()
     except Exception:
         return "unknown"
+
+
+def op_profile(run, steps, top=8):
+    """The op profile (_C.profile) of one call of run() covering `steps` training steps: lines
+    'op fwd ms bwd ms' per step, the largest shares first."""
+    from lviv_c import _C
+    _C.profile(True)
+    try:
+        run()
+        prof = _C.profile(None)
+    finally:
+        _C.profile(False)
+    tot = sum(f + b for f, b, _ in prof.values()) or 1.0
+    lines = []
+    for name, (f, b, _) in sorted(prof.items(), key=lambda kv: -(kv[1][0] + kv[1][1]))[:top]:
+        lines.append(f"{name:<18s} fwd {f / steps * 1e3:7.1f}  bwd {b / steps * 1e3:7.1f} ms/step "
+                     f"({(f + b) / tot:4.0%})")
+    return lines

@@ -62,12 +62,22 @@ LV_HD float lv_f_elu(float x, float alpha) { return x > 0 ? x : alpha * expm1f(x
 /* g * elu'(x) from the saved output y: pos is x > 0 (equivalently y > 0 for alpha > 0) */
 LV_HD float lv_f_elu_grad(int pos, float y, float g, float alpha) { return pos ? g : g * (y + alpha); }
 
+/* Chan et al.'s merge of two partial variance statistics (count, mean, sum of squared deviations
+ * from the mean) in double: (n, mean, m2) <- (n, mean, m2) + (nb, mb, m2b). Exact in real arithmetic,
+ * stable in floating point (no E[x^2] - E[x]^2 cancellation); the BatchNorm statistics. */
+LV_HD void lv_f_var_merge(double *n, double *mean, double *m2, double nb, double mb, double m2b) {
+  double na = *n, nt = na + nb, d = mb - *mean;
+  *mean += d * (nb / nt);
+  *m2 += m2b + d * d * (na * nb / nt);
+  *n = nt;
+}
+
 /* exp(x) for x <= 0 (clamped at -87): Cephes-style degree-6 polynomial after range reduction,
  * relative error below 1e-7; vectorises where expm1f would not (the fused BatchNorm+ELU) */
 LV_HD float lv_f_exp_neg(float x) {
   x = x < -87.f ? -87.f : x;
   float t = x * 1.44269504088896341f;
-  int n = (int)(t - 0.5f); /* round to nearest for t <= 0 */
+  int n = (int)truncf(t - 0.5f); /* round to nearest for t <= 0; truncf (same value) lets gcc vectorise */
   float fn = (float)n;
   float r = x - fn * 0.693359375f + fn * 2.12194440e-4f;
   float p = 1.9875691500E-4f;

@@ -25,13 +25,15 @@ lv_adam *lv_adam_new(int n, lv_tensor **params, double lr, double b1, double b2,
   a->p = calloc(n ? n : 1, sizeof *a->p);
   a->m = calloc(n ? n : 1, sizeof *a->m);
   a->v = calloc(n ? n : 1, sizeof *a->v);
-  if (!a->p || !a->m || !a->v) { lv_adam_free(a); lv_set_error(LV_ENOMEM, "out of memory"); return NULL; }
+  a->mdev = calloc(n ? n : 1, sizeof *a->mdev);
+  if (!a->p || !a->m || !a->v || !a->mdev) { lv_adam_free(a); lv_set_error(LV_ENOMEM, "out of memory"); return NULL; }
   for (int i = 0; i < n; i++) {
     a->p[i] = params[i];
     lv_tensor_incref(params[i]);
     int64_t k = lv_numel(params[i]);
     /* moments live next to the parameter, in its backend's memory */
     const lv_backend *be = lv_backend_of(params[i]);
+    a->mdev[i] = be->device;
     size_t nb = (size_t)(k ? k : 1) * sizeof(float);
     a->m[i] = be->alloc(nb);
     a->v[i] = a->m[i] ? be->alloc(nb) : NULL;
@@ -52,7 +54,7 @@ void lv_adam_free(lv_adam *a) {
     if (a->v && a->v[i]) be->free(a->v[i]);
     lv_tensor_decref(a->p[i]);
   }
-  free(a->p); free(a->m); free(a->v);
+  free(a->p); free(a->m); free(a->v); free(a->mdev);
   free(a);
 }
 
@@ -114,7 +116,7 @@ int lv_train_epoch(lv_graph *full, lv_graph *rem, lv_adam *opt, const float *xbl
   int no_step = accum == 0; /* accum 0: backward only, the caller steps (multi-scan cycling) */
   if (accum < 1) accum = 1;
   double last = now(), total = 0;
-  int since_step = 0;
+  int since_step = 0, read_last = 0; /* read_last: total already read after the last batch */
   int dev = lv_on_cuda(full->loss);
   /* on the GPU the batch losses are summed on the device and read back only for progress
    * reports and at the end: no host synchronisation per batch */
@@ -136,10 +138,11 @@ int lv_train_epoch(lv_graph *full, lv_graph *rem, lv_adam *opt, const float *xbl
     if (cb && (t - last > 0.1 || b == 0 || b == nbatch - 1)) {
       last = t;
       if (dev && lv_cuda->loss_read(&total) < 0) return -1;
+      read_last = b == nbatch - 1;
       if (cb(ctx, b + 1, nbatch, total)) { if (loss_sum) *loss_sum = total; return 1; }
     }
   }
-  if (dev && lv_cuda->loss_read(&total) < 0) return -1;
+  if (dev && !read_last && lv_cuda->loss_read(&total) < 0) return -1; /* one read per call at least */
   if (loss_sum) *loss_sum = total;
   return 0;
 }

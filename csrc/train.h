@@ -18,6 +18,7 @@ typedef struct lv_adam {
   int n;
   lv_tensor **p;    /* parameters (leaves, float32) */
   float **m, **v;   /* first/second moments, one array per parameter shaped like it */
+  int *mdev;        /* the device (LV_CPU / LV_CUDA) each parameter's moments were allocated on */
   int64_t step;
   double lr, beta1, beta2, eps, weight_decay;
 } lv_adam;
@@ -42,6 +43,21 @@ int lv_graph_gather(lv_graph *g, const float *xblock, int64_t xrow, const float 
 int lv_train_epoch(lv_graph *full, lv_graph *rem, lv_adam *opt, const float *xblock, int64_t xrow,
                    const float *yblock, int64_t yrow, const int64_t *order, int64_t n, int accum,
                    lv_progress_fn cb, void *ctx, double *loss_sum, int block_dev);
+
+/* one kind of batch in multi-scan training: a graph and its scan's blocks (host or device) */
+typedef struct {
+  lv_graph *g;
+  const float *x, *y;
+  int64_t xrow, yrow;
+  int dev; /* LV_CPU / LV_CUDA: where the blocks live */
+} lv_multi_kind;
+/* one multi-scan epoch (csrc/train_multi.c): batch b runs kinds[kind[b]] on the g->batch rows
+ * order[start[b]...]; Adam steps after every step_every batches; returns 0, 1 (stopped) or -1.
+ * cb (every 0.1 s) gets the loss sum so far when report_loss, else 0 (on the GPU: no read-back;
+ * the sum is read once at the end) */
+int lv_train_multi_epoch(const lv_multi_kind *kinds, int nkinds, const int32_t *kind, const int64_t *start,
+                         int64_t nbatch, const int64_t *order, lv_adam *opt, int step_every, lv_progress_fn cb,
+                         void *ctx, int report_loss, double *loss_sum);
 
 /* Predictions of the graphs for rows idx (n of them) into out (n, N). */
 int lv_predict(lv_graph *full, lv_graph *rem, const float *xblock, int64_t xrow, const int64_t *idx,

@@ -918,5 +918,10 @@ def load_dataset(path, batch_size, areas=None, layers=None, tier=None, neuron_id
     return (data_key, loaders) if get_key else loaders
 
 
-# the Sensorium 2022 layout (several scans, behavior and eye position): lviv_c.sensorium_data
-from .sensorium_data import static_loader, static_loaders  # noqa: E402,F401
+# the Sensorium 2022 layout (several scans, behavior and eye position): lviv_c.sensorium_data,
+# re-exported lazily (it imports this module: importing it first must work too)
+def __getattr__(name):
+    if name in ("static_loader", "static_loaders"):
+        from . import sensorium_data
+        return getattr(sensorium_data, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -12,7 +12,13 @@ Poisson(yhat, y) + core and readout regularizers of that scan.
 Every (scan, batch size) gets its own captured C graph (lviv_c.capture): the graph's input is a
 row of the images (C*H*W values) followed by the pupil center when the model has a shifter, so
 the C loop gathers a batch with one copy and replays forward, loss and backward without Python.
-Python only picks the next batch and steps the optimizer between batches.
+An epoch is one C call (``_C.train_multi_epoch``): Python lists the batches (scan, trial indices)
+in the cycling order and the C loop runs them, stepping Adam every ``loss_accum_batch_n`` batches.
+
+Device: training runs where the model is (``train_model(..., device='cuda')`` moves it, as for one
+scan). On the GPU the parameters, buffers, Adam's moments and the graphs live there, each scan's
+image and response blocks are uploaded once (``_Scan.blocks``) and batches are gathered on the
+device; per batch only the loss (one double) comes back to the host.
 
 ``sensorium_measures(model, dataloaders, tier='test')``: the Sensorium 2022 measures per scan and
 over all neurons: single-trial correlation, correlation to average (responses and predictions
@@ -67,6 +73,16 @@ class _Scan:
             x = np.concatenate([x, blocks["pupil_center"].reshape(len(img), -1)], axis=1)
         self.X = np.ascontiguousarray(x, dtype=np.float32)
         self.Y = np.ascontiguousarray(blocks["responses"], dtype=np.float32)
+        self._dev = None
+
+    def blocks(self, device):
+        """(X, Y) for the C loops on `device`: the host arrays, or on 'cuda' device tensors
+        uploaded once (batches are then gathered on the device, no per-batch host copy)."""
+        if device != "cuda":
+            return self.X, self.Y
+        if self._dev is None:
+            self._dev = (to_device(self.X, "cuda"), to_device(self.Y, "cuda"))
+        return self._dev
 
 
 class MultiScanEngine(StateMixin):
@@ -171,8 +187,10 @@ class MultiScanEngine(StateMixin):
         step_every = step_every or len(self.keys)
         batches = self.epoch_batches()
         self.version += 1
-        total = 0.0
-        for b, (key, idx) in enumerate(batches):
+        total = self._captured_epoch(batches, step_every, progress)
+        eager = batches if total is None else ()
+        total = total or 0.0
+        for b, (key, idx) in enumerate(eager):  # the Python forward per batch (capture failed)
             total += self._batch(key, idx)
             if (b + 1) % step_every == 0:
                 _C.adam_step(self.adam)
@@ -184,17 +202,36 @@ class MultiScanEngine(StateMixin):
                 p.grad = None
         return total
 
+    def _captured_epoch(self, batches, step_every, progress):
+        """The epoch in one C call (_C.train_multi_epoch): every batch through the captured graph
+        of its (scan, batch size), Adam every `step_every` batches. None when capture fails."""
+        if not self.capture or self._fallback_reason is not None:
+            return None
+        kinds, kind_of, kind, start, pos = [], {}, [], [], 0
+        try:
+            for key, idx in batches:
+                k = kind_of.get((key, len(idx)))
+                if k is None:
+                    g = self._train_graph(key, len(idx))
+                    X, Y = self.scan(key, self.train_loaders[key]).blocks(self.device)
+                    k = kind_of[(key, len(idx))] = len(kinds)
+                    kinds.append((g.handle, X, Y))
+                kind.append(k)
+                start.append(pos)
+                pos += len(idx)
+        except CaptureError as e:
+            self._fallback_reason = str(e)
+            print(f"lviv_c: training with the Python forward per batch: {e}", file=sys.stderr)
+            return None
+        if not batches:
+            return 0.0
+        order = np.concatenate([idx for _, idx in batches]).astype(np.int64, copy=False)
+        _, loss = _C.train_multi_epoch(kinds, np.asarray(kind, np.int32), np.asarray(start, np.int64),
+                                       np.ascontiguousarray(order), self.adam, int(step_every), progress)
+        return loss
+
     def _batch(self, key, idx):
         s = self.scan(key, self.train_loaders[key])
-        if self.capture and self._fallback_reason is None:
-            try:
-                g = self._train_graph(key, len(idx))
-            except CaptureError as e:
-                self._fallback_reason = str(e)
-                print(f"lviv_c: training with the Python forward per batch: {e}", file=sys.stderr)
-            else:
-                _, loss = _C.train_epoch(g.handle, None, self.adam, s.X, s.Y, idx, 0, None)
-                return loss
         self.model.train()
         x, y = to_device(s.X[idx], self.device), to_device(s.Y[idx], self.device)
         loss = self.loss_fn(key, len(idx))(self.call(key, s.img_shape)(x), y)
@@ -216,7 +253,7 @@ class MultiScanEngine(StateMixin):
             try:
                 full = self._eval_graph(key, bsz, s)
                 rem = self._eval_graph(key, n % bsz, s) if n % bsz and n > bsz else None
-                out = _C.predict(full.handle, rem.handle if rem else None, s.X, idx, None)
+                out = _C.predict(full.handle, rem.handle if rem else None, s.blocks(self.device)[0], idx, None)
             except CaptureError as e:
                 self._fallback_reason = str(e)
         if out is None:
@@ -256,11 +293,13 @@ class MultiScanEngine(StateMixin):
 def train_multi(model, dataloaders, seed=None, avg_loss=False, scale_loss=True, loss_accum_batch_n=None,
                 verbose=True, interval=1, patience=5, epoch=0, lr_init=0.005, max_iter=200, maximize=True,
                 tolerance=1e-6, restore_best=True, lr_decay_steps=3, lr_decay_factor=0.3, min_lr=1e-4, cb=None,
-                track_training=False, detach_core=False, return_test_score=False, capture=True, **kwargs):
+                track_training=False, detach_core=False, return_test_score=False, capture=True, device=None,
+                **kwargs):
     """sensorium's standard_trainer on lviv_c (see the module docstring). Returns (score, output,
     state_dict): score = mean validation correlation over all neurons of all scans; output holds
     'validation_corr' (per scan, {data_key: mean}), per-epoch tracks with track_training,
-    'epochs' and 'epoch_seconds'."""
+    'epochs' and 'epoch_seconds'. `device` ('cpu', 'cuda', 'auto'; None: where the model is)
+    moves the model there first; training runs on the model's device."""
     from .progress import progress as _bar
     from .training_loop import early_stopping_loop
 
@@ -271,6 +310,11 @@ def train_multi(model, dataloaders, seed=None, avg_loss=False, scale_loss=True, 
     missing = [k for k in train if k not in model.readout]
     if missing:
         raise ValueError(f"train_model: the model has no readout for the scans {missing}")
+    if device is not None:
+        from .trainers import resolve_device
+        dev = resolve_device(device, verbose)
+        if hasattr(model, "to") and model_device(model) != dev:
+            model.to(dev)
     if seed is not None:
         manual_seed(seed)
         np.random.seed(seed)

@@ -350,17 +350,14 @@ def train_model(model, dataloader, seed=None, avg_loss=False, scale_loss=True, l
 
     from .sensorium_training import is_multi_scan, train_multi
     if is_multi_scan(dataloader):  # {'train': {data_key: loader}, ...}: cycle through the scans
-        if resolve_device(device, verbose) == "cuda" and verbose:
-            print("lviv_c: multi-scan (Sensorium) training runs on the CPU in this version", file=sys.stderr)
-        if hasattr(model, "to") and model_device(model) != "cpu":
-            model.to("cpu")
+        # on the model's device, moved there as for one scan
         return train_multi(model, dataloader, seed=seed, avg_loss=avg_loss, scale_loss=scale_loss,
                            loss_accum_batch_n=loss_accum_batch_n, verbose=verbose, interval=interval,
                            patience=patience, epoch=epoch, lr_init=lr_init, max_iter=max_iter,
                            maximize=maximize, tolerance=tolerance, restore_best=restore_best,
                            lr_decay_steps=lr_decay_steps, lr_decay_factor=lr_decay_factor, min_lr=min_lr,
                            cb=cb, track_training=track_training, return_test_score=return_test_score,
-                           capture=capture, **kwargs)
+                           capture=capture, device=device, **kwargs)
     loaders = _loaders(dataloader)
     _check_not_empty(loaders)
     # the course's train_model moves the model to the device; here parameters, buffers, the

@@ -33,21 +33,25 @@ LURZ = dict(init_mu_range=0.55, init_sigma=0.4, input_kern=5, hidden_kern=3, gam
 #: fingerprint -> {name: sha256 of the float bytes}; recorded before the backend refactor. The
 #: eager LN and Lurz runs use amsgrad: optim.Adam's amsgrad path had its own arithmetic (torch's
 #: lerp form) until the one Adam (lv_f_adam), which rounds differently (~1 ulp per step).
+#: Every model has a BatchNorm (the LN's BatchNorm2d(1) on the input): its statistics were re-recorded
+#: when BatchNorm's sums became 32 interleaved float lanes per (n, c) plane with the planes' mean and
+#: squared deviations merged in double (lv_f_var_merge) instead of serial float sums per plane and a
+#: second pass for the variance, and its affine step an FMA (csrc/cpu/norm.c).
 RECORDED = {
     'x86_64|AMD EPYC|threads=2': {
-        'cnn.captured.pred': '71492209e333a9242c92d6ff',
-        'cnn.captured.state': '862288f38e64bd40bf973562',
-        'cnn.eager.pred': '76606d3fdd4a7e37052e1b4b',
-        'cnn.eager.state': '8cf534a1d07593fc319e832a',
+        'cnn.captured.pred': '75c7cfbae6bbe7c0a6410947',  # BatchNorm: vectorised sums, Chan merge
+        'cnn.captured.state': 'ee36184b4cce2d024ed1f72b',  # BatchNorm: vectorised sums, Chan merge
+        'cnn.eager.pred': '1898bc5be15eb7248d8b3494',  # BatchNorm: vectorised sums, Chan merge
+        'cnn.eager.state': '987faf4034f27835ee730852',  # BatchNorm: vectorised sums, Chan merge
         'elementwise': '7edfdcfd237fb94587b37e89',
-        'ln.captured.pred': 'e625831b7e71def56776510a',
-        'ln.captured.state': 'dcda46d77c3b6f51a8cc31e4',
-        'ln.eager.pred': 'b1b56222d916338613b6713e',  # one Adam: amsgrad now through lv_f_adam
-        'ln.eager.state': '17d915b198056ea355757414',  # one Adam: amsgrad now through lv_f_adam
-        'lurz.captured.pred': '88c9e08a588b3fecb97c3c7b',
-        'lurz.captured.state': '391cd66b8560d5e6b26f895e',
-        'lurz.eager.pred': 'cf9abe6fc5b01ae4f3705715',  # one Adam: amsgrad now through lv_f_adam
-        'lurz.eager.state': '897f52a0e720534080e0ed9d',  # one Adam: amsgrad now through lv_f_adam
+        'ln.captured.pred': 'f23305299d0226ccc417abd6',  # BatchNorm: vectorised sums, Chan merge
+        'ln.captured.state': '29ca81cf097ea4170f26d91a',  # BatchNorm: vectorised sums, Chan merge
+        'ln.eager.pred': 'e07ff615d09c1189968f0fd6',  # BatchNorm: vectorised sums, Chan merge
+        'ln.eager.state': 'fb775ecabf446d348cf89eee',  # BatchNorm: vectorised sums, Chan merge
+        'lurz.captured.pred': '00dc0fcf672d649fc901bfbd',  # BatchNorm: vectorised sums, Chan merge
+        'lurz.captured.state': '3b2441089e9266f6a4c5c920',  # BatchNorm: vectorised sums, Chan merge
+        'lurz.eager.pred': 'ac6fe9f07060ec89b29f9be2',  # BatchNorm: vectorised sums, Chan merge
+        'lurz.eager.state': '8f1bb67b9f549945e93479c7',  # BatchNorm: vectorised sums, Chan merge
     },
 }
 

@@ -243,6 +243,54 @@ def test_batchnorm_train(elu, affine, shape):
 
 
 @pytest.mark.parametrize("elu", [False, True])
+@pytest.mark.parametrize("shape", [(5, 3, 7, 11),      # planes of 77: vector blocks of 32 and a tail
+                                   (8, 1, 96, 90),     # one channel, parallel over the planes
+                                   (6, 150),           # BatchNorm1d: chunks of 64 channels and a tail
+                                   (3, 70, 12, 12)])   # channels over the threads
+def test_batchnorm_train_schedules_against_float64(elu, shape):
+    """Every schedule of csrc/cpu/norm.c (vector blocks, channels, planes, BatchNorm1d rows) against
+    float64: statistics (on data far from zero: no E[x^2] - E[x]^2 cancellation), output and the
+    closed-form input and parameter gradients."""
+    rng = np.random.default_rng(7)
+    N, C = shape[:2]
+    HW = int(np.prod(shape[2:])) if len(shape) > 2 else 1
+    x = (rng.normal(size=shape) + 20.0).astype(np.float32)
+    gamma, beta = rnd(C, lo=0.5, hi=1.5), rnd(C)
+    eps = 1e-5
+    y = np.empty_like(x)
+    mean, invstd, varu = (np.empty(C, np.float32) for _ in range(3))
+    name = "lv_bn_elu_forward_train" if elu else "lv_batchnorm_forward_train"
+    call(name, N, C, HW, P(x), P(gamma), P(beta), F(eps), P(y), P(mean), P(invstd), P(varu))
+    x3 = x.astype(np.float64).reshape(N, C, HW)
+    m64, v64 = x3.mean((0, 2)), x3.var((0, 2))
+    close(mean, m64, rtol=1e-6, atol=0)  # a few float ulps (plane sums in float)
+    close(varu, x3.var((0, 2), ddof=1), rtol=1e-5)
+    close(invstd, 1 / np.sqrt(v64 + eps), rtol=1e-5)
+    xh = (x3 - m64[None, :, None]) / np.sqrt(v64[None, :, None] + eps)
+    z = xh * gamma[None, :, None] + beta[None, :, None]
+    close(y, (elu64(z) if elu else z).reshape(shape), atol=1e-4)
+    gy = rnd(*shape)
+    gx = np.zeros_like(x)
+    gg, gb = np.zeros(C, np.float32), np.zeros(C, np.float32)
+    if elu:
+        call("lv_bn_elu_backward_train", N, C, HW, P(x), P(y), P(gy), P(gamma), P(mean), P(invstd),
+             P(gx), P(gg), P(gb))
+    else:
+        call("lv_batchnorm_backward_train", N, C, HW, P(x), P(gy), P(gamma), P(mean), P(invstd),
+             P(gx), P(gg), P(gb))
+    gz = gy.astype(np.float64).reshape(N, C, HW)
+    if elu:
+        gz = gz * np.where(z > 0, 1.0, np.exp(np.minimum(z, 0)))
+    M = N * HW
+    s1, s2 = gz.sum((0, 2)), (gz * xh).sum((0, 2))
+    ref = gamma[None, :, None] / np.sqrt(v64[None, :, None] + eps) / M * (M * gz - s1[None, :, None]
+                                                                          - xh * s2[None, :, None])
+    close(gx, ref.reshape(shape), atol=2e-4, rtol=1e-3)
+    close(gb, s1, atol=1e-3, rtol=1e-4)
+    close(gg, s2, atol=1e-3, rtol=1e-3)
+
+
+@pytest.mark.parametrize("elu", [False, True])
 def test_batchnorm_eval(elu):
     N, C, HW = 3, 4, 10
     x = rnd(N, C, HW, lo=-2, hi=2)

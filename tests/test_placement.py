@@ -153,3 +153,117 @@ def test_demo_reports_the_device_it_trained_on(scan, tmp_path):
     res = demo.run_demo(data=scan, out=str(tmp_path / "out2"), models=("ln",), max_iter=1, batch_size=32,
                         verbose=False, figures=False, device="cpu")
     assert res["device"] == "cpu" and res["models"]["ln"]["device"] == "cpu"
+
+
+# ----------------------------------------------------------------- multi-scan (Sensorium) training
+
+SENS_SMALL = dict(n_trials=96, n_neurons=10, image_shape=(36, 64), n_test_images=4, n_repeats=3, n_validation=16)
+SENS_MODEL = dict(hidden_channels=4, input_kern=5, hidden_kern=3, layers=2, stack=-1, depth_separable=True,
+                  grid_mean_predictor={"type": "cortex", "input_dimensions": 2, "hidden_layers": 0,
+                                       "hidden_features": 0, "final_tanh": False},
+                  gamma_input=1.0, gamma_readout=0.1)
+
+
+@pytest.fixture(scope="module")
+def sens_scans(tmp_path_factory):
+    from lviv_c.synthetic_sensorium import make_sensorium_scans
+    return make_sensorium_scans(tmp_path_factory.mktemp("sens_place"), n_scans=2, seed=4, **SENS_SMALL)
+
+
+def _sens_loaders(paths, batch_size=16):
+    from lviv_c.sensorium_data import static_loaders
+    return static_loaders(paths, batch_size, seed=0, include_behavior=True, include_eye_position=True)
+
+
+def _sens_model(dl):
+    from lviv_c.models.sensorium import build_sensorium_model
+    return build_sensorium_model(dl, seed=5, shifter=True, **SENS_MODEL)
+
+
+def test_multi_scan_training_on_cuda_places_everything_and_matches_the_cpu(sens_scans):
+    from lviv_c.trainers import train_model
+    out = {}
+    for dev in ("cuda", "cpu"):
+        dl = _sens_loaders(sens_scans)
+        m = _sens_model(dl)
+        score, res, sd = train_model(m, dl, seed=1, device=dev, max_iter=2, verbose=False, lr_decay_steps=1,
+                                     patience=100, track_training=False)
+        assert all(v.is_cuda == (dev == "cuda") for v in m.state_dict().values())  # parameters and buffers
+        out[dev] = score, res, sd
+    sg, rg, sdg = out["cuda"]
+    sc, rc, sdc = out["cpu"]
+    assert rg["epochs"] == rc["epochs"] == 2
+    if L.cuda.emulated():                                            # the same kernels: the same numbers
+        assert sg == sc and rg["validation_corr"] == rc["validation_corr"]
+        for k in sdc:
+            np.testing.assert_array_equal(sdg[k].cpu().numpy(), sdc[k].numpy(), err_msg=k)
+    else:
+        assert abs(sg - sc) < 1e-3
+
+
+def test_multi_scan_engine_keeps_moments_and_blocks_on_the_device(sens_scans):
+    from lviv_c.sensorium_training import MultiScanEngine
+    dl = _sens_loaders(sens_scans)
+    m = _sens_model(dl).to("cuda")
+    eng = MultiScanEngine(m, dl["train"])
+    eng.train_epoch()
+    assert _C.adam_moment_devices(eng.adam) == ["cuda"] * len(eng.params)
+    assert all(p.is_cuda for p in m.parameters())
+    for s in eng.scans.values():
+        X, Y = s.blocks("cuda")
+        assert X.is_cuda and Y.is_cuda and tuple(X.shape) == s.X.shape and tuple(Y.shape) == s.Y.shape
+    # a CPU model keeps its moments and blocks on the host
+    mc = _sens_model(dl)
+    ec = MultiScanEngine(mc, dl["train"])
+    assert _C.adam_moment_devices(ec.adam) == ["cpu"] * len(ec.params)
+
+
+@pytest.mark.skipif(not L.cuda.emulated(), reason="transfer counters exist on the emulated device only")
+def test_multi_scan_training_copies_back_only_the_loss(sens_scans):
+    """Host <- device copies in a multi-scan epoch on the device (one C call cycling the scans):
+    the summed loss (one double) at the end, nothing per batch or per parameter; host -> device
+    only the batch indices (the blocks are uploaded once, in the first epoch)."""
+    from lviv_c.sensorium_training import MultiScanEngine
+    dl = _sens_loaders(sens_scans, batch_size=8)
+    m = _sens_model(dl).to("cuda")
+    eng = MultiScanEngine(m, dl["train"])
+    eng.train_epoch()                                                # capture, upload the blocks
+    nb = len(eng.epoch_batches())
+    before = _C._emulated_transfers()
+    eng.train_epoch()
+    after = _C._emulated_transfers()
+    n, nbytes = after["d2h"] - before["d2h"], after["d2h_bytes"] - before["d2h_bytes"]
+    assert nb >= 10 and n == 1 and nbytes == 8
+    # uploads: per batch the gather indices of images and responses (int64 each), no data rows
+    idx_bytes = 2 * 8 * sum(len(i) for _, i in eng.epoch_batches())
+    assert after["h2d_bytes"] - before["h2d_bytes"] == idx_bytes
+
+
+def test_multi_scan_epoch_in_one_c_call_equals_the_per_batch_calls(sens_scans):
+    """_C.train_multi_epoch (the scans cycled in C) against one _C.train_epoch call per batch and
+    Adam steps from Python (the loop it replaced): the same losses and weights, bit for bit. (The
+    graphs are captured first in both: a capture's train-mode forward draws the readout's random
+    grid samples, so capturing lazily between batches would shift the random stream.)"""
+    from lviv_c.sensorium_training import MultiScanEngine
+    states = {}
+    for how in ("one call", "per batch"):
+        dl = _sens_loaders(sens_scans, batch_size=8)
+        m = _sens_model(dl).to("cuda")
+        eng = MultiScanEngine(m, dl["train"])
+        batches = eng.epoch_batches()
+        step_every = 4
+        for key, idx in batches:
+            eng._train_graph(key, len(idx))
+        if how == "one call":
+            total = eng._captured_epoch(batches, step_every, None)
+        else:
+            total = 0.0
+            for b, (key, idx) in enumerate(batches):
+                X, Y = eng.scan(key, dl["train"][key]).blocks("cuda")
+                total += _C.train_epoch(eng._train_graph(key, len(idx)).handle, None, eng.adam, X, Y, idx, 0, None)[1]
+                if (b + 1) % step_every == 0:
+                    _C.adam_step(eng.adam)
+        states[how] = total, {k: v.cpu().numpy() for k, v in m.state_dict().items()}
+    assert len(batches) % 4 and states["one call"][0] == states["per batch"][0]
+    for k, v in states["per batch"][1].items():
+        np.testing.assert_array_equal(states["one call"][1][k], v, err_msg=k)

@@ -1,11 +1,21 @@
 /* BatchNorm (per channel over N and HW) and fused BatchNorm + ELU(1), forward and backward.
- * Statistics are accumulated in double. Parallel over channels (OpenMP). */
+ * Vectorised: sums run in BN_V8 x 8 interleaved float lanes per plane, reduced by a fixed tree,
+ * and accumulated over the planes in double, so every result is independent of the thread count
+ * and bit-identical run to run.
+ * Training statistics: one pass over x; each plane's mean and squared deviations (the second visit
+ * of a plane is from L1) are merged over the planes by lv_f_var_merge (no E[x^2] - E[x]^2
+ * cancellation). Normalisation and ELU are one pass; the backward is one reduction pass (the sums
+ * of gz and gz * (x - mean), gz = gy * elu'(z) recomputed from the saved output) and one apply pass. */
 #include "cpu/kernels.h"
 #include "cpu/simd.h"
 #include "formulas.h"
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
+
+#define BN_V8 4              /* vector accumulators per sum */
+#define BN_L (8 * BN_V8)     /* floats per step */
 
 static int bn_check(const char *who, int N, int C, int HW, const void *x, const void *y) {
   if (N < 1 || C < 1 || HW < 1 || !x || !y) {
@@ -16,99 +26,274 @@ static int bn_check(const char *who, int N, int C, int HW, const void *x, const 
   return 0;
 }
 
+/* the BN_V8 vector partial sums in a fixed tree */
+static inline __attribute__((always_inline)) float acc_sum(const lv_v8f *a) {
+  return lv_hsum8((a[0] + a[1]) + (a[2] + a[3]));
+}
+
+/* one plane (n floats): its mean and the sum of squared deviations from that mean */
+LV_HOT static void plane_stats(const float *restrict x, int n, float *mean, float *m2) {
+  int n0 = n - n % BN_L;
+  lv_v8f a[BN_V8] = {{0}};
+  for (int i = 0; i < n0; i += BN_L)
+    for (int v = 0; v < BN_V8; v++) a[v] += lv_ld8(x + i + 8 * v);
+  float s = acc_sum(a);
+  for (int i = n0; i < n; i++) s += x[i];
+  float m = s / (float)n;
+  lv_v8f q[BN_V8] = {{0}}, mv = lv_bc8(m);
+  for (int i = 0; i < n0; i += BN_L)
+    for (int v = 0; v < BN_V8; v++) {
+      lv_v8f d = lv_ld8(x + i + 8 * v) - mv;
+      q[v] += d * d;
+    }
+  float t = acc_sum(q);
+  for (int i = n0; i < n; i++) { float d = x[i] - m; t += d * d; }
+  *mean = m;
+  *m2 = t;
+}
+
+/* y = x * a + b, then ELU(1) if act */
+LV_HOT static void plane_affine(const float *x, float *y, int n, float a, float b, int act) {
+  if (act)
+    for (int i = 0; i < n; i++) y[i] = lv_f_elu1_fast(x[i] * a + b);
+  else
+    for (int i = 0; i < n; i++) y[i] = x[i] * a + b;
+}
+
+/* s1 = sum gz, s2 = sum gz * (x - mu) over one plane; gz = gy * elu'(z) from the saved y, or gy */
+LV_HOT static void plane_bwd_sums(const float *restrict x, const float *restrict y, const float *restrict gy,
+                                  int n, float mu, float *s1, float *s2) {
+  int n0 = n - n % BN_L;
+  lv_v8f a[BN_V8] = {{0}}, b[BN_V8] = {{0}}, mv = lv_bc8(mu);
+  float t1, t2;
+  if (y) {
+    for (int i = 0; i < n0; i += BN_L) {
+      float g[BN_L];
+      for (int l = 0; l < BN_L; l++) g[l] = lv_f_elu_grad(y[i + l] > 0.f, y[i + l], gy[i + l], 1.f);
+      for (int v = 0; v < BN_V8; v++) {
+        lv_v8f gv = lv_ld8(g + 8 * v);
+        a[v] += gv;
+        b[v] += gv * (lv_ld8(x + i + 8 * v) - mv);
+      }
+    }
+    t1 = acc_sum(a), t2 = acc_sum(b);
+    for (int i = n0; i < n; i++) {
+      float g = lv_f_elu_grad(y[i] > 0.f, y[i], gy[i], 1.f);
+      t1 += g;
+      t2 += g * (x[i] - mu);
+    }
+  } else {
+    for (int i = 0; i < n0; i += BN_L)
+      for (int v = 0; v < BN_V8; v++) {
+        lv_v8f gv = lv_ld8(gy + i + 8 * v);
+        a[v] += gv;
+        b[v] += gv * (lv_ld8(x + i + 8 * v) - mv);
+      }
+    t1 = acc_sum(a), t2 = acc_sum(b);
+    for (int i = n0; i < n; i++) { t1 += gy[i]; t2 += gy[i] * (x[i] - mu); }
+  }
+  *s1 = t1;
+  *s2 = t2;
+}
+
+/* gx += k * (gz - mg - (x - mu) * is * mgx) */
+LV_HOT static void plane_bwd_apply(const float *restrict x, const float *restrict y, const float *restrict gy,
+                                   float *gx, int n, float mu, float is, float k, float mg,
+                                   float mgx) {
+  if (y)
+    for (int i = 0; i < n; i++) {
+      float g = lv_f_elu_grad(y[i] > 0.f, y[i], gy[i], 1.f);
+      gx[i] += k * (g - mg - (x[i] - mu) * is * mgx);
+    }
+  else
+    for (int i = 0; i < n; i++) gx[i] += k * (gy[i] - mg - (x[i] - mu) * is * mgx);
+}
+
+/* BatchNorm1d (HW == 1): rows of C channels, vectorised over the channels of a chunk */
+#define BN_CH 64
+
+/* Welford over the rows n of channels [c0, c0 + nc): (mu, m2) per channel (lv_f_var_merge of one value) */
+LV_HOT static void rows_stats(int N, int C, int c0, int nc, const float *x, double *mu, double *m2) {
+  double cnt[BN_CH];
+  for (int j = 0; j < nc; j++) cnt[j] = mu[j] = m2[j] = 0;
+  for (int n = 0; n < N; n++) {
+    const float *xr = x + (size_t)n * C + c0;
+    for (int j = 0; j < nc; j++) lv_f_var_merge(&cnt[j], &mu[j], &m2[j], 1.0, xr[j], 0.0);
+  }
+}
+
+LV_HOT static void rows_affine(const float *x, float *y, int n, const float *a, const float *b, int act) {
+  if (act)
+    for (int i = 0; i < n; i++) y[i] = lv_f_elu1_fast(x[i] * a[i] + b[i]);
+  else
+    for (int i = 0; i < n; i++) y[i] = x[i] * a[i] + b[i];
+}
+
+LV_HOT static void rows_bwd_sums(int N, int C, int c0, int nc, const float *x, const float *y, const float *gy,
+                                 const float *mu, double *sg, double *sgx) {
+  for (int j = 0; j < nc; j++) sg[j] = sgx[j] = 0;
+  for (int n = 0; n < N; n++) {
+    size_t o = (size_t)n * C + c0;
+    const float *xr = x + o, *gr = gy + o;
+    if (y) {
+      const float *yr = y + o;
+      for (int j = 0; j < nc; j++) {
+        float g = lv_f_elu_grad(yr[j] > 0.f, yr[j], gr[j], 1.f);
+        sg[j] += g;
+        sgx[j] += g * (xr[j] - mu[j]);
+      }
+    } else {
+      for (int j = 0; j < nc; j++) {
+        sg[j] += gr[j];
+        sgx[j] += gr[j] * (xr[j] - mu[j]);
+      }
+    }
+  }
+}
+
+/* gx += k * (gz - mg - (x - mu) * is * mgx), per-channel constants */
+LV_HOT static void rows_bwd_apply(const float *x, const float *y, const float *gy, float *gx, int n,
+                                  const float *mu, const float *is, const float *k, const float *mg,
+                                  const float *mgx) {
+  if (y)
+    for (int i = 0; i < n; i++) {
+      float g = lv_f_elu_grad(y[i] > 0.f, y[i], gy[i], 1.f);
+      gx[i] += k[i] * (g - mg[i] - (x[i] - mu[i]) * is[i] * mgx[i]);
+    }
+  else
+    for (int i = 0; i < n; i++) gx[i] += k[i] * (gy[i] - mg[i] - (x[i] - mu[i]) * is[i] * mgx[i]);
+}
+
+/* a channel's statistics (mean mu, squared deviations m2 over M values) -> mean, invstd, unbiased
+ * variance, and the affine step y = x * ab[c] + ab[C + c] */
+static void fwd_finish(int C, int c, double M, double mu, double m2, float eps, const float *gamma,
+                       const float *beta, float *mean, float *invstd, float *var_unbiased, float *ab) {
+  double var = m2 / M;
+  float muf = (float)mu, is = (float)(1.0 / sqrt(var + eps));
+  mean[c] = muf;
+  invstd[c] = is;
+  if (var_unbiased) var_unbiased[c] = (float)(M > 1 ? m2 / (M - 1) : var);
+  float a = gamma ? gamma[c] * is : is;
+  ab[c] = a;
+  ab[C + c] = (beta ? beta[c] : 0.f) - muf * a;
+}
+
+/* a channel's sums (sum gz, sum gz (x - mu)) -> parameter gradients and the input gradient's
+ * constants cc[2C + c] (k), cc[3C + c] (mean gz), cc[4C + c] (mean gz xhat); cc[C + c]: invstd */
+static void bwd_finish(int C, int c, double M, int train, double sg, double sgx, const float *gamma,
+                       float *ggamma, float *gbeta, float *cc) {
+  float is = cc[C + c];
+  sgx *= is; /* sum gz * xhat */
+  if (ggamma && gamma) ggamma[c] += (float)sgx;
+  if (gbeta) gbeta[c] += (float)sg;
+  cc[2 * C + c] = (gamma ? gamma[c] : 1.f) * is;
+  cc[3 * C + c] = train ? (float)(sg / M) : 0.f;
+  cc[4 * C + c] = train ? (float)(sgx / M) : 0.f;
+}
+
+/* Schedules (the arithmetic is the same in each; none depends on the thread count):
+ * - HW == 1 (BatchNorm1d): chunks of BN_CH channels per thread, rows vectorised over channels;
+ * - at least as many channels as threads: one parallel loop over channels, each channel's planes
+ *   reduced, merged and normalised by one thread (one barrier);
+ * - fewer channels (the course LN's BatchNorm2d(1)): over the N*C planes, per-plane partials, the
+ *   channels' merges, then the planes again, so that every thread works. */
+#define BN_PAR(N, C, HW) if ((double)(N) * (C) * (HW) > 65536)
+/* the planes' schedule has three barriers: threads only from 1M values (below, one thread is done
+ * in well under a millisecond, and a shared machine's descheduled thread costs more at a barrier) */
+#define BN_PAR_PLANES(N, C, HW) if ((double)(N) * (C) * (HW) > (1 << 20))
+
 /* training forward; act = 1 applies ELU(1) */
 static int bn_fwd_train(const char *who, int act, int N, int C, int HW, const float *x,
                         const float *gamma, const float *beta, float eps, float *y, float *mean,
                         float *invstd, float *var_unbiased) {
   if (bn_check(who, N, C, HW, x, y)) return -1;
   if (!mean || !invstd) return lv_set_error(LV_EVALUE, "%s: mean/invstd outputs are required", who), -1;
+  size_t P = (size_t)N * C;
+  int rows = HW == 1, per_channel = !rows && C >= omp_get_max_threads();
+  float *part = rows ? NULL : malloc(2 * P * sizeof *part), *ab = malloc(2 * (size_t)C * sizeof *ab);
+  if ((!rows && !part) || !ab) {
+    free(part), free(ab);
+    return lv_set_error(LV_ENOMEM, "%s: out of memory", who), -1;
+  }
   double M = (double)N * HW;
-#pragma omp parallel for schedule(static) if ((double)N * C * HW > 65536)
-  for (int c = 0; c < C; c++) {
-    double s = 0;
-    for (int n = 0; n < N; n++) {
-      const float *xc = x + ((size_t)n * C + c) * HW;
-      float t = 0.f;
-      for (int i = 0; i < HW; i++) t += xc[i];
-      s += t;
+  if (rows) {
+    int nch = (C + BN_CH - 1) / BN_CH;
+#pragma omp parallel for schedule(static) BN_PAR(N, C, HW)
+    for (int q = 0; q < nch; q++) {
+      int c0 = q * BN_CH, nc = C - c0 < BN_CH ? C - c0 : BN_CH;
+      double mu[BN_CH], m2[BN_CH];
+      rows_stats(N, C, c0, nc, x, mu, m2);
+      for (int j = 0; j < nc; j++) fwd_finish(C, c0 + j, M, mu[j], m2[j], eps, gamma, beta, mean, invstd, var_unbiased, ab);
+      for (int n = 0; n < N; n++) {
+        size_t o = (size_t)n * C + c0;
+        rows_affine(x + o, y + o, nc, ab + c0, ab + C + c0, act);
+      }
     }
-    double mu = s / M, q = 0;
-    float muf = (float)mu;
-    for (int n = 0; n < N; n++) {
-      const float *xc = x + ((size_t)n * C + c) * HW;
-      float t = 0.f;
-      for (int i = 0; i < HW; i++) { float dlt = xc[i] - muf; t += dlt * dlt; }
-      q += t;
+  } else if (per_channel) {
+#pragma omp parallel for schedule(static) BN_PAR(N, C, HW)
+    for (int c = 0; c < C; c++) {
+      double cnt = 0, mu = 0, m2 = 0;
+      for (int n = 0; n < N; n++) {
+        size_t p = (size_t)n * C + c;
+        plane_stats(x + p * HW, HW, part + p, part + P + p);
+        lv_f_var_merge(&cnt, &mu, &m2, (double)HW, part[p], part[P + p]);
+      }
+      fwd_finish(C, c, M, mu, m2, eps, gamma, beta, mean, invstd, var_unbiased, ab);
+      for (int n = 0; n < N; n++) {
+        size_t p = (size_t)n * C + c;
+        plane_affine(x + p * HW, y + p * HW, HW, ab[c], ab[C + c], act);
+      }
     }
-    double var = q / M;
-    float is = (float)(1.0 / sqrt(var + eps));
-    mean[c] = muf;
-    invstd[c] = is;
-    if (var_unbiased) var_unbiased[c] = (float)(M > 1 ? var * M / (M - 1) : var);
-    float a = gamma ? gamma[c] * is : is, b = (beta ? beta[c] : 0.f) - muf * a;
-    for (int n = 0; n < N; n++) {
-      const float *xc = x + ((size_t)n * C + c) * HW;
-      float *yc = y + ((size_t)n * C + c) * HW;
-      if (act)
-        for (int i = 0; i < HW; i++) yc[i] = lv_f_elu1_fast(xc[i] * a + b);
-      else
-        for (int i = 0; i < HW; i++) yc[i] = xc[i] * a + b;
+  } else {
+#pragma omp parallel BN_PAR_PLANES(N, C, HW)
+    {
+#pragma omp for schedule(static)
+      for (size_t p = 0; p < P; p++) plane_stats(x + p * HW, HW, part + p, part + P + p);
+#pragma omp for schedule(static)
+      for (int c = 0; c < C; c++) {
+        double cnt = 0, mu = 0, m2 = 0;
+        for (int n = 0; n < N; n++) {
+          size_t p = (size_t)n * C + c;
+          lv_f_var_merge(&cnt, &mu, &m2, (double)HW, part[p], part[P + p]);
+        }
+        fwd_finish(C, c, M, mu, m2, eps, gamma, beta, mean, invstd, var_unbiased, ab);
+      }
+#pragma omp for schedule(static)
+      for (size_t p = 0; p < P; p++) {
+        int c = (int)(p % C);
+        plane_affine(x + p * HW, y + p * HW, HW, ab[c], ab[C + c], act);
+      }
     }
   }
+  free(part), free(ab);
   return 0;
 }
 
-/* y = elu(x * a + b) over one plane through lv_f_elu1_fast, written with vector extensions (the
- * scalar loop does not vectorise: its selects become branches, mispredicted on real images);
- * every operation of lv_f_exp_neg in the same order and no contraction into FMAs, so that the
- * numbers are the scalar formula's in every clone. */
-#define V8SEL(m, a, b) ((lv_v8f)(((m) & (lv_v8i)(a)) | (~(m) & (lv_v8i)(b))))
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(LVIV_NO_CLONES)
-__attribute__((target_clones("arch=x86-64-v3", "default"), optimize("fp-contract=off")))
-#endif
-static void bn_eval_elu_plane(int HW, float a, float b, const float *x, float *y) {
-  int i = 0;
-  const lv_v8f va = lv_bc8(a), vb = lv_bc8(b), zero = lv_bc8(0.f), lo = lv_bc8(-87.f),
-               one = lv_bc8(1.f), half = lv_bc8(0.5f);
-  for (; i + 8 <= HW; i += 8) {
-    lv_v8f z = lv_ld8(x + i) * va + vb;
-    lv_v8f u = V8SEL(z < zero, z, zero);
-    u = V8SEL(u < lo, lo, u);
-    lv_v8f t = u * lv_bc8(1.44269504088896341f);
-    lv_v8i n = __builtin_convertvector(t - half, lv_v8i);
-    lv_v8f fn = __builtin_convertvector(n, lv_v8f);
-    lv_v8f r = u - fn * lv_bc8(0.693359375f) + fn * lv_bc8(2.12194440e-4f);
-    lv_v8f p = lv_bc8(1.9875691500E-4f);
-    p = p * r + lv_bc8(1.3981999507E-3f);
-    p = p * r + lv_bc8(8.3334519073E-3f);
-    p = p * r + lv_bc8(4.1665795894E-2f);
-    p = p * r + lv_bc8(1.6666665459E-1f);
-    p = p * r + lv_bc8(5.0000001201E-1f);
-    p = p * r * r + r + one;
-    lv_v8f sc = (lv_v8f)((n + 127) << 23);
-    lv_v8f e = p * sc - one;
-    lv_st8(y + i, V8SEL(z > zero, z, e));
-  }
-  for (; i < HW; i++) y[i] = lv_f_elu1_fast(x[i] * a + b);
-}
 
 static int bn_fwd_eval(const char *who, int act, int N, int C, int HW, const float *x,
                        const float *gamma, const float *beta, const float *rm, const float *rv,
                        float eps, float *y) {
   if (bn_check(who, N, C, HW, x, y)) return -1;
   if (!rm || !rv) return lv_set_error(LV_EVALUE, "%s: running statistics are required", who), -1;
-#pragma omp parallel for schedule(static) collapse(2) if ((double)N * C * HW > 65536)
-  for (int n = 0; n < N; n++)
-    for (int c = 0; c < C; c++) {
-      float is = (float)(1.0 / sqrt((double)rv[c] + eps));
-      float a = gamma ? gamma[c] * is : is, b = (beta ? beta[c] : 0.f) - rm[c] * a;
-      const float *xc = x + ((size_t)n * C + c) * HW;
-      float *yc = y + ((size_t)n * C + c) * HW;
-      if (act)
-        bn_eval_elu_plane(HW, a, b, xc, yc);
-      else
-        for (int i = 0; i < HW; i++) yc[i] = xc[i] * a + b;
-    }
+  float *ab = malloc(2 * (size_t)C * sizeof *ab);
+  if (!ab) return lv_set_error(LV_ENOMEM, "%s: out of memory", who), -1;
+  for (int c = 0; c < C; c++) {
+    float is = (float)(1.0 / sqrt((double)rv[c] + eps));
+    ab[c] = gamma ? gamma[c] * is : is;
+    ab[C + c] = (beta ? beta[c] : 0.f) - rm[c] * ab[c];
+  }
+  if (HW == 1) {
+#pragma omp parallel for schedule(static) BN_PAR(N, C, HW)
+    for (int n = 0; n < N; n++) rows_affine(x + (size_t)n * C, y + (size_t)n * C, C, ab, ab + C, act);
+  } else {
+#pragma omp parallel for schedule(static) collapse(2) BN_PAR(N, C, HW)
+    for (int n = 0; n < N; n++)
+      for (int c = 0; c < C; c++) {
+        size_t o = ((size_t)n * C + c) * HW;
+        plane_affine(x + o, y + o, HW, ab[c], ab[C + c], act);
+      }
+  }
+  free(ab);
   return 0;
 }
 
@@ -160,45 +345,81 @@ static int bn_bwd(const char *who, int train, int N, int C, int HW, const float 
     }
     return 0;
   }
-  double M = (double)N * HW;
-#pragma omp parallel for schedule(static) if ((double)N * C * HW > 65536)
+  size_t P = (size_t)N * C;
+  int rows = HW == 1, per_channel = !rows && C >= omp_get_max_threads();
+  /* per plane: sum gz, sum gz (x - mu); per channel: mu, invstd, k, mean gz, mean gz xhat */
+  float *part = rows ? NULL : malloc(2 * P * sizeof *part), *cc = malloc(5 * (size_t)C * sizeof *cc);
+  if ((!rows && !part) || !cc) {
+    free(part), free(cc);
+    return lv_set_error(LV_ENOMEM, "%s: out of memory", who), -1;
+  }
   for (int c = 0; c < C; c++) {
-    float mu = train ? mean[c] : rm[c];
-    float is = train ? invstd[c] : (float)(1.0 / sqrt((double)rv[c] + eps));
-    double sg = 0, sgx = 0;
-    for (int n = 0; n < N; n++) {
-      size_t o = ((size_t)n * C + c) * HW;
-      const float *xc = x + o, *gc = gy + o, *yc = y ? y + o : NULL;
-      float t1 = 0.f, t2 = 0.f;
-      if (yc)
-        for (int i = 0; i < HW; i++) {
-          float g = lv_f_elu_grad(yc[i] > 0.f, yc[i], gc[i], 1.f);
-          t1 += g;
-          t2 += g * (xc[i] - mu);
+    cc[c] = train ? mean[c] : rm[c];
+    cc[C + c] = train ? invstd[c] : (float)(1.0 / sqrt((double)rv[c] + eps));
+  }
+  double M = (double)N * HW;
+  if (rows) {
+    int nch = (C + BN_CH - 1) / BN_CH;
+#pragma omp parallel for schedule(static) BN_PAR(N, C, HW)
+    for (int q = 0; q < nch; q++) {
+      int c0 = q * BN_CH, nc = C - c0 < BN_CH ? C - c0 : BN_CH;
+      double sg[BN_CH], sgx[BN_CH];
+      rows_bwd_sums(N, C, c0, nc, x, y, gy, cc + c0, sg, sgx);
+      for (int j = 0; j < nc; j++) bwd_finish(C, c0 + j, M, train, sg[j], sgx[j], gamma, ggamma, gbeta, cc);
+      if (gx)
+        for (int n = 0; n < N; n++) {
+          size_t o = (size_t)n * C + c0;
+          rows_bwd_apply(x + o, y ? y + o : NULL, gy + o, gx + o, nc, cc + c0, cc + C + c0, cc + 2 * C + c0,
+                         cc + 3 * C + c0, cc + 4 * C + c0);
         }
-      else
-        for (int i = 0; i < HW; i++) { t1 += gc[i]; t2 += gc[i] * (xc[i] - mu); }
-      sg += t1;
-      sgx += t2;
     }
-    sgx *= is; /* sum gz * xhat */
-    if (ggamma && gamma) ggamma[c] += (float)sgx;
-    if (gbeta) gbeta[c] += (float)sg;
-    if (!gx) continue;
-    float gm = gamma ? gamma[c] : 1.f;
-    float k = gm * is;
-    float mg = train ? (float)(sg / M) : 0.f, mgx = train ? (float)(sgx / M) : 0.f;
-    for (int n = 0; n < N; n++) {
-      size_t o = ((size_t)n * C + c) * HW;
-      const float *xc = x + o, *gc = gy + o, *yc = y ? y + o : NULL;
-      float *gxc = gx + o;
-      for (int i = 0; i < HW; i++) {
-        float g = yc ? lv_f_elu_grad(yc[i] > 0.f, yc[i], gc[i], 1.f) : gc[i];
-        float xh = (xc[i] - mu) * is;
-        gxc[i] += k * (g - mg - xh * mgx);
+  } else if (per_channel) {
+#pragma omp parallel for schedule(static) BN_PAR(N, C, HW)
+    for (int c = 0; c < C; c++) {
+      double sg = 0, sgx = 0;
+      for (int n = 0; n < N; n++) {
+        size_t p = (size_t)n * C + c;
+        plane_bwd_sums(x + p * HW, y ? y + p * HW : NULL, gy + p * HW, HW, cc[c], part + p, part + P + p);
+        sg += part[p];
+        sgx += part[P + p];
+      }
+      bwd_finish(C, c, M, train, sg, sgx, gamma, ggamma, gbeta, cc);
+      if (gx)
+        for (int n = 0; n < N; n++) {
+          size_t p = (size_t)n * C + c;
+          plane_bwd_apply(x + p * HW, y ? y + p * HW : NULL, gy + p * HW, gx + p * HW, HW, cc[c], cc[C + c],
+                          cc[2 * C + c], cc[3 * C + c], cc[4 * C + c]);
+        }
+    }
+  } else {
+#pragma omp parallel BN_PAR_PLANES(N, C, HW)
+    {
+#pragma omp for schedule(static)
+      for (size_t p = 0; p < P; p++) {
+        int c = (int)(p % C);
+        plane_bwd_sums(x + p * HW, y ? y + p * HW : NULL, gy + p * HW, HW, cc[c], part + p, part + P + p);
+      }
+#pragma omp for schedule(static)
+      for (int c = 0; c < C; c++) {
+        double sg = 0, sgx = 0;
+        for (int n = 0; n < N; n++) {
+          size_t p = (size_t)n * C + c;
+          sg += part[p];
+          sgx += part[P + p];
+        }
+        bwd_finish(C, c, M, train, sg, sgx, gamma, ggamma, gbeta, cc);
+      }
+      if (gx) {
+#pragma omp for schedule(static)
+        for (size_t p = 0; p < P; p++) {
+          int c = (int)(p % C);
+          plane_bwd_apply(x + p * HW, y ? y + p * HW : NULL, gy + p * HW, gx + p * HW, HW, cc[c], cc[C + c],
+                          cc[2 * C + c], cc[3 * C + c], cc[4 * C + c]);
+        }
       }
     }
   }
+  free(part), free(cc);
   return 0;
 }
 

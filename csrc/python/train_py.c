@@ -115,6 +115,19 @@ static PyObject *f_adam_step(PyObject *m, PyObject *cap) {
   Py_RETURN_NONE;
 }
 
+/* adam_moment_devices(adam): ['cpu' | 'cuda'] per parameter, where its moments live */
+static PyObject *f_adam_moment_devices(PyObject *m, PyObject *cap) {
+  lv_adam *a = PyCapsule_GetPointer(cap, "lviv_c.adam");
+  if (!a) return NULL;
+  PyObject *l = PyList_New(a->n);
+  for (int i = 0; l && i < a->n; i++) {
+    PyObject *s = PyUnicode_FromString(a->mdev[i] == LV_CUDA ? "cuda" : "cpu");
+    if (!s) { Py_DECREF(l); return NULL; }
+    PyList_SET_ITEM(l, i, s);
+  }
+  return l;
+}
+
 typedef struct { PyObject *cb; PyThreadState *ts; int stopped; } cbctx;
 
 /* called from the loop with the GIL released: take it, check Ctrl-C, call the Python callback */
@@ -228,6 +241,78 @@ static PyObject *f_train_epoch(PyObject *m, PyObject *args) {
   return Py_BuildValue("id", rc, loss);
 }
 
+/* train_multi_epoch([(graph, X, Y), ...], kind int32 (nb,), start int64 (nb,), order int64, adam,
+ * step_every[, progress]) -> (status, loss sum): batch b runs kind[b] on rows order[start[b]:start[b] + B] */
+static PyObject *f_train_multi_epoch(PyObject *m, PyObject *args) {
+  PyObject *kl, *kb, *st, *ord, *ad, *cb = Py_None;
+  int step_every = 1;
+  if (!PyArg_ParseTuple(args, "OOOOOi|O", &kl, &kb, &st, &ord, &ad, &step_every, &cb)) return NULL;
+  lv_adam *a = PyCapsule_GetPointer(ad, "lviv_c.adam");
+  if (!a) return NULL;
+  if (!PyList_Check(kl) || PyList_GET_SIZE(kl) < 1 || PyList_GET_SIZE(kl) > INT_MAX) {
+    PyErr_SetString(PyExc_TypeError, "train_multi_epoch: kinds must be a non-empty list of (graph, images, responses)");
+    return NULL;
+  }
+  if (step_every < 1) { PyErr_Format(PyExc_ValueError, "train_multi_epoch: step_every must be >= 1, got %d", step_every); return NULL; }
+  if (!PyArray_Check(kb) || PyArray_TYPE((PyArrayObject *)kb) != NPY_INT32 || !PyArray_IS_C_CONTIGUOUS((PyArrayObject *)kb) ||
+      PyArray_NDIM((PyArrayObject *)kb) != 1) {
+    PyErr_SetString(PyExc_TypeError, "train_multi_epoch: kind must be a C-contiguous 1-d int32 array");
+    return NULL;
+  }
+  int nk = (int)PyList_GET_SIZE(kl);
+  PyArrayObject *S, *O;
+  if (check_idx(st, INT64_MAX, "train_multi_epoch start", &S) < 0 || check_idx(ord, INT64_MAX, "train_multi_epoch order", &O) < 0)
+    return NULL;
+  int64_t nb = PyArray_SIZE((PyArrayObject *)kb), n = PyArray_SIZE(O);
+  if (PyArray_SIZE(S) != nb) {
+    PyErr_Format(PyExc_ValueError, "train_multi_epoch: %lld kinds but %lld starts", (long long)nb, (long long)PyArray_SIZE(S));
+    return NULL;
+  }
+  lv_multi_kind *kinds = calloc((size_t)nk, sizeof *kinds);
+  int64_t *rows = calloc((size_t)nk, sizeof *rows);
+  if (!kinds || !rows) { free(kinds); free(rows); return PyErr_NoMemory(); }
+  for (int i = 0; i < nk; i++) {
+    PyObject *t = PyList_GET_ITEM(kl, i);
+    block_t X, Y;
+    lv_graph *g = PyTuple_Check(t) && PyTuple_GET_SIZE(t) == 3 ? PyCapsule_GetPointer(PyTuple_GET_ITEM(t, 0), "lviv_c.graph") : NULL;
+    if (!g) {
+      if (!PyErr_Occurred()) PyErr_Format(PyExc_TypeError, "train_multi_epoch: kind %d is not a (graph, images, responses) tuple", i);
+      goto fail;
+    }
+    if (!g->loss) { PyErr_Format(PyExc_ValueError, "train_multi_epoch: the graph of kind %d has no loss", i); goto fail; }
+    if (get_block(PyTuple_GET_ITEM(t, 1), "train_multi_epoch images", &X) < 0 ||
+        get_block(PyTuple_GET_ITEM(t, 2), "train_multi_epoch responses", &Y) < 0)
+      goto fail;
+    if (X.dev != Y.dev) { PyErr_SetString(PyExc_ValueError, "train_multi_epoch: images and responses blocks are on different devices"); goto fail; }
+    if (check_graph_shapes(g, X.row, Y.row, "train_multi_epoch") < 0) goto fail;
+    kinds[i] = (lv_multi_kind){g, X.data, Y.data, X.row, Y.row, X.dev};
+    rows[i] = X.rows < Y.rows ? X.rows : Y.rows;
+  }
+  const int32_t *kd = PyArray_DATA((PyArrayObject *)kb);
+  const int64_t *sd = PyArray_DATA(S), *od = PyArray_DATA(O);
+  for (int64_t b = 0; b < nb; b++) {
+    if (kd[b] < 0 || kd[b] >= nk) { PyErr_Format(PyExc_IndexError, "train_multi_epoch: batch %lld has kind %d of %d", (long long)b, kd[b], nk); goto fail; }
+    int64_t B = kinds[kd[b]].g->batch;
+    if (sd[b] > n - B) { PyErr_Format(PyExc_IndexError, "train_multi_epoch: batch %lld starts at %lld, past the %lld indices", (long long)b, (long long)sd[b], (long long)n); goto fail; }
+    for (int64_t i = sd[b]; i < sd[b] + B; i++)
+      if (od[i] >= rows[kd[b]]) { PyErr_Format(PyExc_IndexError, "train_multi_epoch: index %lld out of range for %lld rows", (long long)od[i], (long long)rows[kd[b]]); goto fail; }
+  }
+  cbctx c = {cb, NULL, 0};
+  double loss = 0;
+  c.ts = PyEval_SaveThread();
+  int rc = lv_train_multi_epoch(kinds, nk, kd, sd, nb, od, a, step_every, progress_cb, &c, cb != Py_None, &loss);
+  PyEval_RestoreThread(c.ts);
+  free(kinds);
+  free(rows);
+  if (rc < 0) return lvpy_err();
+  if (rc == 1 && PyErr_Occurred()) return NULL;
+  return Py_BuildValue("id", rc, loss);
+fail:
+  free(kinds);
+  free(rows);
+  return NULL;
+}
+
 static PyObject *f_predict(PyObject *m, PyObject *args) {
   PyObject *gf, *gr, *xb, *ord, *cb = Py_None;
   if (!PyArg_ParseTuple(args, "OOOO|O", &gf, &gr, &xb, &ord, &cb)) return NULL;
@@ -282,7 +367,9 @@ static PyMethodDef train_methods[] = {
     {"adam_new", f_adam_new, METH_VARARGS, NULL},
     {"adam_set_lr", f_adam_set_lr, METH_VARARGS, NULL},
     {"adam_step", f_adam_step, METH_O, NULL},
+    {"adam_moment_devices", f_adam_moment_devices, METH_O, "where each parameter's Adam moments live"},
     {"train_epoch", f_train_epoch, METH_VARARGS, NULL},
+    {"train_multi_epoch", f_train_multi_epoch, METH_VARARGS, "one multi-scan epoch, cycling the scans in C"},
     {"predict", f_predict, METH_VARARGS, NULL},
     {NULL}};
 
