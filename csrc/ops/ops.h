@@ -20,6 +20,9 @@ lv_tensor *lv_cat(int n, lv_tensor **ts, int dim);
 lv_tensor *lv_expand(lv_tensor *a, int ndim, const int64_t *shape);
 lv_tensor *lv_copy(lv_tensor *a); /* clone */
 lv_tensor *lv_to_dtype(lv_tensor *a, int dtype);
+/* the op code of a node made by lv_unary / lv_reduce, else -1 */
+int lv_node_unop(const lv_node *n);
+int lv_node_redop(const lv_node *n);
 /* broadcast shape of a and b into out; returns ndim or -1 */
 int lv_broadcast_shape(const lv_tensor *a, const lv_tensor *b, int64_t *out);
 #endif

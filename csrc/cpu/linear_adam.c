@@ -1,0 +1,164 @@
+/* The fused Linear-weight Adam step (lv_linear_adam_step, csrc/cpu/kernels.h): the weight
+ * gradient of a small tile of w computed into L1, its L1-regularizer term and Adam applied to the
+ * tile at once, while the next tile's w, m and v are prefetched: one pass over w, m and v per
+ * step, the gradient GEMM's arithmetic hidden under that memory traffic. The unfused path instead
+ * writes the gradient GEMM into a zeroed full-size buffer, runs the L1 term's abs / sum /
+ * broadcast / sign passes, accumulates the two gradients, and then Adam's own pass.
+ *
+ * Bits: each gradient element is the dot product over the batch as one chain of fused
+ * multiply-adds from 0 in batch order (with FMA hardware; multiply then add without), which is
+ * what OpenBLAS's SGEMM kernels compute for the unfused backward (tests/test_fused_step.py checks
+ * the two loops give the same weights); the gradient is dW + the L1 term as autograd's
+ * accumulation adds them; Adam is lv_f_adam with lv_adam_step's constants, compiled without
+ * floating-point contraction like it. */
+#include "cpu/kernels.h"
+#include "cpu/simd.h"
+#include "formulas.h"
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* a tile: TR rows x TC columns of w (TC a multiple of LV_SUM_SEG and of 16) */
+#define TR 4
+#define TC 256
+
+/* per thread: the tile's gradient, the packed block of x and the packed gradients of a tile */
+static size_t ws_thread(int64_t M) { return (size_t)TR * TC + (size_t)(M + 1) * TC + (size_t)(M + 1) * TR; }
+size_t lv_linear_adam_ws_floats(int64_t M) { return (size_t)lv_num_threads() * ws_thread(M); }
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(LVIV_NO_CLONES)
+/* AVX2 clone without floating-point contraction (ISO C's default, as for lv_adam_step) */
+#define ADAM_HOT __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define ADAM_HOT
+#endif
+
+/* d (rn x cn, leading dimension TC) = the tile's gradient from the packed operands: gp (M x TR,
+ * the tile rows' output gradients, row i = batch row i) and xp (cn/16 chunks of M x 16: the
+ * block's inputs), each element one contracted chain acc = acc + g * x from 0 in batch order.
+ * Prefetches the next tile (pn rows of pc floats at stride K of pw, pm, pv; pw NULL: none). */
+LV_HOT_BC static void tile_grad(int64_t M, const float *gp, const float *xp, int64_t rn, int64_t cn,
+                                float *d, const float *pw, const float *pm, const float *pv, int64_t K,
+                                int64_t pn, int64_t pc) {
+  for (int64_t c = 0; c < cn; c += 16) {
+    if (pw && c < pc)
+      for (int64_t r = 0; r < pn; r++) {
+        __builtin_prefetch(pw + r * K + c, 1, 3);
+        __builtin_prefetch(pm + r * K + c, 1, 3);
+        __builtin_prefetch(pv + r * K + c, 1, 3);
+      }
+    const float *xc = xp + c * M;
+    lv_v8f a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, b0 = {0}, b1 = {0}, b2 = {0}, b3 = {0};
+    for (int64_t i = 0; i < M; i++) {
+      lv_v8f x0 = lv_ld8(xc + i * 16), x1 = lv_ld8(xc + i * 16 + 8);
+      const float *g = gp + i * TR;
+      lv_v8f g0 = lv_bc8(g[0]), g1 = lv_bc8(g[1]), g2 = lv_bc8(g[2]), g3 = lv_bc8(g[3]);
+      a0 += g0 * x0; b0 += g0 * x1;
+      a1 += g1 * x0; b1 += g1 * x1;
+      a2 += g2 * x0; b2 += g2 * x1;
+      a3 += g3 * x0; b3 += g3 * x1;
+    }
+    float t[TR][16];
+    lv_st8(t[0], a0); lv_st8(t[0] + 8, b0);
+    lv_st8(t[1], a1); lv_st8(t[1] + 8, b1);
+    lv_st8(t[2], a2); lv_st8(t[2] + 8, b2);
+    lv_st8(t[3], a3); lv_st8(t[3] + 8, b3);
+    int64_t n = cn - c < 16 ? cn - c : 16;
+    for (int64_t r = 0; r < rn; r++) memcpy(d + r * TC + c, t[r], (size_t)n * sizeof(float));
+  }
+}
+
+/* pack the block x[:, c0:c0+cn] (row stride K) as chunks of M x 16 (the last chunk zero-padded) */
+static void pack_x(int64_t M, const float *x, int64_t K, int64_t cn, float *xp) {
+  for (int64_t c = 0; c < cn; c += 16) {
+    int64_t n = cn - c < 16 ? cn - c : 16;
+    float *o = xp + c * M;
+    for (int64_t i = 0; i < M; i++) {
+      memcpy(o + i * 16, x + i * K + c, (size_t)n * sizeof(float));
+      if (n < 16) memset(o + i * 16 + n, 0, (size_t)(16 - n) * sizeof(float));
+    }
+  }
+}
+
+/* pack gy[:, r0:r0+rn] (row stride O) as M x TR (missing rows zero) */
+static void pack_gy(int64_t M, const float *gy, int64_t O, int64_t rn, float *gp) {
+  for (int64_t i = 0; i < M; i++)
+    for (int64_t r = 0; r < TR; r++) gp[i * TR + r] = r < rn ? gy[i * O + r] : 0.f;
+}
+
+/* one row of a tile: n elements of w, m, v with their Linear gradient d */
+ADAM_HOT static void adam_row(int64_t n, float *restrict w, float *restrict m, float *restrict v,
+                              const float *restrict d, int has_l1, float l1g, lv_adam_consts c,
+                              float b1, float b2, float eps, float wd) {
+  if (has_l1) {
+    for (int64_t j = 0; j < n; j++) {
+      float p = w[j];
+      float g = d[j] + lv_f_unop_grad(LV_ABS, p, fabsf(p), l1g, 0.f, 0.f);
+      lv_f_adam(&w[j], g, &m[j], &v[j], NULL, c, b1, b2, eps, wd);
+    }
+  } else {
+    for (int64_t j = 0; j < n; j++) lv_f_adam(&w[j], d[j], &m[j], &v[j], NULL, c, b1, b2, eps, wd);
+  }
+}
+
+int lv_linear_adam_step(int64_t O, int64_t K, int64_t M, const float *gy, const float *x, float *w,
+                        float *m, float *v, int has_l1, float l1g, const lv_adam_attr *a, float *ws,
+                        double *segsum, double *abs_sum) {
+  if (O < 0 || K < 0 || M < 0 || a->step < 1 || a->amsgrad || a->maximize || (gy && M && !x) || !ws)
+    return lv_set_error(LV_EVALUE, "linear_adam_step: bad arguments (O %lld, K %lld, M %lld, step %lld)",
+                        (long long)O, (long long)K, (long long)M, (long long)a->step);
+  int sums = abs_sum && segsum && K % LV_SUM_SEG == 0;
+  if (abs_sum) *abs_sum = NAN;
+  if (O == 0 || K == 0) { if (sums) *abs_sum = 0; return 0; }
+  lv_adam_consts c = lv_f_adam_consts(a->lr, a->beta1, a->beta2, a->step);
+  float b1 = a->beta1, b2 = a->beta2, eps = a->eps, wd = a->weight_decay;
+  int64_t ngroups = (O + TR - 1) / TR, ncb = (K + TC - 1) / TC;
+  int T = omp_in_parallel() ? 1 : lv_num_threads();
+  if (T > ngroups) T = (int)ngroups;
+  if ((double)O * (double)K < 65536) T = 1;
+#pragma omp parallel num_threads(T)
+  {
+    /* each thread its rows (whole groups of TR); column blocks outer, so that the block of x
+     * stays in cache over the thread's rows */
+    int t = omp_get_thread_num(), nt = omp_get_num_threads();
+    int64_t rs = ngroups * t / nt * TR, re = ngroups * (t + 1) / nt * TR;
+    if (re > O) re = O;
+    float *d = ws + (size_t)t * ws_thread(M), *xp = d + TR * TC, *gp = xp + (M + 1) * TC;
+    for (int64_t cb = 0; cb < ncb && rs < re; cb++) {
+      int64_t c0 = cb * TC, cn = K - c0 < TC ? K - c0 : TC;
+      if (gy && M) pack_x(M, x + c0, K, cn, xp);
+      for (int64_t r0 = rs; r0 < re; r0 += TR) {
+        int64_t rn = re - r0 < TR ? re - r0 : TR;
+        /* the next tile of this thread, to prefetch */
+        int64_t nr = r0 + TR, nc = c0;
+        if (nr >= re) { nr = rs; nc = c0 + TC; }
+        const float *pw = NULL, *pm = NULL, *pv = NULL;
+        int64_t pn = 0, pc = 0;
+        if (nc < K) {
+          pw = w + nr * K + nc; pm = m + nr * K + nc; pv = v + nr * K + nc;
+          pn = re - nr < TR ? re - nr : TR; pc = K - nc < TC ? K - nc : TC;
+        }
+        if (gy && M) {
+          pack_gy(M, gy + r0, O, rn, gp);
+          tile_grad(M, gp, xp, rn, cn, d, pw, pm, pv, K, pn, pc);
+        }
+        else for (int64_t r = 0; r < rn; r++) memset(d + r * TC, 0, (size_t)cn * sizeof(float));
+        for (int64_t r = 0; r < rn; r++) {
+          float *wr = w + (r0 + r) * K + c0;
+          adam_row(cn, wr, m + (r0 + r) * K + c0, v + (r0 + r) * K + c0, d + r * TC, has_l1, l1g, c, b1,
+                   b2, eps, wd);
+          if (sums)
+            for (int64_t j = 0; j < cn; j += LV_SUM_SEG)
+              segsum[((r0 + r) * K + c0 + j) / LV_SUM_SEG] = lv_sum_seg(wr + j, LV_SUM_SEG, 1);
+        }
+      }
+    }
+  }
+  if (sums) {
+    double s = 0;
+    for (int64_t k = 0, n = O * K / LV_SUM_SEG; k < n; k++) s += segsum[k];
+    *abs_sum = s;
+  }
+  return 0;
+}
