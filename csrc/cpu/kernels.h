@@ -226,8 +226,8 @@ int lv_adam_step(int64_t n, float *p /* (n) */, const float *g /* (n) */, float 
                  float *v /* (n) */, float *vmax /* (n) nullable */, const lv_adam_attr *a);
 /* The fused weight step of a Linear layer trained by Adam (the C training loop, csrc/fuse.c): for
  * w (O, K) with y = x w^T (x (M, K), the output gradient gy (M, O)), one pass over w that, tile by
- * tile of lv_linear_adam_tile rows x columns, computes the weight gradient gy^T x of the tile into
- * a cache-resident workspace (the same GEMM kernel as the unfused backward: the same bits), adds
+ * tile, computes the weight gradient gy^T x of the tile into cache (each element one FMA chain over
+ * the batch, as OpenBLAS's kernels compute it for the unfused backward: the same bits), adds
  * the L1 term lv_f_unop_grad(LV_ABS, w, |w|, l1g) when has_l1 (the gradient of a regularizer
  * l1g-weighted sum |w|), and applies lv_f_adam to w, m, v: the full gradient is never written to
  * memory. gy NULL: no Linear gradient (only the L1 term). abs_sum (nullable): when K is a

@@ -1,6 +1,7 @@
 /* The fused Linear-weight Adam step (lv_linear_adam_step, csrc/cpu/kernels.h): the weight
- * gradient of a small tile of w computed into L1, its L1-regularizer term and Adam applied to the
- * tile at once, while the next tile's w, m and v are prefetched: one pass over w, m and v per
+ * gradient of a tile of w (4 rows x 1024 columns) computed into cache (an AVX-512 or AVX2 kernel
+ * on packed operands), its L1-regularizer term and Adam applied to the tile at once, while the
+ * next tile's w, m and v are prefetched: one pass over w, m and v per
  * step, the gradient GEMM's arithmetic hidden under that memory traffic. The unfused path instead
  * writes the gradient GEMM into a zeroed full-size buffer, runs the L1 term's abs / sum /
  * broadcast / sign passes, accumulates the two gradients, and then Adam's own pass.
@@ -19,9 +20,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* a tile: TR rows x TC columns of w (TC a multiple of LV_SUM_SEG and of 16) */
+/* a tile: TR rows x TC columns of w (TC a multiple of LV_SUM_SEG and of the packing width) */
 #define TR 4
-#define TC 256
+#define TC 1024
 
 /* per thread: the tile's gradient, the packed block of x and the packed gradients of a tile */
 static size_t ws_thread(int64_t M) { return (size_t)TR * TC + (size_t)(M + 1) * TC + (size_t)(M + 1) * TR; }
@@ -30,24 +31,36 @@ size_t lv_linear_adam_ws_floats(int64_t M) { return (size_t)lv_num_threads() * w
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(LVIV_NO_CLONES)
 /* AVX2 clone without floating-point contraction (ISO C's default, as for lv_adam_step) */
 #define ADAM_HOT __attribute__((target_clones("arch=x86-64-v3", "default")))
+/* the AVX-512 gradient kernel, chosen at run time */
+#define LV_AVX512 1
+#define GRAD512 __attribute__((target("arch=x86-64-v4"), optimize("fp-contract=fast", "no-tree-slp-vectorize")))
 #else
 #define ADAM_HOT
+#define LV_AVX512 0
 #endif
 
+/* Prefetch the next tile (pn rows of pc floats at stride K of w, m, v; pw NULL: none), the part
+ * for chunk c of the current tile's chunks of `width` columns: the lines of columns [c, c+width). */
+static inline __attribute__((always_inline)) void prefetch_part(const float *pw, const float *pm, const float *pv,
+                                                                int64_t K, int64_t pn, int64_t pc, int64_t c,
+                                                                int64_t width) {
+  if (!pw) return;
+  for (int64_t k = c; k < c + width && k < pc; k += 16)
+    for (int64_t r = 0; r < pn; r++) {
+      __builtin_prefetch(pw + r * K + k, 1, 3);
+      __builtin_prefetch(pm + r * K + k, 1, 3);
+      __builtin_prefetch(pv + r * K + k, 1, 3);
+    }
+}
+
 /* d (rn x cn, leading dimension TC) = the tile's gradient from the packed operands: gp (M x TR,
- * the tile rows' output gradients, row i = batch row i) and xp (cn/16 chunks of M x 16: the
- * block's inputs), each element one contracted chain acc = acc + g * x from 0 in batch order.
- * Prefetches the next tile (pn rows of pc floats at stride K of pw, pm, pv; pw NULL: none). */
+ * the tile rows' output gradients, row i = batch row i) and xp (chunks of M x 16 columns: the
+ * block's inputs), each element one contracted chain acc = acc + g * x from 0 in batch order. */
 LV_HOT_BC static void tile_grad(int64_t M, const float *gp, const float *xp, int64_t rn, int64_t cn,
                                 float *d, const float *pw, const float *pm, const float *pv, int64_t K,
                                 int64_t pn, int64_t pc) {
   for (int64_t c = 0; c < cn; c += 16) {
-    if (pw && c < pc)
-      for (int64_t r = 0; r < pn; r++) {
-        __builtin_prefetch(pw + r * K + c, 1, 3);
-        __builtin_prefetch(pm + r * K + c, 1, 3);
-        __builtin_prefetch(pv + r * K + c, 1, 3);
-      }
+    prefetch_part(pw, pm, pv, K, pn, pc, c, 16);
     const float *xc = xp + c * M;
     lv_v8f a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, b0 = {0}, b1 = {0}, b2 = {0}, b3 = {0};
     for (int64_t i = 0; i < M; i++) {
@@ -69,14 +82,48 @@ LV_HOT_BC static void tile_grad(int64_t M, const float *gp, const float *xp, int
   }
 }
 
-/* pack the block x[:, c0:c0+cn] (row stride K) as chunks of M x 16 (the last chunk zero-padded) */
-static void pack_x(int64_t M, const float *x, int64_t K, int64_t cn, float *xp) {
-  for (int64_t c = 0; c < cn; c += 16) {
-    int64_t n = cn - c < 16 ? cn - c : 16;
+#if LV_AVX512
+typedef float v16f __attribute__((vector_size(64)));
+typedef float v16fu __attribute__((vector_size(64), aligned(4)));
+typedef int v16i __attribute__((vector_size(64)));
+/* the same with 32-column chunks in 16-float vectors (xp in chunks of M x 32) */
+GRAD512 static void tile_grad512(int64_t M, const float *gp, const float *xp, int64_t rn, int64_t cn,
+                                 float *d, const float *pw, const float *pm, const float *pv, int64_t K,
+                                 int64_t pn, int64_t pc) {
+  for (int64_t c = 0; c < cn; c += 32) {
+    prefetch_part(pw, pm, pv, K, pn, pc, c, 32);
+    const float *xc = xp + c * M;
+    v16f a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, b0 = {0}, b1 = {0}, b2 = {0}, b3 = {0};
+    for (int64_t i = 0; i < M; i++) {
+      v16f x0 = *(const v16fu *)(xc + i * 32), x1 = *(const v16fu *)(xc + i * 32 + 16);
+      const float *g = gp + i * TR;
+      v16f g0 = __builtin_shuffle((v16f){g[0]}, (v16i){0}), g1 = __builtin_shuffle((v16f){g[1]}, (v16i){0});
+      v16f g2 = __builtin_shuffle((v16f){g[2]}, (v16i){0}), g3 = __builtin_shuffle((v16f){g[3]}, (v16i){0});
+      a0 += g0 * x0; b0 += g0 * x1;
+      a1 += g1 * x0; b1 += g1 * x1;
+      a2 += g2 * x0; b2 += g2 * x1;
+      a3 += g3 * x0; b3 += g3 * x1;
+    }
+    float t[TR][32];
+    *(v16fu *)t[0] = a0; *(v16fu *)(t[0] + 16) = b0;
+    *(v16fu *)t[1] = a1; *(v16fu *)(t[1] + 16) = b1;
+    *(v16fu *)t[2] = a2; *(v16fu *)(t[2] + 16) = b2;
+    *(v16fu *)t[3] = a3; *(v16fu *)(t[3] + 16) = b3;
+    int64_t n = cn - c < 32 ? cn - c : 32;
+    for (int64_t r = 0; r < rn; r++) memcpy(d + r * TC + c, t[r], (size_t)n * sizeof(float));
+  }
+}
+#endif
+
+/* pack the block x[:, c0:c0+cn] (row stride K) as chunks of M x width columns (the last chunk
+ * zero-padded) */
+static void pack_x(int64_t M, const float *x, int64_t K, int64_t cn, int64_t width, float *xp) {
+  for (int64_t c = 0; c < cn; c += width) {
+    int64_t n = cn - c < width ? cn - c : width;
     float *o = xp + c * M;
     for (int64_t i = 0; i < M; i++) {
-      memcpy(o + i * 16, x + i * K + c, (size_t)n * sizeof(float));
-      if (n < 16) memset(o + i * 16 + n, 0, (size_t)(16 - n) * sizeof(float));
+      memcpy(o + i * width, x + i * K + c, (size_t)n * sizeof(float));
+      if (n < width) memset(o + i * width + n, 0, (size_t)(width - n) * sizeof(float));
     }
   }
 }
@@ -117,6 +164,12 @@ int lv_linear_adam_step(int64_t O, int64_t K, int64_t M, const float *gy, const 
   int T = omp_in_parallel() ? 1 : lv_num_threads();
   if (T > ngroups) T = (int)ngroups;
   if ((double)O * (double)K < 65536) T = 1;
+#if LV_AVX512
+  int wide = __builtin_cpu_supports("x86-64-v4");
+#else
+  int wide = 0;
+#endif
+  int64_t width = wide ? 32 : 16;
 #pragma omp parallel num_threads(T)
   {
     /* each thread its rows (whole groups of TR); column blocks outer, so that the block of x
@@ -127,7 +180,7 @@ int lv_linear_adam_step(int64_t O, int64_t K, int64_t M, const float *gy, const 
     float *d = ws + (size_t)t * ws_thread(M), *xp = d + TR * TC, *gp = xp + (M + 1) * TC;
     for (int64_t cb = 0; cb < ncb && rs < re; cb++) {
       int64_t c0 = cb * TC, cn = K - c0 < TC ? K - c0 : TC;
-      if (gy && M) pack_x(M, x + c0, K, cn, xp);
+      if (gy && M) pack_x(M, x + c0, K, cn, width, xp);
       for (int64_t r0 = rs; r0 < re; r0 += TR) {
         int64_t rn = re - r0 < TR ? re - r0 : TR;
         /* the next tile of this thread, to prefetch */
@@ -141,9 +194,14 @@ int lv_linear_adam_step(int64_t O, int64_t K, int64_t M, const float *gy, const 
         }
         if (gy && M) {
           pack_gy(M, gy + r0, O, rn, gp);
+#if LV_AVX512
+          if (wide) tile_grad512(M, gp, xp, rn, cn, d, pw, pm, pv, K, pn, pc);
+          else
+#endif
           tile_grad(M, gp, xp, rn, cn, d, pw, pm, pv, K, pn, pc);
+        } else {
+          for (int64_t r = 0; r < rn; r++) memset(d + r * TC, 0, (size_t)cn * sizeof(float));
         }
-        else for (int64_t r = 0; r < rn; r++) memset(d + r * TC, 0, (size_t)cn * sizeof(float));
         for (int64_t r = 0; r < rn; r++) {
           float *wr = w + (r0 + r) * K + c0;
           adam_row(cn, wr, m + (r0 + r) * K + c0, v + (r0 + r) * K + c0, d + r * TC, has_l1, l1g, c, b1,
