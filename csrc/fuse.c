@@ -46,7 +46,9 @@ struct lv_fuse_plan {
 };
 
 static int enabled = 1;
+static int64_t nsteps = 0;
 int lv_fuse_set_enabled(int on) { int old = enabled; enabled = on != 0; return old; }
+int64_t lv_fuse_steps(void) { return __atomic_load_n(&nsteps, __ATOMIC_RELAXED); }
 
 typedef struct { lv_node *lin, *abs, *sum; } match;
 
@@ -65,11 +67,11 @@ static int match_param(const lv_graph *g, lv_tensor *p, match *mt) {
   if (graph_holds(g, p->st)) return 0;
   for (int k = 0; k < g->cap.n; k++) {
     lv_node *nd = g->cap.nodes[k];
-    if (nd->fuse) return 0; /* already claimed */
     if (nd->out && nd->out->st == p->st) return 0;
     for (int j = 0; j < nd->n_in; j++) {
       lv_tensor *t = nd->in[j];
       if (!t || t->st != p->st) continue;
+      if (nd->fuse) return 0; /* claimed for another weight */
       if (lv_node_is_linear(nd) && j == 1 && nd->leaf[1] == p && full_view(t, p) && !mt->lin) mt->lin = nd;
       else if (lv_node_unop(nd) == LV_ABS && j == 0 && nd->leaf[0] == p && full_view(t, p) && !mt->abs) mt->abs = nd;
       else return 0;
@@ -85,7 +87,7 @@ static int match_param(const lv_graph *g, lv_tensor *p, match *mt) {
     if (nd->out && nd->out->st == ao->st) return 0;
     for (int j = 0; j < nd->n_in; j++) {
       if (nd->next[j] != mt->abs && !(nd->in[j] && nd->in[j]->st == ao->st)) continue;
-      if (mt->sum || j != 0 || lv_node_redop(nd) != LV_RSUM || nd->next[0] != mt->abs ||
+      if (mt->sum || nd->fuse || j != 0 || lv_node_redop(nd) != LV_RSUM || nd->next[0] != mt->abs ||
           !full_view(nd->in[0], ao) || lv_numel(nd->out) != 1)
         return 0;
       mt->sum = nd;
@@ -218,6 +220,7 @@ int lv_fuse_step(lv_fuse_plan *pl, int slot, lv_adam *a) {
   f->sum_ok = rc == 0 && !isnan(s);
   f->sum = (float)s;
   if (f->w->grad) f->w->grad_stale = 1;
+  __atomic_add_fetch(&nsteps, 1, __ATOMIC_RELAXED);
   if (lv_profiling()) lv_profile_add(&op_fused_prof, 0, lv_prof_now() - t0);
   return rc < 0 ? -1 : 1;
 }

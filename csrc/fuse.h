@@ -10,6 +10,8 @@ typedef struct lv_fuse_plan lv_fuse_plan;
 
 /* the process-wide switch (on by default); returns the previous setting */
 int lv_fuse_set_enabled(int on);
+/* fused weight steps taken so far in this process (one per weight and step) */
+int64_t lv_fuse_steps(void);
 
 /* The fusion plan of one epoch over the training graphs `full` and `rem` (nullable) with the
  * optimizer `a`: which parameters step through lv_linear_adam_step. *out is NULL when nothing

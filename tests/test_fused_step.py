@@ -32,8 +32,10 @@ def _data(n_trials=67, h=H, w=W, n=N, seed=0):
 
 def _train(build, fused, X, Y, batch=20, epochs=3, accum=1, profile=False):
     """Train a fresh model for a few epochs (the last batch of each is short: its own graph);
-    returns the losses, the state dict (NumPy) and the op profile of the last epoch."""
+    returns the losses, the state dict (NumPy), the op profile of the last epoch and the number of
+    fused weight steps taken."""
     old = L._C.fused_updates(fused)
+    n0 = L._C.fused_steps()
     try:
         L.manual_seed(0)
         model = build()
@@ -49,7 +51,7 @@ def _train(build, fused, X, Y, batch=20, epochs=3, accum=1, profile=False):
                 prof = L._C.profile(None)
                 L._C.profile(False)
         state = {k: v.numpy().copy() for k, v in model.state_dict().items()}
-        return losses, state, prof
+        return losses, state, prof, L._C.fused_steps() - n0
     finally:
         L._C.fused_updates(old)
 
@@ -78,6 +80,7 @@ def test_fused_training_matches_unfused(what):
     fused = _train(build, True, X, Y, profile=True)
     plain = _train(build, False, X, Y, profile=True)
     assert FUSED in fused[2] and FUSED not in plain[2]
+    assert fused[3] == 3 * -(-len(X) // 20) and plain[3] == 0  # one fused step per batch
     assert all(np.isfinite(fused[0]))
     # the same arithmetic element by element: the same bits where the BLAS kernel computes each
     # dot product as one FMA chain (as OpenBLAS's x86-64 kernels do); a tight tolerance elsewhere
@@ -87,6 +90,31 @@ def test_fused_training_matches_unfused(what):
     init = build().state_dict()
     key = "linear.weight" if what != "cnn" else "readout.fc_ro.weight"
     assert np.abs(fused[1][key] - init[key].numpy()).max() > 1e-3
+
+
+class _TwoLayers(nn.Module):
+    """Two Linear layers with their own weights and L1 terms: both fuse."""
+
+    def __init__(self):
+        super().__init__()
+        self.bn = nn.BatchNorm2d(1, affine=False)
+        self.hidden = nn.Linear(H * W, 32)
+        self.out = nn.Linear(32, N)
+
+    def forward(self, x):
+        h = nn.functional.elu(self.hidden(self.bn(x).flatten(1)))
+        return nn.functional.elu(self.out(h)) + 1
+
+    def regularizer(self):
+        return 0.01 * self.hidden.weight.abs().sum() + self.out.weight.abs().sum() * 0.01
+
+
+def test_two_fused_layers_match_unfused():
+    X, Y = _data()
+    fused = _train(_TwoLayers, True, X, Y, profile=True)
+    plain = _train(_TwoLayers, False, X, Y)
+    assert fused[3] == 2 * 3 * -(-len(X) // 20)  # both weights, every batch of 3 epochs
+    _assert_same_training(fused, plain)
 
 
 def test_fused_training_is_bit_identical_run_to_run():
@@ -157,7 +185,7 @@ def test_no_fusion_where_the_weight_is_used_otherwise(build):
     X, Y = _data()
     on = _train(build, True, X, Y, profile=True)
     off = _train(build, False, X, Y, profile=True)
-    assert FUSED not in on[2]
+    assert FUSED not in on[2] and on[3] == 0
     for k in on[1]:
         assert on[1][k].tobytes() == off[1][k].tobytes(), k
 
@@ -167,7 +195,7 @@ def test_no_fusion_with_gradient_accumulation():
     build = lambda: Linear(H, W, N, gamma=0.1)  # noqa: E731
     on = _train(build, True, X, Y, accum=2, profile=True)
     off = _train(build, False, X, Y, accum=2)
-    assert FUSED not in on[2]
+    assert FUSED not in on[2] and on[3] == 0
     for k in on[1]:
         assert on[1][k].tobytes() == off[1][k].tobytes(), k
 

@@ -278,7 +278,11 @@ static PyObject *f_fused_updates(PyObject *m, PyObject *arg) {
   return PyBool_FromLong(lv_fuse_set_enabled(on));
 }
 
+static PyObject *f_fused_steps(PyObject *m, PyObject *noarg) { return PyLong_FromLongLong(lv_fuse_steps()); }
+
 static PyMethodDef train_methods[] = {
+    {"fused_steps", f_fused_steps, METH_NOARGS, "fused_steps() -> the number of fused Linear-weight "
+     "Adam steps taken so far (one per weight and step)"},
     {"fused_updates", f_fused_updates, METH_O, "fused_updates(on) switches the C training loop's fused "
      "Linear-weight Adam steps (csrc/fuse.c) on or off; returns the previous setting"},
     {"profile", f_profile, METH_O, "profile(True/False) switches op timing on/off; profile(None) returns {op: (fwd_s, bwd_s, calls)}"},
