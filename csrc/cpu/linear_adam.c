@@ -33,10 +33,14 @@ size_t lv_linear_adam_ws_floats(int64_t M) { return (size_t)lv_num_threads() * w
 #define ADAM_HOT __attribute__((target_clones("arch=x86-64-v3", "default")))
 /* the AVX-512 gradient kernel, chosen at run time */
 #define LV_AVX512 1
-#define GRAD512 __attribute__((target("arch=x86-64-v4"), optimize("fp-contract=fast", "no-tree-slp-vectorize")))
+/* O3 so that the multiply-adds contract to FMAs at any build level (the sanitizer build's -O1) */
+#define GRAD512 __attribute__((target("arch=x86-64-v4"), optimize("O3", "fp-contract=fast", "no-tree-slp-vectorize")))
+#define GRAD256 __attribute__((target_clones("arch=x86-64-v3", "default"), \
+                               optimize("O3", "fp-contract=fast", "no-tree-slp-vectorize")))
 #else
 #define ADAM_HOT
 #define LV_AVX512 0
+#define GRAD256
 #endif
 
 /* Prefetch the next tile (pn rows of pc floats at stride K of w, m, v; pw NULL: none), the part
@@ -56,7 +60,7 @@ static inline __attribute__((always_inline)) void prefetch_part(const float *pw,
 /* d (rn x cn, leading dimension TC) = the tile's gradient from the packed operands: gp (M x TR,
  * the tile rows' output gradients, row i = batch row i) and xp (chunks of M x 16 columns: the
  * block's inputs), each element one contracted chain acc = acc + g * x from 0 in batch order. */
-LV_HOT_BC static void tile_grad(int64_t M, const float *gp, const float *xp, int64_t rn, int64_t cn,
+GRAD256 static void tile_grad(int64_t M, const float *gp, const float *xp, int64_t rn, int64_t cn,
                                 float *d, const float *pw, const float *pm, const float *pv, int64_t K,
                                 int64_t pn, int64_t pc) {
   for (int64_t c = 0; c < cn; c += 16) {
@@ -72,13 +76,12 @@ LV_HOT_BC static void tile_grad(int64_t M, const float *gp, const float *xp, int
       a2 += g2 * x0; b2 += g2 * x1;
       a3 += g3 * x0; b3 += g3 * x1;
     }
-    float t[TR][16];
-    lv_st8(t[0], a0); lv_st8(t[0] + 8, b0);
-    lv_st8(t[1], a1); lv_st8(t[1] + 8, b1);
-    lv_st8(t[2], a2); lv_st8(t[2] + 8, b2);
-    lv_st8(t[3], a3); lv_st8(t[3] + 8, b3);
-    int64_t n = cn - c < 16 ? cn - c : 16;
-    for (int64_t r = 0; r < rn; r++) memcpy(d + r * TC + c, t[r], (size_t)n * sizeof(float));
+    /* all TR rows and 16 columns (d has TR rows of TC, a multiple of 16): the caller reads only
+     * rn rows and cn columns */
+    lv_st8(d + c, a0); lv_st8(d + c + 8, b0);
+    lv_st8(d + TC + c, a1); lv_st8(d + TC + c + 8, b1);
+    lv_st8(d + 2 * TC + c, a2); lv_st8(d + 2 * TC + c + 8, b2);
+    lv_st8(d + 3 * TC + c, a3); lv_st8(d + 3 * TC + c + 8, b3);
   }
 }
 
@@ -104,13 +107,10 @@ GRAD512 static void tile_grad512(int64_t M, const float *gp, const float *xp, in
       a2 += g2 * x0; b2 += g2 * x1;
       a3 += g3 * x0; b3 += g3 * x1;
     }
-    float t[TR][32];
-    *(v16fu *)t[0] = a0; *(v16fu *)(t[0] + 16) = b0;
-    *(v16fu *)t[1] = a1; *(v16fu *)(t[1] + 16) = b1;
-    *(v16fu *)t[2] = a2; *(v16fu *)(t[2] + 16) = b2;
-    *(v16fu *)t[3] = a3; *(v16fu *)(t[3] + 16) = b3;
-    int64_t n = cn - c < 32 ? cn - c : 32;
-    for (int64_t r = 0; r < rn; r++) memcpy(d + r * TC + c, t[r], (size_t)n * sizeof(float));
+    *(v16fu *)(d + c) = a0; *(v16fu *)(d + c + 16) = b0;
+    *(v16fu *)(d + TC + c) = a1; *(v16fu *)(d + TC + c + 16) = b1;
+    *(v16fu *)(d + 2 * TC + c) = a2; *(v16fu *)(d + 2 * TC + c + 16) = b2;
+    *(v16fu *)(d + 3 * TC + c) = a3; *(v16fu *)(d + 3 * TC + c + 16) = b3;
   }
 }
 #endif
