@@ -31,7 +31,7 @@ bench: build
 
 # C core under AddressSanitizer: rebuilds into a separate copy and runs the reader/ops tests
 asan: $(STAMP)
-	bash scripts/asan-test tests/test_npy.py tests/test_fuzz_npy.py tests/test_fuzz_pt.py tests/test_load_hostile.py tests/test_dataset.py tests/test_tensor.py tests/test_capture.py tests/test_kernels_raw.py tests/test_analysis_core.py tests/test_analysis_paths.py tests/test_cuda_switches.py
+	bash scripts/asan-test tests/test_npy.py tests/test_fuzz_npy.py tests/test_fuzz_pt.py tests/test_load_hostile.py tests/test_dataset.py tests/test_tensor.py tests/test_capture.py tests/test_kernels_raw.py tests/test_analysis_core.py tests/test_analysis_paths.py tests/test_cuda_switches.py tests/test_fused_step.py
 
 clean:
 	rm -rf build lviv_c/*.so

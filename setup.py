@@ -33,9 +33,10 @@ SANITIZE = os.environ.get("LVIV_SANITIZE")  # e.g. "address" for the ASan test t
 inc, libdir, lib = _openblas()
 cflags = ["-std=c11", "-O3" if not SANITIZE else "-O1", "-fopenmp", "-Wall", "-Wno-unused-function", "-Wno-psabi",
           "-fno-strict-aliasing", "-D_GNU_SOURCE", "-DLV_BLAS_PREFIX=1",
-          # no value changes (no kernel reads the FP exception flags); lets gcc if-convert and
-          # vectorise select-and-convert loops such as the fused BatchNorm+ELU (csrc/cpu/norm.c)
-          "-fno-trapping-math"]
+          # no value changes (no kernel reads the FP exception flags or errno): gcc then if-converts
+          # and vectorises select-and-convert loops such as the fused BatchNorm+ELU (csrc/cpu/norm.c)
+          # and loops with sqrtf (Adam)
+          "-fno-trapping-math", "-fno-math-errno"]
 ldflags = ["-fopenmp", f"-Wl,-rpath,{libdir}"]
 if SANITIZE:
     cflags += [f"-fsanitize={SANITIZE}", "-fno-omit-frame-pointer", "-g"]

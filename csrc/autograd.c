@@ -1,6 +1,7 @@
 /* Reverse-mode autograd: nodes, the backward pass, and graph capture/replay. */
 #include "lv.h"
 #include "backend.h"
+#include "fuse.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -203,9 +204,19 @@ int lv_backward_ex(lv_tensor *root, lv_tensor *grad, int retain_graph) {
     lv_node *x = order.v[k];
     lv_tensor *gout = x->gacc;
     if (!gout) continue;
+    /* a fused weight update (csrc/fuse.c) takes the L1 sum's gradient here and does the abs
+     * backward itself, and computes the Linear's weight gradient in the optimizer step */
+    int role = x->fuse ? x->fuse_role : 0;
+    if (role == LV_FUSE_SUM) {
+      lv_fuse_take_l1(x, gout);
+      lv_tensor_decref(x->gacc);
+      x->gacc = NULL;
+      continue;
+    }
+    if (role == LV_FUSE_LINEAR && x->gbuf[1]) { lv_tensor_decref(x->gbuf[1]); x->gbuf[1] = NULL; }
     lv_tensor *gin[LV_MAXIN] = {0};
     for (int i = 0; i < x->n_in; i++)
-      if (x->next[i] || x->leaf[i]) {
+      if ((x->next[i] || x->leaf[i]) && !(role == LV_FUSE_LINEAR && i == 1)) {
         /* reuse the buffer of the previous backward when nobody else holds it */
         lv_tensor *b = x->gbuf[i];
         if (b && b->refcount == 1 && lv_same_shape(b, x->in[i])) {
@@ -222,6 +233,7 @@ int lv_backward_ex(lv_tensor *root, lv_tensor *grad, int retain_graph) {
       }
     double t0 = profiling ? prof_now() : 0;
     if (rc == 0 && x->op->backward(x, gout, gin) < 0) rc = -1;
+    if (rc == 0 && role == LV_FUSE_LINEAR) lv_fuse_take_linear(x, gout);
     if (profiling) prof_add(x->op, 0, prof_now() - t0);
     for (int i = 0; i < x->n_in && rc == 0; i++) {
       if (!gin[i]) continue;
@@ -270,7 +282,9 @@ void lv_capture_free(lv_capture *c) {
 int lv_capture_replay(lv_capture *c) {
   for (int i = 0; i < c->n; i++) {
     double t0 = profiling ? prof_now() : 0;
-    if (c->nodes[i]->op->forward(c->nodes[i]) < 0) return -1;
+    int done = c->nodes[i]->fuse ? lv_fuse_forward(c->nodes[i]) : 0; /* csrc/fuse.c */
+    if (done < 0) return -1;
+    if (!done && c->nodes[i]->op->forward(c->nodes[i]) < 0) return -1;
     c->nodes[i]->freed = 0;   /* a fresh forward: the graph can be backpropagated again */
     if (profiling) prof_add(c->nodes[i]->op, prof_now() - t0, 0);
   }

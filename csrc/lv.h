@@ -84,6 +84,9 @@ typedef struct lv_node {
   int topo_mark;
   int freed;                        /* a backward without retain_graph went through this node */
   lv_tensor **orig;                 /* the caller's inputs, valid only until lv_node_finish */
+  struct lv_fuse *fuse;             /* set only while a C training loop fuses this node's weight
+                                       update (csrc/fuse.c); fuse_role says which part it is */
+  int fuse_role;
 } lv_node;
 
 typedef struct lv_op {

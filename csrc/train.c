@@ -3,6 +3,7 @@
 #include "ops/nn_ops.h"
 #include "cpu/kernels.h"
 #include "backend.h"
+#include "fuse.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,11 +61,20 @@ void lv_adam_free(lv_adam *a) {
 
 static const lv_op op_adam_prof = {"Adam", NULL, NULL, NULL};
 
-int lv_adam_apply(lv_adam *a) {
-  double t0 = lv_profiling() ? lv_prof_now() : 0;
+int lv_adam_apply(lv_adam *a) { return lv_adam_apply_fused(a, NULL); }
+
+int lv_adam_apply_fused(lv_adam *a, lv_fuse_plan *plan) {
+  double t0 = lv_profiling() ? lv_prof_now() : 0, t_fused = 0;
   a->step++;
   for (int i = 0; i < a->n; i++) {
     lv_tensor *p = a->p[i];
+    if (plan) { /* the weights the plan fuses step in lv_linear_adam_step (csrc/fuse.c) */
+      double t1 = lv_profiling() ? lv_prof_now() : 0;
+      int r = lv_fuse_step(plan, i, a);
+      if (r < 0) return -1;
+      if (lv_profiling()) t_fused += lv_prof_now() - t1;
+      if (r) continue;
+    }
     if (!p->grad) continue;
     /* the one Adam (csrc/optim.c, also behind lviv_c.optim.Adam) */
     lv_optim_slot slot = {lv_f32(p), lv_f32(p->grad), a->m[i], a->v[i], NULL, lv_numel(p), a->step, p->st->device};
@@ -75,7 +85,7 @@ int lv_adam_apply(lv_adam *a) {
       return -1;
     }
   }
-  if (lv_profiling()) lv_profile_add(&op_adam_prof, 0, lv_prof_now() - t0);
+  if (lv_profiling()) lv_profile_add(&op_adam_prof, 0, lv_prof_now() - t0 - t_fused);
   return 0;
 }
 
@@ -116,35 +126,40 @@ int lv_train_epoch(lv_graph *full, lv_graph *rem, lv_adam *opt, const float *xbl
   int no_step = accum == 0; /* accum 0: backward only, the caller steps (multi-scan cycling) */
   if (accum < 1) accum = 1;
   double last = now(), total = 0;
-  int since_step = 0, read_last = 0; /* read_last: total already read after the last batch */
+  int since_step = 0, read_last = 0, rc = 0; /* read_last: total already read after the last batch */
   int dev = lv_on_cuda(full->loss);
+  /* one pass over each large Linear weight per step where the graphs allow it (csrc/fuse.c) */
+  lv_fuse_plan *plan = NULL;
+  if (!no_step && accum == 1 && lv_fuse_plan_new(full, rem, opt, &plan) < 0) return -1;
   /* on the GPU the batch losses are summed on the device and read back only for progress
    * reports and at the end: no host synchronisation per batch */
-  if (dev && lv_cuda->loss_accumulate(NULL, 1) < 0) return -1;
+  if (dev && lv_cuda->loss_accumulate(NULL, 1) < 0) { rc = -1; goto out; }
   for (int64_t b = 0; b < nbatch; b++) {
     int64_t s = b * B, nb = n - s < B ? n - s : B;
     lv_graph *g = nb == B ? full : rem;
-    if (!g) return lv_set_error(LV_ERUNTIME, "no graph for the last batch of %lld items", (long long)nb);
-    if (lv_graph_gather(g, xblock, xrow, yblock, yrow, order + s, nb, block_dev) < 0) return -1;
-    if (lv_capture_replay(&g->cap) < 0) return -1;
-    if (dev) { if (lv_cuda->loss_accumulate(lv_f32(g->loss), 0) < 0) return -1; }
+    if (!g) { rc = lv_set_error(LV_ERUNTIME, "no graph for the last batch of %lld items", (long long)nb); goto out; }
+    if (lv_graph_gather(g, xblock, xrow, yblock, yrow, order + s, nb, block_dev) < 0 ||
+        lv_capture_replay(&g->cap) < 0) { rc = -1; goto out; }
+    if (dev) { if (lv_cuda->loss_accumulate(lv_f32(g->loss), 0) < 0) { rc = -1; goto out; } }
     else total += lv_f32(g->loss)[0];
-    if (lv_backward(g->loss, NULL) < 0) return -1;
+    if (lv_backward(g->loss, NULL) < 0) { rc = -1; goto out; }
     if (!no_step && (++since_step == accum || b == nbatch - 1)) {
-      if (lv_adam_apply(opt) < 0) return -1;
+      if (lv_adam_apply_fused(opt, plan) < 0) { rc = -1; goto out; }
       since_step = 0;
     }
     double t = now();
     if (cb && (t - last > 0.1 || b == 0 || b == nbatch - 1)) {
       last = t;
-      if (dev && lv_cuda->loss_read(&total) < 0) return -1;
+      if (dev && lv_cuda->loss_read(&total) < 0) { rc = -1; goto out; }
       read_last = b == nbatch - 1;
-      if (cb(ctx, b + 1, nbatch, total)) { if (loss_sum) *loss_sum = total; return 1; }
+      if (cb(ctx, b + 1, nbatch, total)) { if (loss_sum) *loss_sum = total; rc = 1; goto out; }
     }
   }
-  if (dev && !read_last && lv_cuda->loss_read(&total) < 0) return -1; /* one read per call at least */
+  if (dev && !read_last && lv_cuda->loss_read(&total) < 0) { rc = -1; goto out; } /* one read per call at least */
   if (loss_sum) *loss_sum = total;
-  return 0;
+out:
+  lv_fuse_plan_free(plan);
+  return rc;
 }
 
 int lv_predict(lv_graph *full, lv_graph *rem, const float *xblock, int64_t xrow, const int64_t *idx,

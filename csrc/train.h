@@ -27,6 +27,9 @@ lv_adam *lv_adam_new(int n, lv_tensor **params, double lr, double b1, double b2,
 void lv_adam_free(lv_adam *a);
 /* one Adam step from the parameters' .grad (PyTorch's formula), then zero the grads */
 int lv_adam_apply(lv_adam *a);
+/* the same, with the weights that `plan` fuses stepped by it (csrc/fuse.h; plan nullable) */
+struct lv_fuse_plan;
+int lv_adam_apply_fused(lv_adam *a, struct lv_fuse_plan *plan);
 
 /* called about every `interval` seconds from the loop; returns non-zero to stop (Ctrl-C) */
 typedef int (*lv_progress_fn)(void *ctx, int64_t done, int64_t total, double loss_sum);

@@ -203,6 +203,20 @@ int lv_readout_pos_backward(int64_t B, int64_t N, int sample, int type, const fl
                             const float *mask, const float *eps, float *gmu, float *gsigma);
 
 /* ------------------------------------------------------------------------------------------
+ * The full sum of a float array in double, in one fixed order that does not depend on the
+ * thread count: segments of LV_SUM_SEG consecutive elements (the last one shorter), each summed
+ * in 16 interleaved lanes (element k of the segment into lane k % 16, in order; the lanes then
+ * combined pairwise: lane j + lane j+8, then j + j+4, j + j+2, 0 + 1), the segment sums added
+ * in segment order. Every full sum/mean reduction of the CPU uses it, and the fused Linear+Adam
+ * step (lv_linear_adam_step) reproduces it for sum |w|, so both give the same bits.
+ * ------------------------------------------------------------------------------------------ */
+#define LV_SUM_SEG 256
+/* one segment (len <= LV_SUM_SEG, starting at a multiple of it); absval: sum |x| */
+double lv_sum_seg(const float *x, int64_t len, int absval);
+/* *out = the sum of n floats (of |x| with absval); 0, or -1 on allocation failure */
+int lv_sum_f64(const float *x, int64_t n, int absval, double *out);
+
+/* ------------------------------------------------------------------------------------------
  * Optimizer updates, in place on flat arrays (PyTorch formulas).
  * ------------------------------------------------------------------------------------------ */
 /* Adam (lv_f_adam in csrc/formulas.h: PyTorch's formula with the bias corrections folded into
@@ -210,6 +224,22 @@ int lv_readout_pos_backward(int64_t B, int64_t N, int sample, int type, const fl
  * a->maximize negates g. a->step counts from 1. */
 int lv_adam_step(int64_t n, float *p /* (n) */, const float *g /* (n) */, float *m /* (n) */,
                  float *v /* (n) */, float *vmax /* (n) nullable */, const lv_adam_attr *a);
+/* The fused weight step of a Linear layer trained by Adam (the C training loop, csrc/fuse.c): for
+ * w (O, K) with y = x w^T (x (M, K), the output gradient gy (M, O)), one pass over w that, tile by
+ * tile, computes the weight gradient gy^T x of the tile into cache (each element one FMA chain over
+ * the batch, as OpenBLAS's kernels compute it for the unfused backward: the same bits), adds
+ * the L1 term lv_f_unop_grad(LV_ABS, w, |w|, l1g) when has_l1 (the gradient of a regularizer
+ * l1g-weighted sum |w|), and applies lv_f_adam to w, m, v: the full gradient is never written to
+ * memory. gy NULL: no Linear gradient (only the L1 term). abs_sum (nullable): when K is a
+ * multiple of LV_SUM_SEG, set to sum |w| after the step in lv_sum_f64's order (the next forward's
+ * regularizer, without a pass over w), else NAN. ws: lv_linear_adam_ws_floats(M) floats, segsum:
+ * O*K/LV_SUM_SEG doubles (nullable when abs_sum is NULL). a: lr, betas, eps, weight decay, step
+ * (amsgrad and maximize are not supported). */
+size_t lv_linear_adam_ws_floats(int64_t M);
+int lv_linear_adam_step(int64_t O, int64_t K, int64_t M, const float *gy /* (M, O) nullable */,
+                        const float *x /* (M, K) */, float *w, float *m, float *v, int has_l1,
+                        float l1g, const lv_adam_attr *a, float *ws, double *segsum,
+                        double *abs_sum);
 /* SGD (lv_f_sgd in csrc/formulas.h) on n floats; buf (n) may be NULL when a->momentum == 0;
  * a->first = 1 on the first step (buf uninitialised); a->maximize negates g. */
 int lv_sgd_step(int64_t n, float *p, const float *g, float *buf, const lv_sgd_attr *a);

@@ -1,8 +1,10 @@
 /* CPU backend: the reduction op node (csrc/ops/reduce.c): sum, mean, var, std, max, min, argmax,
- * argmin over a bitmask of dims, forward and backward. Sums in double. Node attributes: ia[0] the
- * op code, ia[1] the dims bitmask, fa[0] the correction; aux[0] the mean (var/std) or the arg
- * index (max/min). */
+ * argmin over a bitmask of dims, forward and backward. Sums in double; full sums in lv_sum_f64's
+ * fixed order (csrc/cpu/kernels.h), the same for any thread count. Node attributes: ia[0] the op
+ * code, ia[1] the dims bitmask, fa[0] the correction; aux[0] the mean (var/std) or the arg index
+ * (max/min). */
 #include "cpu/cpu_ops.h"
+#include "cpu/kernels.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +26,47 @@ static void plan(const lv_tensor *a, uint32_t dims, rplan *p) {
     if (dims & (1u << i)) { p->ost[i] = 0; p->rst[i] = sr; sr *= a->shape[i]; p->count *= a->shape[i]; }
     else { p->ost[i] = so; p->rst[i] = 0; so *= a->shape[i]; }
   }
+}
+
+/* vectorised per clone; lanes are independent, so every clone adds the same numbers in the same
+ * order */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(LVIV_NO_CLONES)
+__attribute__((target_clones("arch=x86-64-v3", "default")))
+#endif
+double lv_sum_seg(const float *x, int64_t len, int absval) {
+  double a[16] = {0};
+  int64_t k = 0;
+  if (absval) {
+    for (; k + 16 <= len; k += 16)
+      for (int j = 0; j < 16; j++) a[j] += fabs((double)x[k + j]);
+    for (int j = 0; k + j < len; j++) a[j] += fabs((double)x[k + j]);
+  } else {
+    for (; k + 16 <= len; k += 16)
+      for (int j = 0; j < 16; j++) a[j] += (double)x[k + j];
+    for (int j = 0; k + j < len; j++) a[j] += (double)x[k + j];
+  }
+  for (int j = 0; j < 8; j++) a[j] += a[j + 8];
+  for (int j = 0; j < 4; j++) a[j] += a[j + 4];
+  a[0] += a[2];
+  a[1] += a[3];
+  return a[0] + a[1];
+}
+
+int lv_sum_f64(const float *x, int64_t n, int absval, double *out) {
+  int64_t nseg = (n + LV_SUM_SEG - 1) / LV_SUM_SEG;
+  if (nseg <= 1) { *out = n > 0 ? lv_sum_seg(x, n, absval) : 0.0; return 0; }
+  double *ss = malloc((size_t)nseg * sizeof(double));
+  if (!ss) return lv_set_error(LV_ENOMEM, "sum: out of memory");
+#pragma omp parallel for schedule(static) if (n > 65536)
+  for (int64_t s = 0; s < nseg; s++) {
+    int64_t o = s * LV_SUM_SEG;
+    ss[s] = lv_sum_seg(x + o, n - o < LV_SUM_SEG ? n - o : LV_SUM_SEG, absval);
+  }
+  double t = 0;
+  for (int64_t s = 0; s < nseg; s++) t += ss[s];
+  free(ss);
+  *out = t;
+  return 0;
 }
 
 #define WALK(p, N, body)                                                  \
@@ -53,10 +96,7 @@ int lv_cpu_reduce_fwd(lv_node *n) {
     double *acc = calloc((size_t)(M ? M : 1), sizeof(double));
     if (!acc) return lv_set_error(LV_ENOMEM, "reduction: out of memory");
     if (M == 1) {
-      double s = 0;
-#pragma omp parallel for reduction(+ : s) schedule(static) if (N > 65536)
-      for (int64_t k = 0; k < N; k++) s += x[k];
-      acc[0] = s;
+      if (lv_sum_f64(x, N, 0, &acc[0]) < 0) { free(acc); return -1; }
     } else {
       WALK(&p, N, acc[off] += x[k]);
     }

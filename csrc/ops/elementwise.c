@@ -97,6 +97,7 @@ static int unary_bwd(lv_node *n, lv_tensor *gout, lv_tensor **gin) {
 }
 
 static const lv_op op_unary = {"unary", unary_fwd, unary_bwd, NULL};
+int lv_node_unop(const lv_node *n) { return n->op == &op_unary ? (int)n->ia[0] : -1; }
 
 lv_tensor *lv_unary(lv_unop op, lv_tensor *a, double p0, double p1) {
   if (a->dtype != LV_F32) { lv_set_error(LV_ETYPE, "unary op: expected a float32 tensor, got int64"); return NULL; }

@@ -30,6 +30,7 @@ static int linear_bwd(lv_node *n, lv_tensor *gout, lv_tensor **gin) {
 }
 
 static const lv_op op_linear = {"Linear", linear_fwd, linear_bwd, NULL};
+int lv_node_is_linear(const lv_node *n) { return n->op == &op_linear; }
 
 lv_tensor *lv_linear(lv_tensor *x, lv_tensor *w, lv_tensor *b) {
   char s1[96], s2[96], s3[96];

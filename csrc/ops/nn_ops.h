@@ -11,6 +11,7 @@
 /* ---------------- autograd ops ---------------- */
 /* y = x @ w^T + b; x (..., K), w (O, K), b (O) or NULL */
 lv_tensor *lv_linear(lv_tensor *x, lv_tensor *w, lv_tensor *b);
+int lv_node_is_linear(const lv_node *n); /* a node made by lv_linear */
 /* x (N, C, H, W), w (O, C/groups, kh, kw), b (O) or NULL; symmetric zero padding */
 lv_tensor *lv_conv2d(lv_tensor *x, lv_tensor *w, lv_tensor *b, int sh, int sw, int ph, int pw,
                      int dh, int dw, int groups);

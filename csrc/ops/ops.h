@@ -24,6 +24,9 @@ lv_tensor *lv_where(lv_tensor *c, lv_tensor *a, lv_tensor *b);
 /* a copy on `device` (LV_CPU / LV_CUDA), differentiable: the gradient goes back to a's device */
 lv_tensor *lv_to_device(lv_tensor *a, int device);
 lv_tensor *lv_to_dtype(lv_tensor *a, int dtype);
+/* the op code of a node made by lv_unary / lv_reduce, else -1 */
+int lv_node_unop(const lv_node *n);
+int lv_node_redop(const lv_node *n);
 /* broadcast shape of a and b into out; returns ndim or -1 */
 int lv_broadcast_shape(const lv_tensor *a, const lv_tensor *b, int64_t *out);
 #endif

@@ -11,6 +11,7 @@ static int reduce_bwd(lv_node *n, lv_tensor *gout, lv_tensor **gin) {
 }
 
 static const lv_op op_reduce = {"reduce", reduce_fwd, reduce_bwd, NULL};
+int lv_node_redop(const lv_node *n) { return n->op == &op_reduce ? (int)n->ia[0] : -1; }
 static const char *redname[] = {"sum", "mean", "var", "std", "max", "min", "argmax", "argmin"};
 
 lv_tensor *lv_reduce(lv_redop op, lv_tensor *a, uint32_t dims, int keepdim, double correction) {

@@ -6,6 +6,7 @@
 #include <limits.h>
 #include <numpy/arrayobject.h>
 #include "train.h"
+#include "fuse.h"
 
 static void graph_destructor(PyObject *cap) {
   lv_graph *g = PyCapsule_GetPointer(cap, "lviv_c.graph");
@@ -356,7 +357,19 @@ static PyObject *f_profile(PyObject *m, PyObject *arg) {
   return d;
 }
 
+static PyObject *f_fused_updates(PyObject *m, PyObject *arg) {
+  int on = PyObject_IsTrue(arg);
+  if (on < 0) return NULL;
+  return PyBool_FromLong(lv_fuse_set_enabled(on));
+}
+
+static PyObject *f_fused_steps(PyObject *m, PyObject *noarg) { return PyLong_FromLongLong(lv_fuse_steps()); }
+
 static PyMethodDef train_methods[] = {
+    {"fused_steps", f_fused_steps, METH_NOARGS, "fused_steps() -> the number of fused Linear-weight "
+     "Adam steps taken so far (one per weight and step)"},
+    {"fused_updates", f_fused_updates, METH_O, "fused_updates(on) switches the C training loop's fused "
+     "Linear-weight Adam steps (csrc/fuse.c) on or off; returns the previous setting"},
     {"profile", f_profile, METH_O, "profile(True/False) switches op timing on/off; profile(None) returns {op: (fwd_s, bwd_s, calls)}"},
     {"capture_begin", f_capture_begin, METH_NOARGS, NULL},
     {"capture_end", f_capture_end, METH_VARARGS, NULL},
