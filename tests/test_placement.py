@@ -1,6 +1,8 @@
 """Placement with train_model(device='cuda') and the analysis of a GPU model, on a GPU or (in CI)
 on the emulated device (LVIV_EMULATE_CUDA=1: the CPU kernels behind the CUDA storage tag; it
 checks the dispatch and the placement, not the CUDA kernels). Skipped when neither is there."""
+import time
+
 import numpy as np
 import pytest
 
@@ -77,11 +79,18 @@ def test_nothing_is_copied_back_per_batch(scan):
         order = dl["train"].sampler.order()
         eng.train_epoch(order)                                       # capture
         before = _C._emulated_transfers()
+        t0 = time.perf_counter()
         eng.train_epoch(order)
+        elapsed = time.perf_counter() - t0
         after = _C._emulated_transfers()
-        return after["d2h"] - before["d2h"], after["d2h_bytes"] - before["d2h_bytes"], len(order) // batch_size
-    n, nbytes, nb = d2h_per_epoch(4)
-    assert nb >= 20 and 1 <= n < nb / 2
+        return (after["d2h"] - before["d2h"], after["d2h_bytes"] - before["d2h_bytes"], len(order) // batch_size,
+                elapsed)
+    n, nbytes, nb, elapsed = d2h_per_epoch(4)
+    # the first batch, then at most one read per 0.1 s, and the last: bounded by time, not batches
+    # (a loaded machine may take longer than 0.1 s per batch)
+    assert nb >= 20 and 1 <= n <= 2 + elapsed / 0.1
+    if elapsed < 0.05 * nb:       # a batch well under 0.1 s: far fewer reads than batches
+        assert n < nb / 2
     assert nbytes == 8 * n
 
 
