@@ -61,9 +61,10 @@ def main():
         ref = fwd_bwd(model, img, 100)
         tm, tr = [], []
         for _ in range(a.rounds):          # alternating; the loop's marginal cost per step:
-            # (k + 1 steps) - (1 step), so that the first backward's buffer allocation is excluded
-            # as the reference's warm-up replay excludes it there
-            tm.append((mei(steps + 1) - mei(1)) / steps)
+            # (2k + 1 steps) - (k + 1 steps): the first backward's buffer allocation (its cost
+            # varies from call to call, ~0.5-1.5 s) is in both and cancels, as the reference's
+            # warm-up replay excludes it there
+            tm.append((mei(2 * steps + 1) - mei(steps + 1)) / steps)
             tr.append(ref(steps) / steps)
         ref.restore()
         dm, dr = statistics.median(tm), statistics.median(tr)
