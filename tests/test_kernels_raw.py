@@ -190,6 +190,16 @@ def elu64(z, alpha=1.0):
 
 # ----------------------------------------------------------------------------------- batchnorm
 
+def bn_backward_train(elu, N, C, HW, x, y, gy, gamma, mean, invstd, gx, gg, gb):
+    """The training-mode BatchNorm backward kernel, with or without the fused ELU (y: its output)."""
+    if elu:
+        call("lv_bn_elu_backward_train", N, C, HW, P(x), P(y), P(gy), P(gamma), P(mean), P(invstd),
+             P(gx), P(gg), P(gb))
+    else:
+        call("lv_batchnorm_backward_train", N, C, HW, P(x), P(gy), P(gamma), P(mean), P(invstd),
+             P(gx), P(gg), P(gb))
+
+
 def bn_ref(x, gamma, beta, eps, elu, mean=None, var=None):
     N, C = x.shape[:2]
     x3 = x.reshape(N, C, -1)
@@ -229,12 +239,7 @@ def test_batchnorm_train(elu, affine, shape):
     gx0 = gx.copy()
     gg = np.zeros(C, np.float32) if affine else None
     gb = np.zeros(C, np.float32) if affine else None
-    if elu:
-        call("lv_bn_elu_backward_train", N, C, HW, P(x), P(y), P(gy), P(gamma), P(mean), P(invstd),
-             P(gx), P(gg), P(gb))
-    else:
-        call("lv_batchnorm_backward_train", N, C, HW, P(x), P(gy), P(gamma), P(mean), P(invstd),
-             P(gx), P(gg), P(gb))
+    bn_backward_train(elu, N, C, HW, x, y, gy, gamma, mean, invstd, gx, gg, gb)
     gy64 = gy.astype(np.float64)
     close(gx - gx0, numgrad(lambda a: bn_ref(a, g64, b64, eps, elu), x64, gy64), atol=2e-4, rtol=1e-3)
     if affine:
@@ -272,12 +277,7 @@ def test_batchnorm_train_schedules_against_float64(elu, shape):
     gy = rnd(*shape)
     gx = np.zeros_like(x)
     gg, gb = np.zeros(C, np.float32), np.zeros(C, np.float32)
-    if elu:
-        call("lv_bn_elu_backward_train", N, C, HW, P(x), P(y), P(gy), P(gamma), P(mean), P(invstd),
-             P(gx), P(gg), P(gb))
-    else:
-        call("lv_batchnorm_backward_train", N, C, HW, P(x), P(gy), P(gamma), P(mean), P(invstd),
-             P(gx), P(gg), P(gb))
+    bn_backward_train(elu, N, C, HW, x, y, gy, gamma, mean, invstd, gx, gg, gb)
     gz = gy.astype(np.float64).reshape(N, C, HW)
     if elu:
         gz = gz * np.where(z > 0, 1.0, np.exp(np.minimum(z, 0)))

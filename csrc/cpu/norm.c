@@ -198,6 +198,21 @@ static void bwd_finish(int C, int c, double M, int train, double sg, double sgx,
  * - fewer channels (the course LN's BatchNorm2d(1)): over the N*C planes, per-plane partials, the
  *   channels' merges, then the planes again, so that every thread works. */
 #define BN_PAR(N, C, HW) if ((double)(N) * (C) * (HW) > 65536)
+
+/* The schedule of (N, C, HW) (rows: HW == 1; per_channel: enough channels for every thread) and
+ * its work space: per-plane partials (2 N C floats, not for rows) and nc per-channel floats. */
+static int bn_schedule(const char *who, int N, int C, int HW, int nc, int *rows, int *per_channel,
+                       float **part, float **chan) {
+  *rows = HW == 1;
+  *per_channel = !*rows && C >= omp_get_max_threads();
+  *part = *rows ? NULL : malloc(2 * (size_t)N * C * sizeof **part);
+  *chan = malloc((size_t)nc * C * sizeof **chan);
+  if ((!*rows && !*part) || !*chan) {
+    free(*part), free(*chan);
+    return lv_set_error(LV_ENOMEM, "%s: out of memory", who), -1;
+  }
+  return 0;
+}
 /* the planes' schedule has three barriers: threads only from 1M values (below, one thread is done
  * in well under a millisecond, and a shared machine's descheduled thread costs more at a barrier) */
 #define BN_PAR_PLANES(N, C, HW) if ((double)(N) * (C) * (HW) > (1 << 20))
@@ -209,12 +224,9 @@ static int bn_fwd_train(const char *who, int act, int N, int C, int HW, const fl
   if (bn_check(who, N, C, HW, x, y)) return -1;
   if (!mean || !invstd) return lv_set_error(LV_EVALUE, "%s: mean/invstd outputs are required", who), -1;
   size_t P = (size_t)N * C;
-  int rows = HW == 1, per_channel = !rows && C >= omp_get_max_threads();
-  float *part = rows ? NULL : malloc(2 * P * sizeof *part), *ab = malloc(2 * (size_t)C * sizeof *ab);
-  if ((!rows && !part) || !ab) {
-    free(part), free(ab);
-    return lv_set_error(LV_ENOMEM, "%s: out of memory", who), -1;
-  }
+  int rows, per_channel;
+  float *part, *ab;
+  if (bn_schedule(who, N, C, HW, 2, &rows, &per_channel, &part, &ab) < 0) return -1;
   double M = (double)N * HW;
   if (rows) {
     int nch = (C + BN_CH - 1) / BN_CH;
@@ -346,13 +358,10 @@ static int bn_bwd(const char *who, int train, int N, int C, int HW, const float 
     return 0;
   }
   size_t P = (size_t)N * C;
-  int rows = HW == 1, per_channel = !rows && C >= omp_get_max_threads();
+  int rows, per_channel;
   /* per plane: sum gz, sum gz (x - mu); per channel: mu, invstd, k, mean gz, mean gz xhat */
-  float *part = rows ? NULL : malloc(2 * P * sizeof *part), *cc = malloc(5 * (size_t)C * sizeof *cc);
-  if ((!rows && !part) || !cc) {
-    free(part), free(cc);
-    return lv_set_error(LV_ENOMEM, "%s: out of memory", who), -1;
-  }
+  float *part, *cc;
+  if (bn_schedule(who, N, C, HW, 5, &rows, &per_channel, &part, &cc) < 0) return -1;
   for (int c = 0; c < C; c++) {
     cc[c] = train ? mean[c] : rm[c];
     cc[C + c] = train ? invstd[c] : (float)(1.0 / sqrt((double)rv[c] + eps));
