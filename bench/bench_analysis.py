@@ -52,19 +52,18 @@ def main():
         steps = max(2, a.mei_steps)
 
         def mei(k):
-            """seconds of generate_mei's C loop alone (lviv_c._C.optimize_input: replay, backward,
-            update), the capture and the rest of the setup excluded"""
+            """the median time between the C loop's per-step progress calls after its first step
+            (lviv_c._C.optimize_input: replay, backward, update; the first step, which allocates
+            the engine's gradient buffers, and the capture excluded)"""
             with loop_timer() as t:
                 generate_mei(model, img, list(range(100)), iterations=k, mean_constr=mean, std_constr=60.0,
                              progress=False)
-            return t.seconds
+            return statistics.median(np.diff(t.stamps[1:]))
         ref = fwd_bwd(model, img, 100)
         tm, tr = [], []
-        for _ in range(a.rounds):          # alternating; the loop's marginal cost per step:
-            # (2k + 1 steps) - (k + 1 steps): the first backward's buffer allocation (its cost
-            # varies from call to call, ~0.5-1.5 s) is in both and cancels, as the reference's
-            # warm-up replay excludes it there
-            tm.append((mei(2 * steps + 1) - mei(steps + 1)) / steps)
+        for _ in range(a.rounds):          # alternating; a step after the first (whose buffer
+            # allocation, 0.5-1.5 s, the reference's warm-up replay excludes there too)
+            tm.append(mei(steps + 2))
             tr.append(ref(steps) / steps)
         ref.restore()
         dm, dr = statistics.median(tm), statistics.median(tr)
@@ -74,11 +73,12 @@ def main():
 
 
 class loop_timer:
-    """Times the calls of lviv_c._C.optimize_input made inside the with-block (the MEI loop)."""
+    """Times the calls of lviv_c._C.optimize_input made inside the with-block (the MEI loop):
+    `seconds` in all, `stamps` the times of its per-step progress calls (the start first)."""
 
     def __enter__(self):
         import lviv_c.analysis as A
-        self.mod, self.orig, self.seconds = A, A._C, 0.0
+        self.mod, self.orig, self.seconds, self.stamps = A, A._C, 0.0, []
         outer = self
 
         class Timed:
@@ -86,7 +86,14 @@ class loop_timer:
                 return getattr(outer.orig, k)
 
             def optimize_input(self, *args, **kw):
+                inner = kw.get("progress")
+
+                def stamp(done, total):
+                    outer.stamps.append(time.perf_counter())
+                    return inner(done, total) if inner else None
+                kw["progress"] = stamp
                 t0 = time.perf_counter()
+                outer.stamps.append(t0)
                 try:
                     return outer.orig.optimize_input(*args, **kw)
                 finally:
