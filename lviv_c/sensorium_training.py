@@ -26,14 +26,13 @@ averaged over the repeats of each image) and FEVE.
 """
 import math
 import sys
-import time
 
 import numpy as np
 
 from . import _C
 from .capture import CaptureError, capture_graph, host_copy, model_device, to_device
 from .tensor import Tensor, manual_seed, no_grad
-from .trainers import StateMixin, _corr_per_neuron, _raise_not_finite
+from .trainers import StateMixin, _corr_per_neuron, _raise_not_finite, run_epoch
 from .utility.measures import compute_feve, corr
 
 __all__ = ["train_multi", "MultiScanEngine", "sensorium_measures", "is_multi_scan", "SENSORIUM_MODELS",
@@ -300,7 +299,6 @@ def train_multi(model, dataloaders, seed=None, avg_loss=False, scale_loss=True, 
     'validation_corr' (per scan, {data_key: mean}), per-epoch tracks with track_training,
     'epochs' and 'epoch_seconds'. `device` ('cpu', 'cuda', 'auto'; None: where the model is)
     moves the model there first; training runs on the model's device."""
-    from .progress import progress as _bar
     from .training_loop import early_stopping_loop
 
     train, val = dataloaders["train"], dataloaders.get("validation", dataloaders["train"])
@@ -329,21 +327,8 @@ def train_multi(model, dataloaders, seed=None, avg_loss=False, scale_loss=True, 
         return float(np.mean(np.hstack(list(eng.correlations(val).values()))))
 
     def train_epoch(ep):
-        n = len(eng.epoch_batches()) if verbose else 0
-        bar = _bar(total=n, desc=f"Epoch {ep}", disable=not verbose)
-        last = [0]
-
-        def prog(done, total, loss):
-            bar.update(done - last[0])
-            last[0] = done
-        t0 = time.perf_counter()
-        try:
-            loss = eng.train_epoch(loss_accum_batch_n, prog if verbose else None)
-        finally:
-            bar.close()
-        stats["epoch_seconds"].append(time.perf_counter() - t0)
-        if loss is not None and not math.isfinite(float(loss)):
-            raise FloatingPointError(f"Training loss is not finite ({float(loss)}) in epoch {ep}.")
+        run_epoch(ep, len(eng.epoch_batches()) if verbose else 0, verbose,
+                  lambda prog: eng.train_epoch(loss_accum_batch_n, prog), stats)
 
     tracker = None
     if track_training:

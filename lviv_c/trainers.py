@@ -290,6 +290,26 @@ def _progress_bar(total, desc, verbose):
     return progress(total=total, desc=desc, disable=not verbose)
 
 
+def run_epoch(ep, n_batches, verbose, run, stats):
+    """One training epoch of either trainer: run(progress) trains it (progress is None unless
+    verbose, so that a quiet epoch reads no loss back before its end), with its progress bar;
+    its seconds go to stats['epoch_seconds']; a non-finite summed loss raises FloatingPointError."""
+    bar = _progress_bar(n_batches, f"Epoch {ep}", verbose)
+    last = [0]
+
+    def prog(done, total, loss):
+        bar.update(done - last[0])
+        last[0] = done
+    t0 = time.perf_counter()
+    try:
+        loss = run(prog if verbose else None)
+    finally:
+        bar.close()
+    stats["epoch_seconds"].append(time.perf_counter() - t0)
+    if loss is not None and not math.isfinite(float(loss)):
+        raise FloatingPointError(f"Training loss is not finite ({float(loss)}) in epoch {ep}.")
+
+
 def _raise_not_finite(rec, eng, val):
     """train_model stopped on a non-finite loss or objective: say what and what the model holds."""
     what = next((l for l in reversed(rec.lines) if "not finite" in l.lower()), "")
@@ -383,21 +403,8 @@ def train_model(model, dataloader, seed=None, avg_loss=False, scale_loss=True, l
 
     def train_epoch(ep):
         order = loaders["train"].sampler.order()
-        nb = -(-len(order) // eng.B)
-        bar = _progress_bar(nb, f"Epoch {ep}", verbose)
-        last = [0]
-
-        def prog(done, total, loss):
-            bar.update(done - last[0])
-            last[0] = done
-        t0 = time.perf_counter()
-        try:
-            loss = eng.train_epoch(order, loss_accum_batch_n or 1, prog)
-        finally:
-            bar.close()
-        stats["epoch_seconds"].append(time.perf_counter() - t0)
-        if loss is not None and not math.isfinite(float(loss)):
-            raise FloatingPointError(f"Training loss is not finite ({float(loss)}) in epoch {ep}.")
+        run_epoch(ep, -(-len(order) // eng.B), verbose,
+                  lambda prog: eng.train_epoch(order, loss_accum_batch_n or 1, prog), stats)
 
     report = kwargs.pop("report", None)
     if report is not None:   # report(epoch, validation corr) before each next epoch (lviv_c.sweep)
