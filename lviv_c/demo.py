@@ -418,8 +418,7 @@ def analyse_lurz(models, per_neuron, loaders, out, written, n_neurons=6, mei_ite
     stats = loaders["train"].dataset.statistics
     mean = float(np.asarray(stats["images"]["all"]["mean"]).ravel()[0])
     std = float(np.asarray(stats["images"]["all"]["std"]).ravel()[0])
-    x0 = np.asarray(next(iter(loaders["train"]))[0])
-    h, w = x0.shape[-2:]
+    h, w = next(iter(loaders["train"]))[0].shape[-2:]   # a batch on either device
     image = np.full((1, h, w), mean, dtype=np.float32)
     # MEIs start from the mean image plus faint noise: the mean/std constraint rescales the
     # image to the data's contrast, so the gradient acts on an image of std ~0.1 and a few

@@ -156,9 +156,11 @@ def test_cli_train_device_cuda_matches_device_cpu(scan, tmp_path):
 
 def test_demo_reports_the_device_it_trained_on(scan, tmp_path):
     from lviv_c import demo
-    res = demo.run_demo(data=scan, out=str(tmp_path / "out"), models=("ln",), max_iter=1, batch_size=32,
-                        verbose=False, figures=False, device="cuda")
+    res = demo.run_demo(data=scan, out=str(tmp_path / "out"), models=("ln", "lurz"), max_iter=1, batch_size=32,
+                        verbose=False, figures=True, device="cuda", mei_iterations=2, n_analysis_neurons=2)
     assert res["device"] == "cuda" and res["models"]["ln"]["device"] == "cuda"
+    assert res["models"]["lurz"]["device"] == "cuda"
+    assert "lurz" in res["analysis"]   # the RF / MEI analysis of the GPU model, from CUDA batches
     res = demo.run_demo(data=scan, out=str(tmp_path / "out2"), models=("ln",), max_iter=1, batch_size=32,
                         verbose=False, figures=False, device="cpu")
     assert res["device"] == "cpu" and res["models"]["ln"]["device"] == "cpu"
