@@ -90,7 +90,12 @@ def emulated():
 def _backend():
     if not _state["checked"]:
         _state["checked"] = True
-        if os.environ.get("LVIV_EMULATE_CUDA", "") not in ("", "0"):
+        try:
+            emulate = env_flag("LVIV_EMULATE_CUDA")
+        except ValueError as e:   # said by why_unavailable(); is_available() never raises
+            _state["error"] = str(e)
+            return None
+        if emulate:
             try:
                 _state["mod"] = _EmulatedDevice()
             except Exception as e:

@@ -18,7 +18,8 @@ in the cycling order and the C loop runs them, stepping Adam every ``loss_accum_
 Device: training runs where the model is (``train_model(..., device='cuda')`` moves it, as for one
 scan). On the GPU the parameters, buffers, Adam's moments and the graphs live there, each scan's
 image and response blocks are uploaded once (``_Scan.blocks``) and batches are gathered on the
-device; per batch only the loss (one double) comes back to the host.
+device; per epoch only the summed loss (one double) comes back to the host, plus one read per
+progress report when a progress bar is shown.
 
 ``sensorium_measures(model, dataloaders, tier='test')``: the Sensorium 2022 measures per scan and
 over all neurons: single-trial correlation, correlation to average (responses and predictions

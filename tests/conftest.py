@@ -1,5 +1,3 @@
-import os
-
 import numpy as np
 import pytest
 
@@ -7,8 +5,8 @@ import pytest
 def pytest_sessionstart(session):
     """With LVIV_EMULATE_CUDA=1 (make test's second run) the emulated device must start: the CUDA
     tests would otherwise all skip and the run would pass without testing anything."""
-    if os.environ.get("LVIV_EMULATE_CUDA", "") not in ("", "0"):
-        import lviv_c
+    import lviv_c
+    if lviv_c.cuda.env_flag("LVIV_EMULATE_CUDA"):
         if not lviv_c.cuda.is_available():
             pytest.exit(f"LVIV_EMULATE_CUDA=1 but no device: {lviv_c.cuda.why_unavailable()}", returncode=1)
 

@@ -328,3 +328,19 @@ def test_conv_under_each_switch_setting(det, bench, tf32, restore_flags):
     if det:  # deterministic algorithms: the same bits on the second run
         np.testing.assert_array_equal(runs[1][0], runs[0][0])
         np.testing.assert_array_equal(runs[1][1], runs[0][1])
+
+
+@pytest.mark.parametrize("value,emulated", [("1", True), ("yes", True), ("0", False), ("false", False),
+                                            ("maybe", None)])
+def test_emulate_cuda_variable_is_read_as_a_boolean(value, emulated):
+    """LVIV_EMULATE_CUDA takes the values LVIV_CUDA_SYNC takes; anything else is refused, named by
+    why_unavailable(), and is_available() still does not raise."""
+    code = "import lviv_c as L; print(L.cuda.is_available(), L.cuda.emulated(), L.cuda.why_unavailable())"
+    env = dict(os.environ, LVIV_EMULATE_CUDA=value)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    avail, emu, why = out.stdout.split(" ", 2)
+    if emulated is None:
+        assert avail == "False" and "LVIV_EMULATE_CUDA must be 0 or 1" in why
+    else:
+        assert emu == str(emulated)
